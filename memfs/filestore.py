@@ -1,0 +1,156 @@
+"""The on-disk side: the directory layout, atomic writes, which files are memories, and scanning.
+
+File naming (docs/storage.md): memories the store writes go to `YYYY/MM/DD/<slug>-<id8>.json` under
+data/memories/, by creation day (UTC). People may use any subfolders they like; every `*.json` file
+that is not a temp, swap or dot-file is a memory, wherever it lies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+MEMORY_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives under a root (DESIGN.md §2)."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def memories(self) -> Path:
+        return self.data / "memories"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.data / "embeddings"
+
+    @property
+    def indexes(self) -> Path:
+        return self.data / "indexes"
+
+    @property
+    def logs(self) -> Path:
+        return self.data / "logs"
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data / "memfs.lock"
+
+    def directories(self) -> list[Path]:
+        return [self.data, self.memories, self.embeddings, self.indexes, self.logs, self.backups]
+
+    def create(self) -> None:
+        for d in self.directories():
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def is_ignored_name(name: str) -> bool:
+    """Temp files, editor swap/backup files and dot-files are never memories (DESIGN.md §2)."""
+    return (
+        name.startswith(".")  # dot-files, vim's .x.swp, emacs' .#x lock links
+        or name.endswith(("~", ".tmp", ".swp", ".swx"))
+        or not name.endswith(MEMORY_SUFFIX)
+    )
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What reconcile compares to decide whether a file needs reading again."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "FileState":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def scan(memories: Path) -> dict[str, FileState]:
+    """Every memory file under `memories`, as POSIX relative path -> FileState. Only stats, no reads."""
+    found: dict[str, FileState] = {}
+    stack = [(memories, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue  # removed while we walked: its files are gone, which is what we report
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
+            elif not is_ignored_name(entry.name):
+                try:
+                    found[prefix + entry.name] = FileState.of(entry.stat())
+                except FileNotFoundError:
+                    continue
+    return found
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, os.replace, fsync the directory (DESIGN.md §2).
+
+    A reader never sees half a file, and a crash leaves the old or the new version. The temp name
+    starts with a dot and ends in .tmp, so neither a scan nor the watcher takes it for a memory.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+_SLUG_WORD = re.compile(r"[a-z0-9]+")
+
+
+def slugify(text: str, max_words: int = 6, max_len: int = 40) -> str:
+    words = _SLUG_WORD.findall(text.lower())[:max_words]
+    return "-".join(words)[:max_len].strip("-") or "memory"
+
+
+def new_relpath(memories: Path, mem_id: str, content: str, created_at: datetime) -> str:
+    """A humane, unused relative path for a memory the store writes: YYYY/MM/DD/<slug>-<id8>.json."""
+    day = created_at.astimezone(timezone.utc).strftime("%Y/%m/%d")
+    stem = f"{slugify(content)}-{mem_id[:8]}"
+    rel = f"{day}/{stem}{MEMORY_SUFFIX}"
+    n = 2
+    while (memories / rel).exists():
+        rel = f"{day}/{stem}-{n}{MEMORY_SUFFIX}"
+        n += 1
+    return rel
+
+
+def default_id_for(relpath: str) -> str:
+    """A bare file without an `id` is known by its path under memories/, minus `.json`."""
+    return relpath[: -len(MEMORY_SUFFIX)] if relpath.endswith(MEMORY_SUFFIX) else relpath

@@ -1,0 +1,442 @@
+"""MemoryStore: the Python API over one root. Files are the truth; catalog and vectors follow them.
+
+Every write goes file first (atomically), then catalog, then vectors. A crash between the steps leaves
+an index that lags the files, and `reconcile` (run at every start) brings it level again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import documents
+from .catalog import Catalog, Entry, Invalid
+from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
+from .embedder import Embedder, MiniLMEmbedder
+from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
+from .filestore import FileState, Layout, atomic_write, default_id_for, fsync_dir, new_relpath, scan
+from .lock import StoreLock
+from .query import Filters, Hit, Mode, reciprocal_rank_fusion
+from .vectors import VectorIndex
+
+log = logging.getLogger("memfs")
+
+# progress(phase, done, total): reconcile and bulk add report through this; the CLI draws a bar.
+Progress = Callable[[str, int, int], None]
+
+# How many documents go through one embed + index round in bulk work.
+BULK_BATCH = 256
+
+
+@dataclass(frozen=True)
+class AddResult:
+    memory: Memory
+    path: str
+    duplicate: bool  # True: the content was already stored, and `memory` is the existing one
+
+    def to_dict(self) -> dict:
+        return {"duplicate": self.duplicate, "path": self.path, **self.memory.to_dict()}
+
+
+@dataclass
+class ReconcileReport:
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0
+    moved: int = 0  # path or file state changed, content and fields did not: nothing re-embedded
+    removed: int = 0
+    embedded: int = 0  # texts the model actually encoded
+    vectors_written: int = 0
+    vectors_missing: int = 0  # catalog ids Chroma did not hold (chroma #6975), re-added
+    vectors_orphaned: int = 0  # Chroma ids no file backs, removed
+    invalid: list[Invalid] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["invalid"] = [{"path": i.path, "reason": i.reason} for i in self.invalid]
+        return d
+
+
+class MemoryStore:
+    """Open with `MemoryStore.open(root)`; use as a context manager or call `close()`."""
+
+    def __init__(self, layout: Layout, catalog: Catalog, vectors: VectorIndex, embedder: Embedder,
+                 lock: StoreLock | None):
+        self.layout = layout
+        self.catalog = catalog
+        self.vectors = vectors
+        self.embedder = embedder
+        self.lock = lock
+        self._mutex = threading.RLock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: Path | str) -> Layout:
+        """Create the directory layout (idempotent)."""
+        layout = Layout(Path(root))
+        layout.create()
+        return layout
+
+    @classmethod
+    def open(cls, root: Path | str, *, create: bool = False, embedder: Embedder | None = None,
+             chroma_url: str | None = None, lock_timeout: float = 0.0, url: str | None = None) -> "MemoryStore":
+        """Open the store at `root`, taking its lock (StoreBusyError if another process holds it)."""
+        layout = Layout(Path(root))
+        if create:
+            layout.create()
+        elif not layout.memories.is_dir():
+            raise StoreNotInitializedError(
+                f"no memfs store at {layout.root} (missing {layout.memories}); run `memfs init` first "
+                "or point --root / MEMFS_ROOT at an existing store")
+        lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
+        try:
+            catalog = Catalog(layout.indexes / "catalog.sqlite")
+        except BaseException:
+            lock.release()
+            raise
+        return cls(layout, catalog, VectorIndex(layout.embeddings, chroma_url), embedder or MiniLMEmbedder(), lock)
+
+    def close(self) -> None:
+        with self._mutex:
+            self.vectors.close()
+            self.catalog.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def __enter__(self) -> "MemoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def add(self, content: str, *, tags: Iterable[str] = (), type: str = DEFAULT_TYPE,
+            metadata: dict | None = None, allow_duplicate: bool = False, **fields: Any) -> AddResult:
+        """Store one memory. If the same content is already stored, return that one (duplicate=True)."""
+        doc = {"content": content, "tags": list(tags), "type": type, "metadata": metadata or {}, **fields}
+        return self.add_many([doc], allow_duplicate=allow_duplicate)[0]
+
+    def add_many(self, docs: Iterable[dict], *, allow_duplicate: bool = False,
+                 progress: Progress | None = None) -> list[AddResult]:
+        """Store many memories, given as document dicts (DESIGN.md §3), embedding them in batches."""
+        docs = list(docs)
+        results: list[AddResult] = []
+        with self._mutex:
+            for start in range(0, len(docs), BULK_BATCH):
+                results += self._add_batch(docs[start:start + BULK_BATCH], allow_duplicate)
+                if progress:
+                    progress("add", len(results), len(docs))
+        return results
+
+    def _add_batch(self, docs: list[dict], allow_duplicate: bool) -> list[AddResult]:
+        now = utcnow()
+        results: list[AddResult] = []
+        fresh: list[tuple[Memory, str]] = []
+        seen: dict[str, AddResult] = {}
+        for doc in docs:
+            m = documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now)
+            if not allow_duplicate:
+                earlier = seen.get(m.content_hash) or self._existing_with_content(m.content_hash)
+                if earlier:
+                    results.append(earlier)
+                    continue
+            if m.id in seen or self.catalog.get(m.id) is not None:
+                raise InvalidDocumentError(f"a memory with id {m.id!r} already exists; update it instead")
+            rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at)
+            atomic_write(self.layout.memories / rel, m.to_bytes())
+            fresh.append((m, rel))
+            seen[m.content_hash] = AddResult(m, rel, duplicate=True)
+            results.append(AddResult(m, rel, duplicate=False))
+        with self.catalog.transaction():
+            for m, rel in fresh:
+                self.catalog.put(m, rel, self._state(rel))
+        self._write_vectors([m for m, _ in fresh])
+        return results
+
+    def _existing_with_content(self, h: str) -> AddResult | None:
+        mem_id = self.catalog.id_for_hash(h)
+        if mem_id is None:
+            return None
+        entry = self.catalog.get(mem_id)
+        return AddResult(entry.memory, entry.path, duplicate=True)
+
+    def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,
+               add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (), type: str | None = None,
+               metadata: dict | None = None) -> Memory:
+        """Change a memory in place. `metadata` is merged into the existing metadata."""
+        with self._mutex:
+            entry = self._entry(mem_id)
+            m = self._read(entry.path)
+            new_tags = list(m.tags if tags is None else tags) + list(add_tags)
+            removed = set(remove_tags)
+            changes: dict[str, Any] = {
+                "tags": normalize_tags(t for t in new_tags if t not in removed),
+                "updated_at": utcnow(),
+            }
+            if content is not None:
+                if not content.strip():
+                    raise InvalidDocumentError("'content' is empty")
+                changes["content"] = content
+            if type is not None:
+                changes["type"] = type
+            if metadata:
+                changes["metadata"] = {**m.metadata, **metadata}
+            new = m.replace(**changes)
+            atomic_write(self.layout.memories / entry.path, new.to_bytes())
+            with self.catalog.transaction():
+                self.catalog.put(new, entry.path, self._state(entry.path))
+            self._write_vectors([new])
+            return new
+
+    def remove(self, mem_id: str) -> Memory:
+        """Delete the memory's file and its index entries. Returns what was removed."""
+        with self._mutex:
+            entry = self._entry(mem_id)
+            path = self.layout.memories / entry.path
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+            with self.catalog.transaction():
+                self.catalog.remove([mem_id])
+            self.vectors.delete([mem_id])
+            return entry.memory
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get(self, mem_id: str) -> Memory:
+        """The memory as its file says now."""
+        with self._mutex:
+            return self._read(self._entry(mem_id).path)
+
+    def path_of(self, mem_id: str) -> Path:
+        return self.layout.memories / self._entry(mem_id).path
+
+    def list(self, filters: Filters = Filters(), *, limit: int | None = None, offset: int = 0) -> list[Entry]:
+        """Memories passing the filters, newest first."""
+        with self._mutex:
+            return self.catalog.list(filters, limit, offset)
+
+    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> list[Hit]:
+        """The k best memories for `query`. Filters apply before the cut in every mode."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        with self._mutex:
+            if mode == "semantic":
+                ranked = [(i, s, {"semantic": r}) for r, (i, s) in enumerate(self._semantic(query, k, filters), 1)]
+            elif mode == "keyword":
+                ranked = [(i, s, {"keyword": r}) for r, (i, s) in enumerate(self._keyword(query, k, filters), 1)]
+            elif mode == "hybrid":
+                depth = max(4 * k, 40)
+                ranked = reciprocal_rank_fusion({
+                    "semantic": [i for i, _ in self._semantic(query, depth, filters)],
+                    "keyword": [i for i, _ in self._keyword(query, depth, filters)],
+                })[:k]
+            else:
+                raise ValueError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
+            entries = self.catalog.get_many([i for i, _, _ in ranked])
+            return [Hit(entries[i].memory, score, entries[i].path, ranks)
+                    for i, score, ranks in ranked if i in entries]
+
+    def _semantic(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
+        if self.catalog.count() == 0:
+            return []
+        vector = self.embedder.embed([query])[0]
+        return self.vectors.query(vector, k, filters)
+
+    def _keyword(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
+        # BM25 scores are not comparable across queries; a rank-based score keeps the output honest.
+        return [(i, 1.0 / r) for r, i in enumerate(self.catalog.keyword(query, filters, k), 1)]
+
+    def stats(self) -> dict:
+        with self._mutex:
+            db = self.catalog.db
+            types = dict(db.execute("SELECT type, count(*) FROM docs GROUP BY type ORDER BY 2 DESC"))
+            tags = db.execute("SELECT count(DISTINCT tag) FROM doc_tags").fetchone()[0]
+            content_bytes = db.execute("SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM docs").fetchone()[0]
+            return {
+                "root": str(self.layout.root),
+                "memories": self.catalog.count(),
+                "types": types,
+                "distinct_tags": tags,
+                "content_bytes": content_bytes,
+                "invalid_files": len(self.catalog.invalid()),
+                "vectors": self.vectors.count(),
+                "embedding_cache": self.catalog.cache_size(),
+                "model": self.embedder.model_id,
+                "last_reconcile": self.catalog.get_meta("last_reconcile"),
+                "disk_bytes": {d.name: _du(d) for d in (self.layout.memories, self.layout.embeddings,
+                                                         self.layout.indexes)},
+            }
+
+    # -- reconcile ----------------------------------------------------------------------------------
+
+    def reconcile(self, *, verify_vectors: bool = True, progress: Progress | None = None) -> ReconcileReport:
+        """Bring catalog and vectors level with the files; re-embed only content never embedded before.
+
+        Files whose size, mtime and inode match the catalog are not read. An unreadable or invalid
+        file is reported and skipped; its last good version stays indexed (never "unreadable means
+        deleted"). With `verify_vectors`, Chroma's id set is checked against the catalog's.
+        """
+        started = time.monotonic()
+        with self._mutex:
+            report = ReconcileReport()
+            embedded_before = self.embedder.embedded
+            files = scan(self.layout.memories)
+            report.scanned = len(files)
+            indexed = self.catalog.file_index()
+            known_invalid = {i.path: i.state for i in self.catalog.invalid()}
+            self.catalog.forget_invalid([p for p in known_invalid if p not in files])
+            to_read = [p for p, st in files.items()
+                       if (p not in indexed or indexed[p][1] != st) and known_invalid.get(p) != st]
+            gone = {indexed[p][0] for p in indexed if p not in files}
+            with self.catalog.transaction():
+                stale = self._apply_files(sorted(to_read), files, indexed, gone, report, progress)
+            self.vectors.delete(stale)
+            report.vectors_written += self._write_vectors(None, progress=progress)
+            if verify_vectors:
+                self._verify_vectors(report, progress)
+            report.invalid = self.catalog.invalid()
+            report.embedded = self.embedder.embedded - embedded_before
+            report.seconds = time.monotonic() - started
+            self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
+            if report.invalid:
+                log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
+                            report.invalid[0].path, report.invalid[0].reason)
+            return report
+
+    def _apply_files(self, to_read: list[str], files: dict[str, FileState],
+                     indexed: dict[str, tuple[str, FileState]], gone: set[str],
+                     report: ReconcileReport, progress: Progress | None) -> list[str]:
+        """Index what changed on disk. Returns the ids whose vectors must go."""
+        parsed: dict[str, Memory] = {}
+        for n, rel in enumerate(to_read, 1):
+            m = self._parse_file(rel, files[rel])
+            if m is not None:
+                parsed[rel] = m
+            if progress and (n % 500 == 0 or n == len(to_read)):
+                progress("read", n, len(to_read))
+        # Ids held by files we did not (successfully) re-read stay theirs; an invalid file keeps
+        # serving its last good version, so it keeps its id too.
+        owner = {mem_id: path for path, (mem_id, _) in indexed.items() if path in files and path not in parsed}
+        claimed: dict[str, str] = {}
+        for rel, m in parsed.items():
+            other = owner.get(m.id) or claimed.get(m.id)
+            if other is not None:
+                self.catalog.set_invalid(rel, files[rel], f"duplicate id {m.id!r}: also used by {other}; "
+                                                          "give one of them another 'id'")
+            else:
+                claimed[m.id] = rel
+        # A removed file whose id reappears at another path was moved, not removed.
+        removed = sorted(gone - claimed.keys())
+        self.catalog.remove(removed)
+        report.removed = len(removed)
+        for mem_id, rel in claimed.items():
+            m = parsed[rel]
+            before = self.catalog.get(mem_id)
+            if before is not None and before.memory == m:
+                self.catalog.set_state(mem_id, rel, files[rel])
+                report.moved += before.path != rel
+            else:
+                removed += self.catalog.put(m, rel, files[rel])
+                if before is None:
+                    report.added += 1
+                else:
+                    report.updated += 1
+        return removed
+
+    def _parse_file(self, rel: str, state: FileState) -> Memory | None:
+        try:
+            return self._read(rel)
+        except InvalidDocumentError as e:
+            self.catalog.set_invalid(rel, state, e.reason)
+        except OSError as e:
+            self.catalog.set_invalid(rel, state, f"unreadable: {e.strerror or e}")
+        return None
+
+    def _verify_vectors(self, report: ReconcileReport, progress: Progress | None) -> None:
+        in_chroma = self.vectors.ids()
+        in_catalog = self.catalog.ids()
+        missing = in_catalog - in_chroma
+        orphans = in_chroma - in_catalog
+        report.vectors_missing = len(missing)
+        report.vectors_orphaned = len(orphans)
+        self.vectors.delete(sorted(orphans))
+        if missing:
+            self.catalog.mark_unsynced(missing)
+            report.vectors_written += self._write_vectors(None, progress=progress)
+
+    # -- vectors ------------------------------------------------------------------------------------
+
+    def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None) -> int:
+        """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
+
+        Vectors come from the cache by content hash; only content never seen is embedded, in batches.
+        """
+        if memories is None:
+            memories = [e.memory for e in self.catalog.unsynced()]
+        written = 0
+        for start in range(0, len(memories), BULK_BATCH):
+            batch = memories[start:start + BULK_BATCH]
+            vectors = self._vectors_for(batch)
+            self.vectors.upsert(batch, vectors)
+            self.catalog.mark_synced([m.id for m in batch])
+            written += len(batch)
+            if progress:
+                progress("embed", written, len(memories))
+        return written
+
+    def _vectors_for(self, memories: Sequence[Memory]) -> np.ndarray:
+        model = self.embedder.model_id
+        cached = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
+        todo = {m.content_hash: m.content for m in memories if m.content_hash not in cached}
+        if todo:
+            fresh = self.embedder.embed(list(todo.values()))
+            new = dict(zip(todo.keys(), fresh))
+            self.catalog.cache_vectors(model, new)
+            cached.update(new)
+        return np.stack([cached[m.content_hash] for m in memories])
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _entry(self, mem_id: str) -> Entry:
+        entry = self.catalog.get(mem_id)
+        if entry is None:
+            raise NotFoundError(f"no memory with id {mem_id!r}; `memfs list` shows the ids")
+        return entry
+
+    def _read(self, rel: str) -> Memory:
+        path = self.layout.memories / rel
+        try:
+            data = path.read_bytes()
+            mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} is gone; run `memfs reindex` to bring the index up to date") from None
+        try:
+            return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
+        except InvalidDocumentError as e:
+            e.path = str(path)
+            e.args = (f"{path}: {e.reason}",)
+            raise
+
+    def _state(self, rel: str) -> FileState:
+        return FileState.of((self.layout.memories / rel).stat())
+
+
+def _du(directory: Path) -> int:
+    total = 0
+    for p in directory.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
