@@ -269,7 +269,7 @@ class Catalog:
             return []
         where, args = self._where(f)
         sql = (f"SELECT d.id FROM fts JOIN docs d ON d.rowid = fts.rowid"
-               f" WHERE fts MATCH ? AND {where} ORDER BY bm25(fts) LIMIT ?")
+               f" WHERE fts MATCH ? AND {where} ORDER BY bm25(fts), d.id LIMIT ?")
         return [r[0] for r in self.db.execute(sql, [match, *args, limit])]
 
     # -- invalid files ------------------------------------------------------------------------------
