@@ -4,13 +4,13 @@ JSON files under data/memories/ are the truth; the catalog (SQLite + FTS5) and t
 derived from them and can be rebuilt at any time. Start with `MemoryStore.open(root)`.
 """
 
+__version__ = "0.1.0"  # before the imports: submodules read it
+
 from .documents import Memory
 from .errors import (InvalidDocumentError, MemfsError, NotFoundError, StoreBusyError,
                      StoreNotInitializedError, UnsupportedFormatError)
 from .query import Filters, Hit
 from .store import AddResult, MemoryStore, ReconcileReport
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AddResult", "Filters", "Hit", "InvalidDocumentError", "Memory", "MemfsError", "MemoryStore",

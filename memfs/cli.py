@@ -133,11 +133,15 @@ def _synced(store: MemoryStore) -> MemoryStore:
     return store
 
 
+def root_option(fn):
+    return click.option("--root", envvar="MEMFS_ROOT", default=DEFAULT_ROOT, show_default=True,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="The store's root directory (env MEMFS_ROOT).")(fn)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="memfs")
-@click.option("--root", envvar="MEMFS_ROOT", default=DEFAULT_ROOT, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The store's root directory (env MEMFS_ROOT).")
+@root_option
 @click.pass_context
 def cli(ctx: click.Context, root: Path) -> None:
     """memfs: memories as JSON files you can edit, with semantic and keyword search.
@@ -343,6 +347,41 @@ def stats(ctx, as_json) -> None:
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         click.echo(f"{key + ':':<17}{value}")
+
+
+@cli.command()
+@click.option("--polling", is_flag=True, envvar="MEMFS_POLLING",
+              help="Poll instead of inotify: for network filesystems and docker/macOS bind mounts (env MEMFS_POLLING).")
+@click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
+              help="Also run a full (stat-only) reconcile this often, to recover events the OS dropped.")
+@click.pass_context
+@fails_cleanly
+def watch(ctx, polling, reconcile_every) -> None:
+    """Keep search current with the files until Ctrl-C: reconcile once, then follow every change."""
+    import signal
+    import threading
+
+    from .watcher import Watcher
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("memfs").addHandler(console)
+    try:
+        with open_store(ctx, sync=False) as store:
+            watcher = Watcher(store, polling=polling, reconcile_every=reconcile_every).start()
+            click.echo(f"watching {store.layout.memories} ({watcher.status().observer}); Ctrl-C stops", err=True)
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                watcher.stop()
+                click.echo("stopped; pending changes applied", err=True)
+    finally:
+        logging.getLogger("memfs").removeHandler(console)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,9 +98,26 @@ def scan(memories: Path) -> dict[str, FileState]:
                     stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
             elif not is_ignored_name(entry.name):
                 try:
-                    found[prefix + entry.name] = FileState.of(entry.stat())
+                    if entry.is_file():  # a symlink to a file counts, as it does for readers
+                        found[prefix + entry.name] = FileState.of(entry.stat())
                 except FileNotFoundError:
                     continue
+    return found
+
+
+def stat_paths(memories: Path, rels: set[str]) -> dict[str, FileState]:
+    """Like `scan`, for just these relative paths: those that exist now and are memories."""
+    found: dict[str, FileState] = {}
+    for rel in rels:
+        parts = rel.split("/")
+        if is_ignored_name(parts[-1]) or any(p.startswith(".") for p in parts[:-1]):
+            continue
+        try:
+            st = os.stat(memories / rel)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found[rel] = FileState.of(st)
     return found
 
 

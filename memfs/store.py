@@ -21,7 +21,7 @@ from .catalog import Catalog, Entry, Invalid
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
-from .filestore import FileState, Layout, atomic_write, default_id_for, fsync_dir, new_relpath, scan
+from .filestore import FileState, Layout, atomic_write, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
 from .query import Filters, Hit, Mode, reciprocal_rank_fusion
 from .vectors import VectorIndex
@@ -88,8 +88,13 @@ class MemoryStore:
 
     @classmethod
     def open(cls, root: Path | str, *, create: bool = False, embedder: Embedder | None = None,
-             chroma_url: str | None = None, lock_timeout: float = 0.0, url: str | None = None) -> "MemoryStore":
-        """Open the store at `root`, taking its lock (StoreBusyError if another process holds it)."""
+             chroma_url: str | None = None, lock_timeout: float = 0.0, url: str | None = None,
+             lock: StoreLock | None = None) -> "MemoryStore":
+        """Open the store at `root`, taking its lock (StoreBusyError if another process holds it).
+
+        Pass `lock` when the caller already holds it (backup, restore): the store then uses it and
+        leaves releasing it to the caller.
+        """
         layout = Layout(Path(root))
         if create:
             layout.create()
@@ -97,13 +102,21 @@ class MemoryStore:
             raise StoreNotInitializedError(
                 f"no memfs store at {layout.root} (missing {layout.memories}); run `memfs init` first "
                 "or point --root / MEMFS_ROOT at an existing store")
-        lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
+        owned = lock is None
+        if owned:
+            lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
         try:
+            from .backup import finish_interrupted_restore
+
+            for note in finish_interrupted_restore(layout):
+                log.warning(note)
             catalog = Catalog(layout.indexes / "catalog.sqlite")
         except BaseException:
-            lock.release()
+            if owned:
+                lock.release()
             raise
-        return cls(layout, catalog, VectorIndex(layout.embeddings, chroma_url), embedder or MiniLMEmbedder(), lock)
+        return cls(layout, catalog, VectorIndex(layout.embeddings, chroma_url), embedder or MiniLMEmbedder(),
+                   lock if owned else None)
 
     def close(self) -> None:
         with self._mutex:
@@ -279,27 +292,36 @@ class MemoryStore:
 
     # -- reconcile ----------------------------------------------------------------------------------
 
-    def reconcile(self, *, verify_vectors: bool = True, progress: Progress | None = None) -> ReconcileReport:
+    def reconcile(self, *, paths: Iterable[str] | None = None, verify_vectors: bool = True,
+                  progress: Progress | None = None) -> ReconcileReport:
         """Bring catalog and vectors level with the files; re-embed only content never embedded before.
 
         Files whose size, mtime and inode match the catalog are not read. An unreadable or invalid
         file is reported and skipped; its last good version stays indexed (never "unreadable means
         deleted"). With `verify_vectors`, Chroma's id set is checked against the catalog's.
+        With `paths` (relative to memories/), only those paths are looked at: the watcher's way.
         """
         started = time.monotonic()
         with self._mutex:
             report = ReconcileReport()
             embedded_before = self.embedder.embedded
-            files = scan(self.layout.memories)
+            if paths is None:
+                files = scan(self.layout.memories)
+                in_scope: Callable[[str], bool] = lambda p: True  # noqa: E731
+            else:
+                scope = set(paths)
+                files = stat_paths(self.layout.memories, scope)
+                in_scope = scope.__contains__
             report.scanned = len(files)
             indexed = self.catalog.file_index()
             known_invalid = {i.path: i.state for i in self.catalog.invalid()}
-            self.catalog.forget_invalid([p for p in known_invalid if p not in files])
+            self.catalog.forget_invalid([p for p in known_invalid if in_scope(p) and p not in files])
             to_read = [p for p, st in files.items()
                        if (p not in indexed or indexed[p][1] != st) and known_invalid.get(p) != st]
-            gone = {indexed[p][0] for p in indexed if p not in files}
+            gone = {indexed[p][0] for p in indexed if in_scope(p) and p not in files}
+            present = {p for p in indexed if p in files or not in_scope(p)}
             with self.catalog.transaction():
-                stale = self._apply_files(sorted(to_read), files, indexed, gone, report, progress)
+                stale = self._apply_files(sorted(to_read), files, indexed, present, gone, report, progress)
             self.vectors.delete(stale)
             report.vectors_written += self._write_vectors(None, progress=progress)
             if verify_vectors:
@@ -307,14 +329,15 @@ class MemoryStore:
             report.invalid = self.catalog.invalid()
             report.embedded = self.embedder.embedded - embedded_before
             report.seconds = time.monotonic() - started
-            self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
-            if report.invalid:
+            if paths is None:
+                self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
+            if report.invalid and paths is None:
                 log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
                             report.invalid[0].path, report.invalid[0].reason)
             return report
 
     def _apply_files(self, to_read: list[str], files: dict[str, FileState],
-                     indexed: dict[str, tuple[str, FileState]], gone: set[str],
+                     indexed: dict[str, tuple[str, FileState]], present: set[str], gone: set[str],
                      report: ReconcileReport, progress: Progress | None) -> list[str]:
         """Index what changed on disk. Returns the ids whose vectors must go."""
         parsed: dict[str, Memory] = {}
@@ -326,7 +349,7 @@ class MemoryStore:
                 progress("read", n, len(to_read))
         # Ids held by files we did not (successfully) re-read stay theirs; an invalid file keeps
         # serving its last good version, so it keeps its id too.
-        owner = {mem_id: path for path, (mem_id, _) in indexed.items() if path in files and path not in parsed}
+        owner = {mem_id: path for path, (mem_id, _) in indexed.items() if path in present and path not in parsed}
         claimed: dict[str, str] = {}
         for rel, m in parsed.items():
             other = owner.get(m.id) or claimed.get(m.id)

@@ -1,0 +1,512 @@
+"""Backups: verified archives of data/, GFS retention, and a restore that cannot lose data.
+
+An archive holds data/ (memories, embeddings, indexes; never logs, locks or temp files) and, as its last
+member, a manifest with the SHA-256 of every other member. Beside it, `<archive>.md5` in md5sum format.
+The caller holds the store's lock throughout, so nothing changes while it is read or replaced.
+
+Restore never touches the current data until the archive has passed every check: MD5, member safety,
+manifest hashes, format version. The new data is then swapped in directory by directory with
+RENAME_EXCHANGE, recorded in a journal so that a crash mid-swap is rolled forward at the next start.
+No file in the backup directory is ever deleted or moved by a restore.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import io
+import os
+import re
+import shutil
+import socket
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, Iterator
+
+import orjson
+
+from . import __version__
+from .documents import format_time
+from .embedder import MODEL_ID
+from .errors import MemfsError, UnsupportedFormatError
+from .filestore import Layout, atomic_write, fsync_dir, is_ignored_name
+from .retention import Decision, Policy, decide
+
+BACKUP_FORMAT_NAME = "memfs.backup"
+BACKUP_FORMAT_VERSION = 1
+MANIFEST = "memfs-backup.json"
+# The derived and true parts of data/ that a backup carries and a restore swaps. logs/ stays behind.
+PARTS = ("memories", "embeddings", "indexes")
+KINDS = {"memory_backup": "backup", "pre_restore": "pre-restore"}
+_NAME = re.compile(r"^(?P<prefix>memory_backup|pre_restore)_(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?"
+                   r"\.tar\.(?P<comp>gz|zst)$")
+PARTIAL = re.compile(r"^\.(memory_backup|pre_restore)_.*\.partial$")
+STAGING_PREFIX = ".restore-"
+
+# progress(phase, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+class CorruptBackupError(MemfsError):
+    """The archive failed a check (checksum, member safety, manifest); nothing was changed."""
+
+
+# -- naming and listing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    path: Path
+    kind: str  # "backup" or "pre-restore"
+    created: datetime  # UTC, from the name (the same instant the manifest records)
+    compression: str  # "gz" or "zst"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def md5_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".md5")
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    @classmethod
+    def parse(cls, path: Path) -> "BackupFile | None":
+        m = _NAME.match(path.name)
+        if not m:
+            return None
+        created = datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
+        return cls(path, KINDS[m["prefix"]], created, m["comp"])
+
+    def checksum_state(self, verify: bool = False) -> str:
+        """ok / mismatch / missing / unverified (an .md5 exists but was not re-read)."""
+        expected = read_md5_file(self.md5_path)
+        if expected is None:
+            return "missing"
+        if not verify:
+            return "unverified"
+        return "ok" if md5_of(self.path) == expected else "mismatch"
+
+
+def list_backups(backup_dir: Path) -> tuple[list[BackupFile], list[Path]]:
+    """(backups newest first, incomplete leftovers). Only our naming pattern is ever considered."""
+    if not backup_dir.is_dir():
+        return [], []
+    backups, leftovers = [], []
+    for p in backup_dir.iterdir():
+        b = BackupFile.parse(p)
+        if b is not None and p.is_file():
+            backups.append(b)
+        elif PARTIAL.match(p.name):
+            leftovers.append(p)
+    backups.sort(key=lambda b: (b.created, b.name), reverse=True)
+    return backups, sorted(leftovers)
+
+
+def _new_name(backup_dir: Path, prefix: str, now: datetime, compression: str) -> str:
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
+    name, seq = f"{prefix}_{stamp}.tar.{compression}", 1
+    while (backup_dir / name).exists() or (backup_dir / f".{name}.partial").exists():
+        name = f"{prefix}_{stamp}_{seq}.tar.{compression}"
+        seq += 1
+    return name
+
+
+# -- checksums --------------------------------------------------------------------------------------
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_md5_file(path: Path) -> str | None:
+    """The digest from an md5sum-format file, or None if absent or unreadable."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    digest = text.split()[0] if text else ""
+    return digest.lower() if re.fullmatch(r"[0-9a-fA-F]{32}", digest) else None
+
+
+class _HashingWriter(io.RawIOBase):
+    """Write-through file wrapper that computes the MD5 of what passes, so the archive is read 0 times."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.md5 = hashlib.md5()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.md5.update(b)
+        return self.f.write(b)
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.sha.update(data)
+        return data
+
+
+# -- backup -----------------------------------------------------------------------------------------
+
+
+def _is_excluded(name: str) -> bool:
+    """Temp and swap files, editor litter and our own atomic-write temps are never backed up."""
+    return name.startswith((".#", STAGING_PREFIX)) or name.endswith(("~", ".tmp", ".swp", ".swx", ".partial"))
+
+
+def _members(layout: Layout) -> Iterator[tuple[Path, str]]:
+    """(absolute path, archive name) for every file a backup carries, directories first."""
+    for part in PARTS:
+        base = layout.data / part
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not _is_excluded(d))
+            rel_dir = Path(dirpath).relative_to(layout.root).as_posix()
+            yield Path(dirpath), rel_dir
+            for name in sorted(filenames):
+                if not _is_excluded(name):
+                    yield Path(dirpath) / name, f"{rel_dir}/{name}"
+
+
+def _open_compressed_writer(raw: BinaryIO, compression: str):
+    if compression == "gz":
+        return tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6, format=tarfile.PAX_FORMAT), None
+    if compression == "zst":
+        import zstandard
+
+        stream = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False)
+        return tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT), stream
+    raise ValueError(f"compression must be gz or zst, not {compression!r}")
+
+
+def create_backup(layout: Layout, *, backup_dir: Path | None = None, compression: str = "gz",
+                  kind: str = "backup", progress: Progress | None = None,
+                  now: datetime | None = None) -> BackupFile:
+    """Archive data/ into backup_dir. The caller holds the store's lock.
+
+    Written as `.<name>.partial`, fsynced, its .md5 written, then renamed into place: a crash never
+    leaves a file that looks like a good backup.
+    """
+    backup_dir = backup_dir or layout.backups
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    now = now or datetime.now(timezone.utc)
+    prefix = {v: k for k, v in KINDS.items()}[kind]
+    name = _new_name(backup_dir, prefix, now, compression)
+    partial = backup_dir / f".{name}.partial"
+    members = list(_members(layout))
+    files: dict[str, str] = {}
+    memory_count = 0
+    try:
+        with open(partial, "wb") as raw_file:
+            raw = _HashingWriter(raw_file)
+            tar, stream = _open_compressed_writer(raw, compression)
+            with tar:
+                for n, (path, arcname) in enumerate(members, 1):
+                    info = tar.gettarinfo(str(path), arcname)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    if info.isdir():
+                        tar.addfile(info)
+                    elif info.isfile():
+                        with open(path, "rb") as f:
+                            reader = _HashingReader(f)
+                            tar.addfile(info, reader)
+                        files[arcname] = reader.sha.hexdigest()
+                        if arcname.startswith("data/memories/") and not is_ignored_name(path.name):
+                            memory_count += 1
+                    if progress and (n % 200 == 0 or n == len(members)):
+                        progress("backup", n, len(members))
+                manifest = orjson.dumps({
+                    "format": f"{BACKUP_FORMAT_NAME}/{BACKUP_FORMAT_VERSION}",
+                    "memfs_version": __version__,
+                    "created_at": format_time(now),
+                    "kind": kind,
+                    "host": socket.gethostname(),
+                    "memory_count": memory_count,
+                    "model_id": MODEL_ID,
+                    "files": files,
+                }, option=orjson.OPT_INDENT_2)
+                info = tarfile.TarInfo(MANIFEST)
+                info.size = len(manifest)
+                info.mtime = int(now.timestamp())
+                tar.addfile(info, io.BytesIO(manifest))
+            if stream is not None:
+                stream.close()  # ends the zstd frame; raw_file stays open (closefd=False)
+            raw_file.flush()
+            os.fsync(raw_file.fileno())
+        atomic_write(backup_dir / f"{name}.md5", f"{raw.md5.hexdigest()}  {name}\n".encode())
+        os.replace(partial, backup_dir / name)
+        fsync_dir(backup_dir)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return BackupFile(backup_dir / name, kind, now.replace(microsecond=0), compression)
+
+
+def clean_leftovers(layout: Layout, backup_dir: Path | None = None) -> list[Path]:
+    """Remove partial archives and stale restore staging. Call only while holding the lock."""
+    backup_dir = backup_dir or layout.backups
+    _, leftovers = list_backups(backup_dir)
+    orphans = [p for p in backup_dir.glob("*.md5") if BackupFile.parse(p.with_suffix("")) and not p.with_suffix("").exists()] \
+        if backup_dir.is_dir() else []
+    removed = []
+    for p in leftovers + orphans:
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+# -- retention --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneItem:
+    backup: BackupFile
+    decision: Decision
+
+
+def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3) -> list[PruneItem]:
+    """Regular backups under GFS; pre-restore snapshots by their own count, never displacing others."""
+    backups, _ = list_backups(backup_dir)
+    regular = [b for b in backups if b.kind == "backup"]
+    pre = [b for b in backups if b.kind == "pre-restore"]
+    plan = [PruneItem(b, d) for b, d in zip(regular, decide([b.created for b in regular], policy))]
+    for n, b in enumerate(pre):
+        keep = n < keep_pre_restore
+        plan.append(PruneItem(b, Decision(b.created, keep, (f"pre-restore {n + 1} of {keep_pre_restore}",) if keep else ())))
+    plan.sort(key=lambda item: (item.backup.created, item.backup.name), reverse=True)
+    return plan
+
+
+def apply_prune(plan: list[PruneItem]) -> list[BackupFile]:
+    deleted = []
+    for item in plan:
+        if not item.decision.keep:
+            item.backup.path.unlink(missing_ok=True)
+            item.backup.md5_path.unlink(missing_ok=True)
+            deleted.append(item.backup)
+    return deleted
+
+
+# -- restore ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    archive: BackupFile
+    pre_restore: BackupFile | None
+    memory_count: int
+
+
+def _check_member(info: tarfile.TarInfo) -> None:
+    """Our own checks, before tarfile's "data" filter: only plain files and dirs, only under data/."""
+    name = info.name
+    p = PurePosixPath(name)
+    if name == MANIFEST:
+        if not info.isfile():
+            raise CorruptBackupError(f"the manifest member {name!r} is not a regular file")
+        return
+    if p.is_absolute() or ".." in p.parts or name.startswith("/") or "\\" in name:
+        raise CorruptBackupError(f"refusing member {name!r}: the path leaves the archive's tree")
+    if not (info.isfile() or info.isdir()):
+        kind = "a link" if (info.issym() or info.islnk()) else "a device or special file"
+        raise CorruptBackupError(f"refusing member {name!r}: it is {kind}, and memfs backups hold only files")
+    if len(p.parts) < 2 or p.parts[0] != "data" or p.parts[1] not in PARTS:
+        raise CorruptBackupError(f"refusing member {name!r}: not under data/{{{','.join(PARTS)}}}/")
+
+
+def _open_reader(path: Path, compression: str):
+    f = open(path, "rb")
+    if compression == "zst":
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+        return tarfile.open(fileobj=stream, mode="r|")
+    return tarfile.open(fileobj=f, mode="r|gz")
+
+
+def verify_and_extract(archive: BackupFile, staging: Path, *, verify_md5: bool = True,
+                       progress: Progress | None = None) -> dict:
+    """Check the archive completely, extracting into `staging`. Returns the manifest.
+
+    Raises CorruptBackupError (nothing outside staging touched) on any problem.
+    """
+    if verify_md5:
+        expected = read_md5_file(archive.md5_path)
+        if expected is None:
+            raise CorruptBackupError(
+                f"{archive.md5_path} is missing or unreadable, so {archive.name} cannot be verified; "
+                "restore it with --no-verify only if you trust the file")
+        if md5_of(archive.path) != expected:
+            raise CorruptBackupError(
+                f"{archive.name} does not match its checksum ({archive.md5_path.name}): the file is damaged "
+                "or truncated; pick another backup (`manage_data.py list --verify`)")
+    hashes: dict[str, str] = {}
+    manifest = None
+    staging.mkdir(parents=True)
+    try:
+        with _open_reader(archive.path, archive.compression) as tar:
+            for n, info in enumerate(tar, 1):
+                _check_member(info)
+                info = tarfile.data_filter(info, str(staging))  # PEP 706, on top of our own checks
+                if info.name == MANIFEST:
+                    manifest = orjson.loads(tar.extractfile(info).read())
+                    continue
+                if info.isfile():
+                    data = tar.extractfile(info)
+                    sha = hashlib.sha256()
+                    target = staging / info.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "wb") as out:
+                        while block := data.read(1 << 20):
+                            sha.update(block)
+                            out.write(block)
+                    os.utime(target, (info.mtime, info.mtime))
+                    hashes[info.name] = sha.hexdigest()
+                else:
+                    tar.extract(info, staging, filter="data")  # directories only, reached here
+                if progress and n % 500 == 0:
+                    progress("verify", n, 0)
+    except tarfile.FilterError as e:
+        raise CorruptBackupError(f"refusing {archive.name}: unsafe member ({e}); nothing was changed") from e
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MemfsError(f"no space left while unpacking {archive.name} into {staging}; free space and "
+                             "try again (nothing was changed)") from e
+        raise CorruptBackupError(f"{archive.name} is not a readable archive ({e}); it may be truncated. "
+                                 "Nothing was changed; pick another backup") from e
+    _check_manifest(archive, manifest, hashes)
+    return manifest
+
+
+def _check_manifest(archive: BackupFile, manifest: dict | None, hashes: dict[str, str]) -> None:
+    if not isinstance(manifest, dict):
+        raise CorruptBackupError(f"{archive.name} has no manifest ({MANIFEST}); it is not a memfs backup "
+                                 "or it is truncated")
+    fmt = str(manifest.get("format", ""))
+    name, _, version = fmt.rpartition("/")
+    if name != BACKUP_FORMAT_NAME or not version.isdigit():
+        raise CorruptBackupError(f"{archive.name}: unknown backup format {fmt!r}")
+    if int(version) > BACKUP_FORMAT_VERSION:
+        raise UnsupportedFormatError(f"{archive.name} was written by a newer memfs (format {fmt}); "
+                                     "upgrade memfs to restore it", str(archive.path))
+    expected = manifest.get("files", {})
+    if expected != hashes:
+        bad = sorted(set(expected) ^ set(hashes)) or sorted(k for k in expected if expected[k] != hashes.get(k))
+        raise CorruptBackupError(f"{archive.name}: contents differ from its manifest (e.g. {bad[0]}); "
+                                 "the archive is damaged. Nothing was changed")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"cannot swap {a} and {b}: {os.strerror(e)}")
+
+
+def _journal(staging: Path) -> Path:
+    return staging / "JOURNAL"
+
+
+def swap_in(layout: Layout, staging: Path) -> None:
+    """Exchange each part of data/ with the staged copy, journalled so a crash can be rolled forward.
+
+    Each exchange is atomic; the journal says the staging copy is complete and the swap is under way,
+    so `finish_interrupted_restore` completes the rest. data/ itself is not renamed, so this also works
+    when data/ is a mount point (docker volumes).
+    """
+    atomic_write(_journal(staging), b"swapping\n")
+    for part in PARTS:
+        new, cur = staging / "data" / part, layout.data / part
+        new.mkdir(parents=True, exist_ok=True)
+        marker = new / f"{STAGING_PREFIX}{staging.name}"
+        marker.touch()
+        if cur.exists():
+            _exchange(new, cur)
+        else:
+            os.rename(new, cur)
+        fsync_dir(layout.data)
+    atomic_write(_journal(staging), b"swapped\n")
+    _cleanup_swap(layout, staging)
+
+
+def _cleanup_swap(layout: Layout, staging: Path) -> None:
+    for part in PARTS:
+        (layout.data / part / f"{STAGING_PREFIX}{staging.name}").unlink(missing_ok=True)
+    shutil.rmtree(staging)
+    fsync_dir(layout.data)
+
+
+def finish_interrupted_restore(layout: Layout) -> list[str]:
+    """Roll forward a swap a crash interrupted; drop staging that never got to swapping. Lock held."""
+    notes = []
+    if not layout.data.is_dir():
+        return notes
+    for staging in sorted(layout.data.glob(f"{STAGING_PREFIX}*")):
+        journal = _journal(staging)
+        state = journal.read_text().strip() if journal.exists() else ""
+        if state in ("swapping", "swapped"):
+            for part in PARTS:
+                if not (layout.data / part / f"{STAGING_PREFIX}{staging.name}").exists():
+                    new = staging / "data" / part
+                    if new.exists():
+                        _exchange(new, layout.data / part) if (layout.data / part).exists() else os.rename(new, layout.data / part)
+            _cleanup_swap(layout, staging)
+            notes.append(f"finished a restore that was interrupted mid-swap ({staging.name})")
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            notes.append(f"removed staging of a restore that was interrupted before any change ({staging.name})")
+    return notes
+
+
+def restore_backup(layout: Layout, archive: BackupFile, *, verify_md5: bool = True,
+                   compression: str = "zst", progress: Progress | None = None) -> RestoreResult:
+    """Verify, stage, snapshot current data, swap. The caller holds the store's lock (it lives in
+    data/ beside the swapped parts, so it stays held throughout). No backup file is ever touched.
+
+    The pre-restore snapshot defaults to multi-threaded zstd: it is made while the user waits.
+    """
+    staging = layout.data / f"{STAGING_PREFIX}{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    try:
+        manifest = verify_and_extract(archive, staging, verify_md5=verify_md5, progress=progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pre = None
+    if any((layout.data / part).exists() for part in PARTS):
+        pre = create_backup(layout, compression=compression, kind="pre-restore", progress=progress)
+    swap_in(layout, staging)
+    return RestoreResult(archive, pre, int(manifest.get("memory_count", 0)))
+
+

@@ -1,0 +1,333 @@
+"""`manage_data.py`: backups, retention, restore and validation for operators and cron.
+
+A thin click layer over memfs.backup, memfs.retention and memfs.validate. Every run takes the store's
+lock (a second concurrent run exits 4), and appends one line to data/logs/manage-data.log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import logging.handlers
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .backup import (BackupFile, apply_prune, clean_leftovers, create_backup, finish_interrupted_restore,
+                     list_backups, plan_prune, restore_backup, verify_and_extract)
+from .cli import CommandError, emit_json, json_option, progress_bar, root_option
+from .errors import EXIT_PROBLEMS, MemfsError, NotFoundError, StoreNotInitializedError
+from .filestore import Layout
+from .lock import StoreLock
+from .retention import Policy
+from .store import MemoryStore
+from .validate import validate as run_validation
+
+log = logging.getLogger("memfs.manage")
+
+
+def _layout(ctx) -> Layout:
+    layout = Layout(ctx.obj["root"])
+    if not layout.data.is_dir():
+        raise StoreNotInitializedError(f"no memfs store at {layout.root}; run `memfs init` there first, "
+                                       "or point --root / MEMFS_ROOT at the store")
+    return layout
+
+
+def logged(name: str):
+    """Run a command: MemfsError -> its exit code, and one line in data/logs/manage-data.log either way."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(ctx, *args, **kwargs):
+            started = time.monotonic()
+            outcome, code = "ok", 0
+            try:
+                summary = fn(ctx, *args, **kwargs)
+                outcome = f"ok {summary or ''}".strip()
+                code = ctx.obj.get("exit_code", 0)
+                if code:
+                    outcome = f"problems (exit {code}) {summary or ''}".strip()
+            except MemfsError as e:
+                outcome, code = f"failed (exit {e.exit_code}): {e}", e.exit_code
+                raise CommandError(e) from e
+            finally:
+                _append_log(ctx.obj["root"], f"{name} {outcome} ({time.monotonic() - started:.2f}s)")
+            if code:
+                ctx.exit(code)
+        return click.pass_context(wrapper)
+    return decorate
+
+
+def _append_log(root: Path, line: str) -> None:
+    logs = Layout(root).logs
+    if not logs.is_dir():
+        return  # no store there: nothing to log into, and the error already said so
+    handler = logging.handlers.RotatingFileHandler(logs / "manage-data.log", maxBytes=1 << 20, backupCount=5)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        log.info(line)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def retention_options(fn):
+    for option in reversed([
+        click.option("--keep-daily", default=7, show_default=True, help="Keep the newest backup of this many days."),
+        click.option("--keep-weekly", default=4, show_default=True, help="… of this many ISO weeks."),
+        click.option("--keep-monthly", default=12, show_default=True, help="… of this many months."),
+        click.option("--keep-pre-restore", default=3, show_default=True, help="Pre-restore snapshots to keep."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def backup_dir_option(fn):
+    return click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MEMFS_BACKUP_DIR",
+                        help="Where backups live (default ROOT/backups; env MEMFS_BACKUP_DIR).")(fn)
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        click.echo(text)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group()
+@root_option
+@click.pass_context
+def cli(ctx, root: Path) -> None:
+    """Back up, restore and validate a memfs store.
+
+    Cron: `0 2 * * * cd /path/to/memfs && .venv/bin/python manage_data.py backup --quiet`.
+    Exit codes: 0 ok, 1 problems found, 2 usage, 3 failed (I/O, corrupt backup), 4 busy.
+    """
+    ctx.obj = {"root": root}
+
+
+@cli.command()
+@click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
+@backup_dir_option
+@retention_options
+@click.option("--no-prune", is_flag=True, help="Do not apply retention after the backup.")
+@click.option("--quiet", is_flag=True, help="Print nothing on success (for cron); errors still go to stderr.")
+@json_option
+@logged("backup")
+def backup(ctx, compression, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, no_prune,
+           quiet, as_json):
+    """Archive data/ (not logs/) with a manifest and an .md5, then apply retention."""
+    layout = _layout(ctx)
+    backup_dir = backup_dir or layout.backups
+    lock = StoreLock(layout.lock_file).acquire()
+    try:
+        finish_interrupted_restore(layout)
+        cleaned = clean_leftovers(layout, backup_dir)
+        # Level catalog and vectors with the files first, so a restore of this archive embeds nothing.
+        with MemoryStore.open(layout.root, lock=lock) as store:
+            store.reconcile(verify_vectors=True)
+        with progress_bar(not quiet and not as_json) as progress:
+            made = create_backup(layout, backup_dir=backup_dir, compression=compression, progress=progress)
+        deleted = [] if no_prune else apply_prune(plan_prune(
+            backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore))
+    finally:
+        lock.release()
+    if as_json:
+        emit_json({"backup": str(made.path), "size": made.size, "md5": str(made.md5_path),
+                   "pruned": [str(b.path) for b in deleted], "cleaned": [str(p) for p in cleaned]})
+    else:
+        _say(quiet, f"backup {made.path} ({_human(made.size)}), checksum {made.md5_path.name}")
+        for b in deleted:
+            _say(quiet, f"pruned {b.name}")
+    return f"{made.name} {made.size}B pruned={len(deleted)}"
+
+
+@cli.command("list")
+@backup_dir_option
+@retention_options
+@click.option("--verify", is_flag=True, help="Re-read every archive and compare it with its .md5.")
+@json_option
+@logged("list")
+def list_(ctx, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, verify, as_json):
+    """Show backups: created (UTC), size, retention reasons, checksum state."""
+    layout = _layout(ctx)
+    backup_dir = backup_dir or layout.backups
+    plan = plan_prune(backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore)
+    _, leftovers = list_backups(backup_dir)
+    rows = [{"name": i.backup.name, "path": str(i.backup.path), "kind": i.backup.kind,
+             "created": i.backup.created.strftime("%Y-%m-%dT%H:%M:%SZ"), "size": i.backup.size,
+             "compression": i.backup.compression, "checksum": i.backup.checksum_state(verify),
+             "retention": list(i.decision.reasons) if i.decision.keep else ["would be pruned"]} for i in plan]
+    if as_json:
+        emit_json({"backups": rows, "incomplete": [str(p) for p in leftovers]})
+    else:
+        if not rows:
+            click.echo(f"no backups in {backup_dir}")
+        for r in rows:
+            click.echo(f"{r['name']:<44} {r['created']}  {_human(r['size']):>9}  {r['checksum']:<10} "
+                       f"{', '.join(r['retention'])}")
+        for p in leftovers:
+            click.echo(f"{p.name}  INCOMPLETE (left by an interrupted backup; the next backup removes it)")
+    bad = [r for r in rows if r["checksum"] in ("mismatch", "missing")]
+    if bad:
+        ctx.obj["exit_code"] = EXIT_PROBLEMS
+    return f"{len(rows)} backups, {len(bad)} bad"
+
+
+def _resolve(layout: Layout, backup_dir: Path, which: str) -> BackupFile:
+    backups, _ = list_backups(backup_dir)
+    if which == "latest":
+        regular = [b for b in backups if b.kind == "backup"]
+        if not regular:
+            raise NotFoundError(f"no backups in {backup_dir}; `manage_data.py backup` makes one")
+        return regular[0]
+    path = Path(which)
+    if not path.exists() and (backup_dir / which).exists():
+        path = backup_dir / which
+    b = BackupFile.parse(path)
+    if not path.is_file() or b is None:
+        raise NotFoundError(f"{which}: not a backup file (expected memory_backup_YYYYMMDD_HHMMSS.tar.gz or "
+                            f".tar.zst); `manage_data.py list` shows what there is")
+    return b
+
+
+@cli.command()
+@click.argument("which", metavar="FILE|latest")
+@backup_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Verify the archive completely, change nothing.")
+@click.option("--no-verify", is_flag=True, help="Restore even without a matching .md5 (the manifest is still checked).")
+@json_option
+@logged("restore")
+def restore(ctx, which, backup_dir, yes, dry_run, no_verify, as_json):
+    """Restore a backup over the current data, safely.
+
+    The archive is verified completely before anything changes; the current data is saved as a
+    pre-restore backup; the swap is atomic per directory and finished at next start if interrupted.
+    """
+    layout = _layout(ctx)
+    backup_dir = backup_dir or layout.backups
+    archive = _resolve(layout, backup_dir, which)
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not asking on a non-interactive run: add --yes to restore")
+        click.confirm(f"Replace the data in {layout.root} with {archive.name}? (the current data is saved "
+                      "as a pre-restore backup first)", abort=True)
+    lock = StoreLock(layout.lock_file).acquire()
+    try:
+        finish_interrupted_restore(layout)
+        if dry_run:
+            staging = layout.data / f".restore-dry-run-{time.time_ns()}"
+            try:
+                manifest = verify_and_extract(archive, staging, verify_md5=not no_verify)
+            finally:
+                import shutil
+
+                shutil.rmtree(staging, ignore_errors=True)
+            result = {"archive": str(archive.path), "verified": True, "memory_count": manifest.get("memory_count"),
+                      "created_at": manifest.get("created_at"), "changed": False}
+            emit_json(result) if as_json else click.echo(
+                f"{archive.name} verified: {result['memory_count']} memories from {result['created_at']}; "
+                "nothing changed (dry run)")
+            return f"dry-run {archive.name}"
+        with progress_bar(not as_json) as progress:
+            done = restore_backup(layout, archive, verify_md5=not no_verify, progress=progress)
+        with MemoryStore.open(layout.root, lock=lock) as store:
+            report = store.reconcile(verify_vectors=True)
+        after = run_validation(layout)
+    finally:
+        lock.release()
+    result = {"archive": str(archive.path), "pre_restore": str(done.pre_restore.path) if done.pre_restore else None,
+              "memory_count": done.memory_count, "embedded": report.embedded,
+              "problems": [p.to_dict() for p in after.problems]}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"restored {archive.name}: {done.memory_count} memories, {report.embedded} re-embedded")
+        if done.pre_restore:
+            click.echo(f"the data it replaced is saved as {done.pre_restore.path}")
+        for p in after.problems:
+            click.echo(f"problem after restore: {p.check}: {p.path}: {p.message}", err=True)
+    if after.problems:
+        ctx.obj["exit_code"] = EXIT_PROBLEMS
+    return f"{archive.name} embedded={report.embedded}"
+
+
+@cli.command()
+@click.option("--backups", "check_backups", is_flag=True, help="Also verify every backup's checksum.")
+@backup_dir_option
+@click.option("--fix", is_flag=True, help="Repair what is derived (indexes, embeddings); never memory files.")
+@json_option
+@logged("validate")
+def validate(ctx, check_backups, backup_dir, fix, as_json):
+    """Check everything and report every problem; exit 1 if any."""
+    layout = _layout(ctx)
+    lock = StoreLock(layout.lock_file).acquire()
+    try:
+        with progress_bar(not as_json) as progress:
+            report = run_validation(layout, backups=check_backups, backup_dir=backup_dir, progress=progress)
+        fixed = 0
+        if fix and any(p.fixable for p in report.problems):
+            layout.create()
+            clean_leftovers(layout, backup_dir)
+            with MemoryStore.open(layout.root, lock=lock) as store:
+                store.reconcile(verify_vectors=True)
+            before = len(report.problems)
+            report = run_validation(layout, backups=check_backups, backup_dir=backup_dir)
+            fixed = before - len(report.problems)
+    finally:
+        lock.release()
+    if as_json:
+        emit_json({**report.to_dict(), "fixed": fixed})
+    else:
+        for p in report.problems:
+            click.echo(f"{p.check}: {p.path}: {p.message}")
+        if fixed:
+            click.echo(f"fixed {fixed} problem(s)")
+        click.echo(f"{report.memory_files} memory files checked in {report.seconds:.2f}s: "
+                   + ("no problems" if report.ok else f"{len(report.problems)} problem(s)"))
+    if not report.ok:
+        ctx.obj["exit_code"] = EXIT_PROBLEMS
+    return f"{len(report.problems)} problems fixed={fixed}"
+
+
+@cli.command()
+@backup_dir_option
+@retention_options
+@click.option("--dry-run", is_flag=True, help="Show what would be kept and deleted, and why; delete nothing.")
+@json_option
+@logged("prune")
+def prune(ctx, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, dry_run, as_json):
+    """Apply retention (7 daily / 4 weekly / 12 monthly by default; UTC days)."""
+    layout = _layout(ctx)
+    backup_dir = backup_dir or layout.backups
+    lock = StoreLock(layout.lock_file).acquire()
+    try:
+        plan = plan_prune(backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore)
+        deleted = [] if dry_run else apply_prune(plan)
+    finally:
+        lock.release()
+    if as_json:
+        emit_json({"dry_run": dry_run, "backups": [
+            {"name": i.backup.name, "keep": i.decision.keep, "reasons": list(i.decision.reasons)} for i in plan]})
+    else:
+        for i in plan:
+            verdict = "keep  " if i.decision.keep else ("delete" if dry_run else "deleted")
+            click.echo(f"{verdict} {i.backup.name}  {', '.join(i.decision.reasons)}")
+    return f"deleted={len(deleted)} dry_run={dry_run}"
+
+
+def main() -> None:
+    cli(prog_name="manage_data.py")

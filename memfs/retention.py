@@ -1,0 +1,52 @@
+"""Grandfather-father-son retention with restic `forget` semantics.
+
+For each rule (daily, weekly, monthly) walk the backups newest first and keep the newest backup of each
+bucket (UTC calendar day, ISO week, calendar month) until the rule has kept its count of buckets. Only
+buckets that have backups count: a gap of empty days does not use up the daily allowance. Each rule
+counts on its own and a backup is kept if any rule keeps it; the reasons say which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Policy:
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 12
+
+
+@dataclass(frozen=True)
+class Decision:
+    created: datetime
+    keep: bool
+    reasons: tuple[str, ...]  # e.g. ("daily 2025-03-04", "monthly 2025-03"); empty when deleted
+
+
+_RULES: list[tuple[str, Callable[[datetime], str]]] = [
+    ("daily", lambda t: t.strftime("%Y-%m-%d")),
+    ("weekly", lambda t: "%04d-W%02d" % t.isocalendar()[:2]),
+    ("monthly", lambda t: t.strftime("%Y-%m")),
+]
+
+
+def decide(times: Sequence[datetime], policy: Policy) -> list[Decision]:
+    """One decision per time, in the order given. Times should be UTC."""
+    order = sorted(range(len(times)), key=lambda i: times[i], reverse=True)
+    reasons: dict[int, list[str]] = {i: [] for i in order}
+    for rule, bucket_of in _RULES:
+        allowance = getattr(policy, rule)
+        last_bucket = None
+        for i in order:
+            if allowance <= 0:
+                break
+            bucket = bucket_of(times[i])
+            if bucket != last_bucket:
+                reasons[i].append(f"{rule} {bucket}")
+                last_bucket = bucket
+                allowance -= 1
+    return [Decision(times[i], bool(reasons[i]), tuple(reasons[i])) for i in range(len(times))]

