@@ -179,6 +179,11 @@ class Catalog:
                             (path, state.size, state.mtime_ns, state.ino, mem_id))
             self.db.execute("DELETE FROM invalid WHERE path = ?", (path,))
 
+    def release_paths(self, ids: Iterable[str]) -> None:
+        """Park these rows on placeholder paths; the caller gives each its new path next."""
+        with self._lock:
+            self.db.executemany("UPDATE docs SET path = '//moving/' || id WHERE id = ?", [(i,) for i in ids])
+
     def remove(self, ids: Iterable[str]) -> None:
         with self._lock:
             for mem_id in ids:

@@ -105,12 +105,17 @@ def scan(memories: Path) -> dict[str, FileState]:
     return found
 
 
+def is_ignored_path(rel: str) -> bool:
+    """A path under memories/ that is no memory: an ignored name, or inside a dot-folder (.git/)."""
+    parts = rel.split("/")
+    return is_ignored_name(parts[-1]) or any(p.startswith(".") for p in parts[:-1])
+
+
 def stat_paths(memories: Path, rels: set[str]) -> dict[str, FileState]:
     """Like `scan`, for just these relative paths: those that exist now and are memories."""
     found: dict[str, FileState] = {}
     for rel in rels:
-        parts = rel.split("/")
-        if is_ignored_name(parts[-1]) or any(p.startswith(".") for p in parts[:-1]):
+        if is_ignored_path(rel):
             continue
         try:
             st = os.stat(memories / rel)

@@ -358,16 +358,21 @@ class MemoryStore:
                                                           "give one of them another 'id'")
             else:
                 claimed[m.id] = rel
+        # A file that now carries another id (e.g. `mv a.json b.json` over b) ends b's old id there.
+        gone |= {indexed[rel][0] for rel, m in parsed.items() if rel in indexed and indexed[rel][0] != m.id}
         # A removed file whose id reappears at another path was moved, not removed.
         removed = sorted(gone - claimed.keys())
         self.catalog.remove(removed)
         report.removed = len(removed)
+        # Moved rows let go of their old paths first, so two files swapping names cannot collide.
+        path_of = {i: p for p, (i, _) in indexed.items()}
+        self.catalog.release_paths([i for i, rel in claimed.items() if path_of.get(i, rel) != rel])
         for mem_id, rel in claimed.items():
             m = parsed[rel]
             before = self.catalog.get(mem_id)
             if before is not None and before.memory == m:
                 self.catalog.set_state(mem_id, rel, files[rel])
-                report.moved += before.path != rel
+                report.moved += path_of.get(mem_id) != rel
             else:
                 removed += self.catalog.put(m, rel, files[rel])
                 if before is None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .filestore import is_ignored_name
+from .filestore import is_ignored_path
 from .store import MemoryStore, ReconcileReport
 
 log = logging.getLogger("memfs.watcher")
@@ -222,15 +222,16 @@ class _Handler:
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
             return
-        if event.is_directory:
-            # A directory created, removed or moved: files inside may have come or gone without
-            # events of their own (created before its watch existed). A full reconcile is stat-only.
-            if kind in ("created", "deleted", "moved"):
-                self.w.notify([], full=True)
-            return
         paths = [self.w._rel(event.src_path)]
         if kind == "moved":
             paths.append(self.w._rel(event.dest_path))
-        paths = [p for p in paths if p is not None and not is_ignored_name(p.rsplit("/", 1)[-1])]
+        if event.is_directory:
+            # A directory created, removed or moved: files inside may have come or gone without
+            # events of their own (created before its watch existed). A full reconcile is stat-only.
+            if kind in ("created", "deleted", "moved") and any(
+                    p is not None and not any(c.startswith(".") for c in p.split("/")) for p in paths):
+                self.w.notify([], full=True)
+            return
+        paths = [p for p in paths if p is not None and not is_ignored_path(p)]
         if paths:
             self.w.notify(paths)

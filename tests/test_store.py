@@ -191,3 +191,23 @@ def test_open_uninitialised_root_says_what_to_do(tmp_path):
 
     with pytest.raises(StoreNotInitializedError, match="memfs init"):
         MemoryStore.open(tmp_path / "nothing")
+
+
+def test_move_over_another_file_and_swapping_names(store):
+    mem = store.layout.memories
+    write_json(mem / "a.json", {"id": "A", "content": "alpha memory"})
+    write_json(mem / "b.json", {"id": "B", "content": "bravo memory"})
+    write_json(mem / "c.json", {"id": "C", "content": "charlie memory"})
+    store.reconcile()
+    # Two files swap names: both are moves, no path collision, nothing embedded.
+    os.rename(mem / "a.json", mem / "tmp.json")
+    os.rename(mem / "b.json", mem / "a.json")
+    os.rename(mem / "tmp.json", mem / "b.json")
+    report = store.reconcile()
+    assert (report.moved, report.embedded) == (2, 0)
+    assert (store.catalog.get("A").path, store.catalog.get("B").path) == ("b.json", "a.json")
+    # `mv b.json c.json` replaces C by A: C is gone, A lives at c.json.
+    os.replace(mem / "b.json", mem / "c.json")
+    report = store.reconcile()
+    assert store.catalog.get("C") is None and store.catalog.get("A").path == "c.json"
+    assert store.vectors.ids() == {"A", "B"}

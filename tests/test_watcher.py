@@ -1,0 +1,217 @@
+"""The live indexer against a real filesystem, the real inotify observer, the real model and Chroma.
+
+Every assertion polls for its result with a deadline; no fixed sleep is an assertion.
+"""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from memfs import MemoryStore
+from memfs.watcher import Watcher
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def write(path: Path, doc) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(doc) if not isinstance(doc, (bytes, str)) else
+                     (doc.encode() if isinstance(doc, str) else doc))
+
+
+def found(store, word):
+    return [h.memory.id for h in store.search(word, k=5, mode="keyword")]
+
+
+@pytest.fixture(params=["inotify", "polling"] if os.environ.get("MEMFS_TEST_POLLING") else ["inotify"])
+def watched(store, request):
+    w = Watcher(store, polling=request.param == "polling", reconcile_every=3600).start()
+    w.idle.wait(30)
+    yield store, w
+    w.stop()
+
+
+def test_create_modify_delete(watched):
+    store, _ = watched
+    mem = store.layout.memories
+    write(mem / "a.json", {"id": "a", "content": "zebracorn first draft"})
+    wait_until(lambda: found(store, "zebracorn") == ["a"], what="create")
+    for i in range(5):  # several writes per save
+        write(mem / "a.json", {"id": "a", "content": f"quokkafish revision {i}"})
+    wait_until(lambda: store.get("a").content == "quokkafish revision 4"
+               and store.catalog.get("a").memory.content == "quokkafish revision 4", what="modify")
+    assert found(store, "zebracorn") == []
+    (mem / "a.json").unlink()
+    wait_until(lambda: store.catalog.count() == 0 and store.vectors.count() == 0, what="delete")
+
+
+def test_editor_atomic_save_and_sed(watched):
+    store, _ = watched
+    mem = store.layout.memories
+    write(mem / "notes" / "x.json", {"content": "original wombatish text"})
+    wait_until(lambda: found(store, "wombatish") == ["notes/x"], what="create")
+    # vim/VS Code: write a temp file beside the target, rename it over the target.
+    tmp = mem / "notes" / ".x.json.swp"
+    write(tmp, {"content": "saved by editor narwhalish"})
+    os.replace(tmp, mem / "notes" / "x.json")
+    wait_until(lambda: found(store, "narwhalish") == ["notes/x"], what="atomic save")
+    subprocess.run(["sed", "-i", "s/narwhalish/ocelotish/", str(mem / "notes" / "x.json")], check=True)
+    wait_until(lambda: found(store, "ocelotish") == ["notes/x"] and found(store, "narwhalish") == [], what="sed -i")
+    assert store.catalog.count() == 1
+
+
+def test_rename_of_100_files_embeds_nothing(watched):
+    store, w = watched
+    mem = store.layout.memories
+    for i in range(100):
+        write(mem / "old" / f"m{i}.json", {"id": f"m{i}", "content": f"memory number {i} about capybaras"})
+    wait_until(lambda: store.catalog.count() == 100, what="100 created")
+    w.idle.wait(10)
+    before = store.embedder.embedded
+    (mem / "new").mkdir()
+    for i in range(100):
+        os.rename(mem / "old" / f"m{i}.json", mem / "new" / f"renamed{i}.json")
+    wait_until(lambda: all(e.path.startswith("new/") for e in store.list(limit=None)), what="renames")
+    assert store.embedder.embedded == before
+    assert store.catalog.count() == 100 and len(store.vectors.ids()) == 100
+
+
+def test_directory_moved_in_and_out(watched, tmp_path):
+    store, _ = watched
+    outside = tmp_path / "outside"
+    for i in range(20):
+        write(outside / f"f{i}.json", {"content": f"imported note {i} on axolotls"})
+    os.rename(outside, store.layout.memories / "imported")
+    wait_until(lambda: store.catalog.count() == 20, what="dir moved in")
+    os.rename(store.layout.memories / "imported", tmp_path / "gone")
+    wait_until(lambda: store.catalog.count() == 0 and store.vectors.count() == 0, what="dir moved out")
+
+
+def test_new_subdirectory_filled_immediately(watched):
+    store, _ = watched
+    sub = store.layout.memories / "fresh" / "deeper"
+    sub.mkdir(parents=True)
+    for i in range(30):
+        write(sub / f"n{i}.json", {"content": f"freshly dropped note {i} about pangolins"})
+    wait_until(lambda: store.catalog.count() == 30, what="new subdirectory")
+
+
+def test_git_checkout_of_hundreds_of_files(watched):
+    store, _ = watched
+    mem = store.layout.memories
+    git = ["git", "-C", str(mem), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    for i in range(200):
+        write(mem / f"g{i}.json", {"id": f"g{i}", "content": f"version one of note {i}"})
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "one"], check=True)
+    wait_until(lambda: store.catalog.count() == 200, what="200 files")
+    subprocess.run(git + ["checkout", "-qb", "two"], check=True)
+    for i in range(200):
+        write(mem / f"g{i}.json", {"id": f"g{i}", "content": f"second edition of item {i}"})
+    subprocess.run(git + ["commit", "-qam", "two"], check=True)
+    wait_until(lambda: len(found(store, '"second edition"')) == 5, what="edits")
+    subprocess.run(git + ["checkout", "-q", "master"], check=False)
+    subprocess.run(git + ["checkout", "-q", "main"], check=False)
+    wait_until(lambda: found(store, '"second edition"') == [] and store.catalog.get("g7").memory.content
+               == "version one of note 7", what="checkout back")
+    assert store.catalog.count() == 200  # .git/ is never indexed
+
+
+def test_invalid_file_reported_then_fixed(watched):
+    store, w = watched
+    mem = store.layout.memories
+    write(mem / "bad.json", "{ not json")
+    wait_until(lambda: [i["path"] for i in w.status().invalid] == ["bad.json"], what="reported")
+    write(mem / "ok.json", {"content": "the watcher keeps working on lemurs"})
+    wait_until(lambda: found(store, "lemurs") == ["ok"], what="still working")
+    write(mem / "bad.json", {"content": "now fixed about tapirs"})
+    wait_until(lambda: found(store, "tapirs") == ["bad"] and w.status().invalid == [], what="fixed")
+
+
+def test_own_writes_are_not_embedded_twice(watched):
+    store, w = watched
+    before, batches = store.embedder.embedded, w.status().batches
+    store.add("a memory written through the API about gibbons")
+    # The observer reports the store's own write; the watcher looks, sees the file as indexed, moves on.
+    wait_until(lambda: w.status().batches > batches and w.idle.is_set(), what="the write's event handled")
+    assert store.embedder.embedded == before + 1
+    assert w.reports[-1].added + w.reports[-1].updated == 0
+
+
+def test_edits_while_stopped_are_picked_up_at_start(store):
+    mem = store.layout.memories
+    w = Watcher(store).start()
+    write(mem / "keep.json", {"content": "stays around, about otters"})
+    write(mem / "edit.json", {"content": "before the edit, about badgers"})
+    write(mem / "drop.json", {"content": "will be deleted, about moles"})
+    wait_until(lambda: store.catalog.count() == 3, what="initial")
+    w.stop()
+    write(mem / "edit.json", {"content": "after the edit, about weasels"})
+    (mem / "drop.json").unlink()
+    write(mem / "new.json", {"content": "added while stopped, about stoats"})
+    w = Watcher(store).start()
+    try:
+        wait_until(lambda: found(store, "weasels") == ["edit"] and found(store, "stoats") == ["new"]
+                   and found(store, "moles") == [] and store.catalog.count() == 3, what="startup reconcile")
+    finally:
+        w.stop()
+
+
+def _catalog_count(root: Path) -> int:
+    db = root / "data" / "indexes" / "catalog.sqlite"
+    if not db.exists():
+        return -1
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM docs WHERE synced_fp IS vec_fp").fetchone()[0]
+    except sqlite3.OperationalError:
+        return -1
+    finally:
+        con.close()
+
+
+def wait_for_line(stream, text: str) -> None:
+    for line in stream:
+        if text in line:
+            return
+    raise AssertionError(f"process ended without printing {text!r}")
+
+
+def test_kill_9_mid_burst_then_restart_converges(root):
+    MemoryStore.init(root)
+    env = {**os.environ, "MEMFS_ROOT": str(root)}
+    cmd = [sys.executable, "-m", "memfs", "watch"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_line(p.stderr, "watching")
+    mem = root / "data" / "memories" / "burst"
+    for i in range(300):
+        write(mem / f"b{i}.json", {"content": f"burst memory {i} about the red panda population"})
+    wait_until(lambda: _catalog_count(root) > 0, timeout=60, what="some indexed")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(p.stderr, "watching")
+        wait_until(lambda: _catalog_count(root) == 300, timeout=120, what="converged")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    with MemoryStore.open(root) as s:  # the lock was released by the clean stop
+        assert s.vectors.ids() == {f"burst/b{i}" for i in range(300)}
+        assert s.reconcile().embedded == 0
