@@ -78,14 +78,20 @@ def _append_log(root: Path, line: str) -> None:
 
 
 def retention_options(fn):
+    """--keep-daily/--keep-weekly/--keep-monthly arrive as one `policy`; --keep-pre-restore as is."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, keep_daily, keep_weekly, keep_monthly, **kwargs):
+        return fn(*args, policy=Policy(keep_daily, keep_weekly, keep_monthly), **kwargs)
+
     for option in reversed([
         click.option("--keep-daily", default=7, show_default=True, help="Keep the newest backup of this many days."),
         click.option("--keep-weekly", default=4, show_default=True, help="… of this many ISO weeks."),
         click.option("--keep-monthly", default=12, show_default=True, help="… of this many months."),
         click.option("--keep-pre-restore", default=3, show_default=True, help="Pre-restore snapshots to keep."),
     ]):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def backup_dir_option(fn):
@@ -126,7 +132,7 @@ def cli(ctx, root: Path) -> None:
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron); errors still go to stderr.")
 @json_option
 @logged("backup")
-def backup(ctx, compression, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, no_prune,
+def backup(ctx, compression, backup_dir, policy, keep_pre_restore, no_prune,
            quiet, as_json):
     """Archive data/ (not logs/) with a manifest and an .md5, then apply retention."""
     layout = _layout(ctx)
@@ -141,7 +147,7 @@ def backup(ctx, compression, backup_dir, keep_daily, keep_weekly, keep_monthly, 
         with progress_bar(not quiet and not as_json) as progress:
             made = create_backup(layout, backup_dir=backup_dir, compression=compression, progress=progress)
         deleted = [] if no_prune else apply_prune(plan_prune(
-            backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore))
+            backup_dir, policy, keep_pre_restore))
     finally:
         lock.release()
     if as_json:
@@ -160,11 +166,11 @@ def backup(ctx, compression, backup_dir, keep_daily, keep_weekly, keep_monthly, 
 @click.option("--verify", is_flag=True, help="Re-read every archive and compare it with its .md5.")
 @json_option
 @logged("list")
-def list_(ctx, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, verify, as_json):
+def list_(ctx, backup_dir, policy, keep_pre_restore, verify, as_json):
     """Show backups: created (UTC), size, retention reasons, checksum state."""
     layout = _layout(ctx)
     backup_dir = backup_dir or layout.backups
-    plan = plan_prune(backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore)
+    plan = plan_prune(backup_dir, policy, keep_pre_restore)
     _, leftovers = list_backups(backup_dir)
     rows = [{"name": i.backup.name, "path": str(i.backup.path), "kind": i.backup.kind,
              "created": i.backup.created.strftime("%Y-%m-%dT%H:%M:%SZ"), "size": i.backup.size,
@@ -309,13 +315,13 @@ def validate(ctx, check_backups, backup_dir, fix, as_json):
 @click.option("--dry-run", is_flag=True, help="Show what would be kept and deleted, and why; delete nothing.")
 @json_option
 @logged("prune")
-def prune(ctx, backup_dir, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, dry_run, as_json):
+def prune(ctx, backup_dir, policy, keep_pre_restore, dry_run, as_json):
     """Apply retention (7 daily / 4 weekly / 12 monthly by default; UTC days)."""
     layout = _layout(ctx)
     backup_dir = backup_dir or layout.backups
     lock = StoreLock(layout.lock_file).acquire()
     try:
-        plan = plan_prune(backup_dir, Policy(keep_daily, keep_weekly, keep_monthly), keep_pre_restore)
+        plan = plan_prune(backup_dir, policy, keep_pre_restore)
         deleted = [] if dry_run else apply_prune(plan)
     finally:
         lock.release()

@@ -38,7 +38,7 @@ def found(store, word):
     return [h.memory.id for h in store.search(word, k=5, mode="keyword")]
 
 
-@pytest.fixture(params=["inotify", "polling"] if os.environ.get("MEMFS_TEST_POLLING") else ["inotify"])
+@pytest.fixture(params=["inotify", "polling"])
 def watched(store, request):
     w = Watcher(store, polling=request.param == "polling", reconcile_every=3600).start()
     w.idle.wait(30)
