@@ -302,6 +302,11 @@ def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3) -> l
     return plan
 
 
+def prune_summary(plan: list[PruneItem], dry_run: bool) -> dict:
+    return {"dry_run": dry_run, "backups": [{"name": i.backup.name, "keep": i.decision.keep,
+                                             "reasons": list(i.decision.reasons)} for i in plan]}
+
+
 def apply_prune(plan: list[PruneItem]) -> list[BackupFile]:
     deleted = []
     for item in plan:
@@ -320,6 +325,12 @@ class RestoreResult:
     archive: BackupFile
     pre_restore: BackupFile | None
     memory_count: int
+
+
+def restore_summary(result: RestoreResult, embedded: int, problems: list) -> dict:
+    return {"archive": str(result.archive.path), "memory_count": result.memory_count, "embedded": embedded,
+            "pre_restore": str(result.pre_restore.path) if result.pre_restore else None,
+            "problems": [p.to_dict() for p in problems]}
 
 
 def _check_member(info: tarfile.TarInfo) -> None:

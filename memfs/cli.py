@@ -18,7 +18,8 @@ import orjson
 
 from . import __version__
 from .documents import InvalidDocumentError, parse_time
-from .errors import EXIT_PROBLEMS, MemfsError
+from .errors import EXIT_PROBLEMS, MemfsError, StoreBusyError
+from .filestore import Layout
 from .query import MODES, Filters
 from .store import MemoryStore, ReconcileReport
 
@@ -117,13 +118,46 @@ def log_to_file(store: MemoryStore):
 
 @contextlib.contextmanager
 def open_store(ctx: click.Context, *, sync: bool = True):
-    """Open the store for one command. A quick reconcile first picks up edits made by hand since."""
-    store = MemoryStore.open(ctx.obj["root"])
+    """The store for one command: the running server's if there is one, else opened here.
+
+    Opened here, a quick reconcile first picks up edits made by hand since; a server's watcher has
+    already done that.
+    """
+    remote = owner_client(ctx)
+    if remote is not None:
+        yield remote
+        return
+    try:
+        store = MemoryStore.open(ctx.obj["root"])
+    except StoreBusyError:
+        remote = owner_client(ctx, busy=True)
+        if remote is None:
+            raise
+        yield remote
+        return
+    with local_store(store):
+        yield _synced(store) if sync else store
+
+
+@contextlib.contextmanager
+def local_store(store: MemoryStore):
+    """Run with an opened store: log to data/logs/memfs.log, close it (and its lock) at the end."""
     try:
         with log_to_file(store):
-            yield _synced(store) if sync else store
+            yield store
     finally:
         store.close()
+
+
+def owner_client(ctx: click.Context, *, busy: bool = False):
+    """A client for the process that owns the store: MEMFS_URL, or (busy) the URL its lock records."""
+    from .client import RemoteStore
+    from .lock import read_owner
+
+    url = ctx.obj.get("url")
+    if url is None and busy:
+        url = read_owner(Layout(ctx.obj["root"]).lock_file).get("url")
+    return RemoteStore(url, ctx.obj.get("token")) if url else None
 
 
 def _synced(store: MemoryStore) -> MemoryStore:
@@ -134,6 +168,12 @@ def _synced(store: MemoryStore) -> MemoryStore:
 
 
 def root_option(fn):
+    """--root, and where a running server is (--url / MEMFS_URL) with its token (MEMFS_API_TOKEN)."""
+    fn = click.option("--token", envvar="MEMFS_API_TOKEN", default=None, show_default=False,
+                      help="Bearer token for the server (env MEMFS_API_TOKEN).")(fn)
+    fn = click.option("--url", envvar="MEMFS_URL", default=None,
+                      help="Use the memfs server at this URL (env MEMFS_URL). Without it, a running server "
+                           "is found through the store's lock file.")(fn)
     return click.option("--root", envvar="MEMFS_ROOT", default=DEFAULT_ROOT, show_default=True,
                         type=click.Path(file_okay=False, path_type=Path),
                         help="The store's root directory (env MEMFS_ROOT).")(fn)
@@ -143,13 +183,13 @@ def root_option(fn):
 @click.version_option(__version__, prog_name="memfs")
 @root_option
 @click.pass_context
-def cli(ctx: click.Context, root: Path) -> None:
+def cli(ctx: click.Context, root: Path, url: str | None, token: str | None) -> None:
     """memfs: memories as JSON files you can edit, with semantic and keyword search.
 
     The files under ROOT/data/memories/ are the truth; everything else under ROOT/data/ is derived
-    from them and rebuilt by `memfs reindex`.
+    from them and rebuilt by `memfs reindex`. While `memfs serve` runs, every command goes through it.
     """
-    ctx.obj = {"root": root}
+    ctx.obj = {"root": root, "url": url, "token": token}
 
 
 @cli.command()
@@ -369,7 +409,7 @@ def watch(ctx, polling, reconcile_every) -> None:
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("memfs").addHandler(console)
     try:
-        with open_store(ctx, sync=False) as store:
+        with local_store(MemoryStore.open(ctx.obj["root"])) as store:
             watcher = Watcher(store, polling=polling, reconcile_every=reconcile_every).start()
             click.echo(f"watching {store.layout.memories} ({watcher.status().observer}); Ctrl-C stops", err=True)
             try:
@@ -382,6 +422,64 @@ def watch(ctx, polling, reconcile_every) -> None:
                 click.echo("stopped; pending changes applied", err=True)
     finally:
         logging.getLogger("memfs").removeHandler(console)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMFS_HOST", help="Address to bind (env MEMFS_HOST).")
+@click.option("--port", default=3000, show_default=True, envvar="MEMFS_PORT", help="Port (env MEMFS_PORT).")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without MEMFS_API_TOKEN.")
+@click.option("--polling", is_flag=True, envvar="MEMFS_POLLING", help="Poll for file changes (bind mounts, NFS).")
+@click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
+              help="Full stat-only reconcile interval, to recover dropped file events.")
+@click.pass_context
+@fails_cleanly
+def serve(ctx, host, port, insecure, polling, reconcile_every) -> None:
+    """Own the store and serve the HTTP API (+ live indexer) until SIGTERM / Ctrl-C.
+
+    Other `memfs` and `manage_data.py` commands then go through this server. Auth: set
+    MEMFS_API_TOKEN to require `Authorization: Bearer <token>` on every route but /health.
+    """
+    import uvicorn
+
+    from .owner import Owner
+    from .server import create_app
+
+    token = ctx.obj.get("token")
+    if not _loopback(host) and not token and not insecure:
+        raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it could "
+                               "read and change every memory. Set a token, or pass --insecure")
+    url = f"http://{host}:{port}"
+    owner = Owner(ctx.obj["root"], url=url, polling=polling, reconcile_every=reconcile_every).start()
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger("memfs").addHandler(console)
+    logging.getLogger("memfs").setLevel(logging.INFO)
+    try:
+        click.echo(f"memfs {__version__} serving {owner.layout.root} at {url} (docs at {url}/docs)", err=True)
+        config = uvicorn.Config(create_app(owner, token=token), host=host, port=port, log_level="warning",
+                                lifespan="off", timeout_graceful_shutdown=30)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler
+        # that was there before it; a no-op one lets the `finally` below drain and release cleanly.
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        uvicorn.Server(config).run()
+    finally:
+        owner.close()
+        logging.getLogger("memfs").removeHandler(console)
+        click.echo("stopped; lock released", err=True)
 
 
 def main() -> None:

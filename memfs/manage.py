@@ -9,19 +9,22 @@ from __future__ import annotations
 import functools
 import logging
 import logging.handlers
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from .backup import (BackupFile, apply_prune, clean_leftovers, create_backup, finish_interrupted_restore,
-                     list_backups, plan_prune, restore_backup, verify_and_extract)
-from .cli import CommandError, emit_json, json_option, progress_bar, root_option
-from .errors import EXIT_PROBLEMS, MemfsError, NotFoundError, StoreNotInitializedError
+from .backup import (BackupFile, apply_prune, clean_leftovers, finish_interrupted_restore, list_backups,
+                     plan_prune, prune_summary, restore_backup, restore_summary, verify_and_extract)
+from .cli import CommandError, emit_json, json_option, owner_client, progress_bar, root_option
+from .client import RemoteStore
+from .errors import EXIT_PROBLEMS, MemfsError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import Layout
 from .lock import StoreLock
 from .retention import Policy
+from .owner import backup_summary, take_backup
 from .store import MemoryStore
 from .validate import validate as run_validation
 
@@ -115,13 +118,13 @@ def _human(n: float) -> str:
 @click.group()
 @root_option
 @click.pass_context
-def cli(ctx, root: Path) -> None:
+def cli(ctx, root: Path, url: str | None, token: str | None) -> None:
     """Back up, restore and validate a memfs store.
 
     Cron: `0 2 * * * cd /path/to/memfs && .venv/bin/python manage_data.py backup --quiet`.
     Exit codes: 0 ok, 1 problems found, 2 usage, 3 failed (I/O, corrupt backup), 4 busy.
     """
-    ctx.obj = {"root": root}
+    ctx.obj = {"root": root, "url": url, "token": token}
 
 
 @cli.command()
@@ -136,28 +139,48 @@ def backup(ctx, compression, backup_dir, policy, keep_pre_restore, no_prune,
            quiet, as_json):
     """Archive data/ (not logs/) with a manifest and an .md5, then apply retention."""
     layout = _layout(ctx)
-    backup_dir = backup_dir or layout.backups
-    lock = StoreLock(layout.lock_file).acquire()
-    try:
-        finish_interrupted_restore(layout)
-        cleaned = clean_leftovers(layout, backup_dir)
-        # Level catalog and vectors with the files first, so a restore of this archive embeds nothing.
-        with MemoryStore.open(layout.root, lock=lock) as store:
-            store.reconcile(verify_vectors=True)
-        with progress_bar(not quiet and not as_json) as progress:
-            made = create_backup(layout, backup_dir=backup_dir, compression=compression, progress=progress)
-        deleted = [] if no_prune else apply_prune(plan_prune(
-            backup_dir, policy, keep_pre_restore))
-    finally:
-        lock.release()
-    if as_json:
-        emit_json({"backup": str(made.path), "size": made.size, "md5": str(made.md5_path),
-                   "pruned": [str(b.path) for b in deleted], "cleaned": [str(p) for p in cleaned]})
+    remote, lock = _remote_or_lock(ctx, layout)
+    if remote is not None:
+        _no_backup_dir_remotely(backup_dir)
+        out = remote.backup(compression=compression, prune=not no_prune, keep_daily=policy.daily,
+                            keep_weekly=policy.weekly, keep_monthly=policy.monthly, keep_pre_restore=keep_pre_restore)
     else:
-        _say(quiet, f"backup {made.path} ({_human(made.size)}), checksum {made.md5_path.name}")
-        for b in deleted:
-            _say(quiet, f"pruned {b.name}")
-    return f"{made.name} {made.size}B pruned={len(deleted)}"
+        try:
+            finish_interrupted_restore(layout)
+            with MemoryStore.open(layout.root, lock=lock) as store, \
+                    progress_bar(not quiet and not as_json) as progress:
+                made, pruned = take_backup(store, backup_dir=backup_dir, compression=compression, policy=policy,
+                                           keep_pre_restore=keep_pre_restore, prune=not no_prune, progress=progress)
+        finally:
+            lock.release()
+        out = backup_summary(made, pruned)
+    if as_json:
+        emit_json(out)
+    else:
+        _say(quiet, f"backup {out['backup']} ({_human(out['size'])}), checksum {Path(out['md5']).name}")
+        for p in out["pruned"]:
+            _say(quiet, f"pruned {Path(p).name}")
+    return f"{out['name']} {out['size']}B pruned={len(out['pruned'])}"
+
+
+def _remote_or_lock(ctx, layout: Layout) -> tuple[RemoteStore | None, StoreLock | None]:
+    """Go through the running server if there is one (DESIGN.md §4); else take the lock here."""
+    remote = owner_client(ctx)
+    if remote is not None:
+        return remote, None
+    try:
+        return None, StoreLock(layout.lock_file).acquire()
+    except StoreBusyError:
+        remote = owner_client(ctx, busy=True)
+        if remote is None:
+            raise
+        return remote, None
+
+
+def _no_backup_dir_remotely(backup_dir) -> None:
+    if backup_dir is not None:
+        raise click.UsageError("--backup-dir cannot be used while a server owns the store: it backs up to "
+                               "its own backups/ directory")
 
 
 @cli.command("list")
@@ -231,44 +254,51 @@ def restore(ctx, which, backup_dir, yes, dry_run, no_verify, as_json):
             raise click.UsageError("not asking on a non-interactive run: add --yes to restore")
         click.confirm(f"Replace the data in {layout.root} with {archive.name}? (the current data is saved "
                       "as a pre-restore backup first)", abort=True)
-    lock = StoreLock(layout.lock_file).acquire()
-    try:
-        finish_interrupted_restore(layout)
-        if dry_run:
-            staging = layout.data / f".restore-dry-run-{time.time_ns()}"
-            try:
-                manifest = verify_and_extract(archive, staging, verify_md5=not no_verify)
-            finally:
-                import shutil
-
-                shutil.rmtree(staging, ignore_errors=True)
-            result = {"archive": str(archive.path), "verified": True, "memory_count": manifest.get("memory_count"),
-                      "created_at": manifest.get("created_at"), "changed": False}
-            emit_json(result) if as_json else click.echo(
-                f"{archive.name} verified: {result['memory_count']} memories from {result['created_at']}; "
-                "nothing changed (dry run)")
-            return f"dry-run {archive.name}"
-        with progress_bar(not as_json) as progress:
-            done = restore_backup(layout, archive, verify_md5=not no_verify, progress=progress)
-        with MemoryStore.open(layout.root, lock=lock) as store:
-            report = store.reconcile(verify_vectors=True)
-        after = run_validation(layout)
-    finally:
-        lock.release()
-    result = {"archive": str(archive.path), "pre_restore": str(done.pre_restore.path) if done.pre_restore else None,
-              "memory_count": done.memory_count, "embedded": report.embedded,
-              "problems": [p.to_dict() for p in after.problems]}
+    remote, lock = (None, StoreLock(layout.lock_file).acquire()) if dry_run else _remote_or_lock(ctx, layout)
+    if remote is not None:
+        if archive.path.parent.resolve() != layout.backups.resolve():
+            raise click.UsageError("while a server owns the store it restores only from its backups/ directory")
+        result = remote.restore(archive.name, verify=not no_verify)
+    else:
+        try:
+            finish_interrupted_restore(layout)
+            if dry_run:
+                return _dry_run(layout, archive, no_verify, as_json)
+            with progress_bar(not as_json) as progress:
+                done = restore_backup(layout, archive, verify_md5=not no_verify, progress=progress)
+            with MemoryStore.open(layout.root, lock=lock) as store:
+                embedded = store.reconcile(verify_vectors=True).embedded
+            result = restore_summary(done, embedded, run_validation(layout).problems)
+        finally:
+            lock.release()
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"restored {archive.name}: {done.memory_count} memories, {report.embedded} re-embedded")
-        if done.pre_restore:
-            click.echo(f"the data it replaced is saved as {done.pre_restore.path}")
-        for p in after.problems:
-            click.echo(f"problem after restore: {p.check}: {p.path}: {p.message}", err=True)
-    if after.problems:
+        click.echo(f"restored {archive.name}: {result['memory_count']} memories, {result['embedded']} re-embedded")
+        if result["pre_restore"]:
+            click.echo(f"the data it replaced is saved as {result['pre_restore']}")
+        for p in result["problems"]:
+            click.echo(f"problem after restore: {p['check']}: {p['path']}: {p['message']}", err=True)
+    if result["problems"]:
         ctx.obj["exit_code"] = EXIT_PROBLEMS
-    return f"{archive.name} embedded={report.embedded}"
+    return f"{archive.name} embedded={result['embedded']}"
+
+
+def _dry_run(layout: Layout, archive: BackupFile, no_verify: bool, as_json: bool) -> str:
+    """Verify the archive completely in a scratch staging directory, then remove it: nothing changes."""
+    staging = layout.data / f".restore-dry-run-{time.time_ns()}"
+    try:
+        manifest = verify_and_extract(archive, staging, verify_md5=not no_verify)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = {"archive": str(archive.path), "verified": True, "memory_count": manifest.get("memory_count"),
+              "created_at": manifest.get("created_at"), "changed": False}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"{archive.name} verified: {result['memory_count']} memories from {result['created_at']}; "
+                   "nothing changed (dry run)")
+    return f"dry-run {archive.name}"
 
 
 @cli.command()
@@ -280,33 +310,42 @@ def restore(ctx, which, backup_dir, yes, dry_run, no_verify, as_json):
 def validate(ctx, check_backups, backup_dir, fix, as_json):
     """Check everything and report every problem; exit 1 if any."""
     layout = _layout(ctx)
-    lock = StoreLock(layout.lock_file).acquire()
-    try:
-        with progress_bar(not as_json) as progress:
-            report = run_validation(layout, backups=check_backups, backup_dir=backup_dir, progress=progress)
-        fixed = 0
-        if fix and any(p.fixable for p in report.problems):
-            layout.create()
-            clean_leftovers(layout, backup_dir)
-            with MemoryStore.open(layout.root, lock=lock) as store:
-                store.reconcile(verify_vectors=True)
-            before = len(report.problems)
-            report = run_validation(layout, backups=check_backups, backup_dir=backup_dir)
-            fixed = before - len(report.problems)
-    finally:
-        lock.release()
-    if as_json:
-        emit_json({**report.to_dict(), "fixed": fixed})
+    remote, lock = _remote_or_lock(ctx, layout)
+    if remote is not None:
+        _no_backup_dir_remotely(backup_dir)
+        out = remote.validate(check_backups)
+        if fix and not out["ok"]:
+            remote.reconcile()
+            after = remote.validate(check_backups)
+            out = {**after, "fixed": len(out["problems"]) - len(after["problems"])}
     else:
-        for p in report.problems:
-            click.echo(f"{p.check}: {p.path}: {p.message}")
-        if fixed:
-            click.echo(f"fixed {fixed} problem(s)")
-        click.echo(f"{report.memory_files} memory files checked in {report.seconds:.2f}s: "
-                   + ("no problems" if report.ok else f"{len(report.problems)} problem(s)"))
-    if not report.ok:
+        try:
+            with progress_bar(not as_json) as progress:
+                report = run_validation(layout, backups=check_backups, backup_dir=backup_dir, progress=progress)
+            fixed = 0
+            if fix and any(p.fixable for p in report.problems):
+                layout.create()
+                clean_leftovers(layout, backup_dir)
+                with MemoryStore.open(layout.root, lock=lock) as store:
+                    store.reconcile(verify_vectors=True)
+                before = len(report.problems)
+                report = run_validation(layout, backups=check_backups, backup_dir=backup_dir)
+                fixed = before - len(report.problems)
+        finally:
+            lock.release()
+        out = {**report.to_dict(), "fixed": fixed}
+    if as_json:
+        emit_json(out)
+    else:
+        for p in out["problems"]:
+            click.echo(f"{p['check']}: {p['path']}: {p['message']}")
+        if out.get("fixed"):
+            click.echo(f"fixed {out['fixed']} problem(s)")
+        click.echo(f"{out['memory_files']} memory files checked in {out['seconds']:.2f}s: "
+                   + ("no problems" if out["ok"] else f"{len(out['problems'])} problem(s)"))
+    if not out["ok"]:
         ctx.obj["exit_code"] = EXIT_PROBLEMS
-    return f"{len(report.problems)} problems fixed={fixed}"
+    return f"{len(out['problems'])} problems fixed={out.get('fixed', 0)}"
 
 
 @cli.command()
@@ -318,21 +357,26 @@ def validate(ctx, check_backups, backup_dir, fix, as_json):
 def prune(ctx, backup_dir, policy, keep_pre_restore, dry_run, as_json):
     """Apply retention (7 daily / 4 weekly / 12 monthly by default; UTC days)."""
     layout = _layout(ctx)
-    backup_dir = backup_dir or layout.backups
-    lock = StoreLock(layout.lock_file).acquire()
-    try:
-        plan = plan_prune(backup_dir, policy, keep_pre_restore)
-        deleted = [] if dry_run else apply_prune(plan)
-    finally:
-        lock.release()
-    if as_json:
-        emit_json({"dry_run": dry_run, "backups": [
-            {"name": i.backup.name, "keep": i.decision.keep, "reasons": list(i.decision.reasons)} for i in plan]})
+    remote, lock = _remote_or_lock(ctx, layout)
+    if remote is not None:
+        _no_backup_dir_remotely(backup_dir)
+        out = remote.prune(dry_run=dry_run, keep_daily=policy.daily, keep_weekly=policy.weekly,
+                           keep_monthly=policy.monthly, keep_pre_restore=keep_pre_restore)
     else:
-        for i in plan:
-            verdict = "keep  " if i.decision.keep else ("delete" if dry_run else "deleted")
-            click.echo(f"{verdict} {i.backup.name}  {', '.join(i.decision.reasons)}")
-    return f"deleted={len(deleted)} dry_run={dry_run}"
+        try:
+            plan = plan_prune(backup_dir or layout.backups, policy, keep_pre_restore)
+            if not dry_run:
+                apply_prune(plan)
+        finally:
+            lock.release()
+        out = prune_summary(plan, dry_run)
+    if as_json:
+        emit_json(out)
+    else:
+        for i in out["backups"]:
+            verdict = "keep  " if i["keep"] else ("delete" if dry_run else "deleted")
+            click.echo(f"{verdict} {i['name']}  {', '.join(i['reasons'])}")
+    return f"deleted={sum(not i['keep'] for i in out['backups'])} dry_run={dry_run}"
 
 
 def main() -> None:

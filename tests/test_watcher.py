@@ -215,3 +215,15 @@ def test_kill_9_mid_burst_then_restart_converges(root):
     with MemoryStore.open(root) as s:  # the lock was released by the clean stop
         assert s.vectors.ids() == {f"burst/b{i}" for i in range(300)}
         assert s.reconcile().embedded == 0
+
+
+def test_lost_events_are_recovered_by_the_periodic_reconcile(store, monkeypatch):
+    """inotify overflow drops events silently (watchdog #654): the periodic stat-only reconcile recovers."""
+    w = Watcher(store, reconcile_every=0.5)
+    monkeypatch.setattr(w, "notify", lambda *a, **k: None)  # every event lost
+    w.start()
+    try:
+        write(store.layout.memories / "missed.json", {"content": "an event nobody heard, about quolls"})
+        wait_until(lambda: found(store, "quolls") == ["missed"], what="periodic reconcile")
+    finally:
+        w.stop()
