@@ -64,6 +64,7 @@ class BackupFile:
     kind: str  # "backup" or "pre-restore"
     created: datetime  # UTC, from the name (the same instant the manifest records)
     compression: str  # "gz" or "zst"
+    seq: int = 0  # the _N suffix of a second backup within the same second
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ class BackupFile:
         if not m:
             return None
         created = datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
-        return cls(path, KINDS[m["prefix"]], created, m["comp"])
+        return cls(path, KINDS[m["prefix"]], created, m["comp"], int(m["seq"] or 0))
 
     def checksum_state(self, verify: bool = False) -> str:
         """ok / mismatch / missing / unverified (an .md5 exists but was not re-read)."""
@@ -106,17 +107,20 @@ def list_backups(backup_dir: Path) -> tuple[list[BackupFile], list[Path]]:
             backups.append(b)
         elif PARTIAL.match(p.name):
             leftovers.append(p)
-    backups.sort(key=lambda b: (b.created, b.name), reverse=True)
+    backups.sort(key=lambda b: (b.created, b.seq), reverse=True)
     return backups, sorted(leftovers)
 
 
 def _new_name(backup_dir: Path, prefix: str, now: datetime, compression: str) -> str:
+    """Unique, and sorting after every backup of the same second (even ones since pruned or renamed)."""
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
-    name, seq = f"{prefix}_{stamp}.tar.{compression}", 1
-    while (backup_dir / name).exists() or (backup_dir / f".{name}.partial").exists():
-        name = f"{prefix}_{stamp}_{seq}.tar.{compression}"
-        seq += 1
-    return name
+    taken = [m for p in backup_dir.iterdir()
+             if (m := _NAME.match(p.name.removeprefix(".").removesuffix(".partial")))
+             and m["prefix"] == prefix and m["stamp"] == stamp]
+    if not taken:
+        return f"{prefix}_{stamp}.tar.{compression}"
+    seq = max(int(m["seq"] or 0) for m in taken) + 1
+    return f"{prefix}_{stamp}_{seq}.tar.{compression}"
 
 
 # -- checksums --------------------------------------------------------------------------------------
@@ -295,10 +299,14 @@ def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3) -> l
     regular = [b for b in backups if b.kind == "backup"]
     pre = [b for b in backups if b.kind == "pre-restore"]
     plan = [PruneItem(b, d) for b, d in zip(regular, decide([b.created for b in regular], policy))]
+    if plan and not plan[0].decision.keep:
+        # Trigger: a policy of all zeros. Why: retention must never delete the only fresh backup
+        # (restic refuses such a policy outright). Outcome: the newest backup is always kept.
+        plan[0] = PruneItem(plan[0].backup, Decision(plan[0].backup.created, True, ("newest backup",)))
     for n, b in enumerate(pre):
         keep = n < keep_pre_restore
         plan.append(PruneItem(b, Decision(b.created, keep, (f"pre-restore {n + 1} of {keep_pre_restore}",) if keep else ())))
-    plan.sort(key=lambda item: (item.backup.created, item.backup.name), reverse=True)
+    plan.sort(key=lambda item: (item.backup.created, item.backup.seq), reverse=True)
     return plan
 
 

@@ -35,7 +35,9 @@ def take_backup(store: MemoryStore, *, backup_dir: Path | None = None, compressi
         clean_leftovers(store.layout, backup_dir)
         store.reconcile(verify_vectors=True)
         made = create_backup(store.layout, backup_dir=backup_dir, compression=compression, progress=progress)
-    pruned = apply_prune(plan_prune(backup_dir, policy, keep_pre_restore)) if prune else []
+    # The backup just made is never a candidate, whatever the clock or the policy says.
+    plan = [i for i in plan_prune(backup_dir, policy, keep_pre_restore) if i.backup.path != made.path]
+    pruned = apply_prune(plan) if prune else []
     return made, pruned
 
 

@@ -82,3 +82,26 @@ def test_two_backups_in_one_second_get_distinct_names(tmp_path):
     now = t("2025-01-01 00:00")
     a, b = create_backup(layout, now=now), create_backup(layout, now=now)
     assert a.name == "memory_backup_20250101_000000.tar.gz" and b.name == "memory_backup_20250101_000000_1.tar.gz"
+
+
+def test_the_newest_backup_survives_a_policy_of_zeros(tmp_path):
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    old, new = create_backup(layout, now=t("2025-01-01 00:00")), create_backup(layout, now=t("2025-01-02 00:00"))
+    plan = {i.backup.name: i.decision for i in plan_prune(layout.backups, Policy(0, 0, 0), keep_pre_restore=0)}
+    assert plan[new.name].keep and plan[new.name].reasons == ("newest backup",)
+    assert not plan[old.name].keep
+
+
+def test_a_reused_second_still_sorts_newest(tmp_path):
+    """Found by schemathesis: after `_000000.tar.gz` was pruned, the next backup of that second reused the
+    plain name and sorted before the older `_1`, so retention deleted the backup just made."""
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    now = t("2025-01-01 00:00")
+    first, second = create_backup(layout, now=now), create_backup(layout, now=now)
+    first.path.unlink()
+    third = create_backup(layout, now=now)
+    assert third.name == "memory_backup_20250101_000000_2.tar.gz"
+    from memfs.backup import list_backups
+    assert [b.name for b in list_backups(layout.backups)[0]] == [third.name, second.name]
