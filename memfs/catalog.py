@@ -54,9 +54,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 CREATE TABLE IF NOT EXISTS invalid (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, reason TEXT NOT NULL
 );
+-- A rowid table on purpose: WITHOUT ROWID packs 1.5 KB vectors into its key B-tree at a third of
+-- the density (94 MB instead of ~40 MB at 20k memories, measured).
 CREATE TABLE IF NOT EXISTS embed_cache (
     model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, hash)
-) WITHOUT ROWID;
+);
 """
 
 

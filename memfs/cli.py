@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import logging.handlers
+import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +42,28 @@ def fails_cleanly(fn):
             return fn(*args, **kwargs)
         except MemfsError as e:
             raise CommandError(e) from e
+        except (OSError, sqlite3.Error) as e:
+            raise CommandError(io_error(e)) from e
     return wrapper
+
+
+def io_error(e: OSError | sqlite3.Error) -> MemfsError:
+    """An I/O failure as a message a person can act on (exit 3). Writes are atomic: nothing was lost."""
+    import errno
+
+    if isinstance(e, sqlite3.Error):
+        # SQLite reports a full disk as "database or disk is full" or, opening WAL files, "disk I/O error".
+        return MemfsError(f"the catalog (data/indexes/catalog.sqlite) failed: {e}. If the disk is full, free "
+                          "some space and try again (nothing was lost); if it is damaged, delete data/indexes/ "
+                          "and run `memfs reindex` to rebuild it from the files")
+
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MemfsError(f"{where}no space left on the device; free some space and try again "
+                          "(nothing was lost: files are replaced only once fully written)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return MemfsError(f"{where}{e.strerror}; check the permissions of the store's directories")
+    return MemfsError(f"{where}{e.strerror or e}")
 
 
 def emit_json(data) -> None:
@@ -113,7 +135,10 @@ def log_to_file(store: MemoryStore):
         yield
     finally:
         logger.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()
+        except OSError as e:  # a full disk must not hide the command's own outcome
+            click.echo(f"warning: could not write {store.layout.logs / 'memfs.log'}: {e.strerror}", err=True)
 
 
 @contextlib.contextmanager
@@ -155,9 +180,15 @@ def owner_client(ctx: click.Context, *, busy: bool = False):
     from .lock import read_owner
 
     url = ctx.obj.get("url")
-    if url is None and busy:
+    if url is not None:
+        return RemoteStore(url, ctx.obj.get("token"))
+    if busy:
+        # Trigger: the store is locked by a process that recorded a URL. Why: only a server that
+        # answers can take our request; a lock holder that does not (a backup, a watch) means busy.
         url = read_owner(Layout(ctx.obj["root"]).lock_file).get("url")
-    return RemoteStore(url, ctx.obj.get("token")) if url else None
+        remote = RemoteStore(url, ctx.obj.get("token")) if url else None
+        return remote if remote is not None and remote.reachable() else None
+    return None
 
 
 def _synced(store: MemoryStore) -> MemoryStore:

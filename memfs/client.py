@@ -57,6 +57,16 @@ class RemoteStore:
             raise MemfsError(f"cannot reach the memfs server at {self.url} ({getattr(e, 'reason', e)}); "
                              "is `memfs serve` running? Unset MEMFS_URL to use the files directly") from None
 
+    def reachable(self) -> bool:
+        """Does anything answer HTTP at the URL? (Any status counts: 503 while starting, 401 with auth.)"""
+        try:
+            urllib.request.urlopen(self.url + "/health", timeout=3).close()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
     # -- the MemoryStore surface the CLI uses ------------------------------------------------------
 
     def close(self) -> None:

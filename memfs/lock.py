@@ -66,9 +66,14 @@ class StoreLock:
             log.warning("took over the lock left by %s, which is no longer running", _describe(previous))
         record = {"pid": os.getpid(), "host": socket.gethostname(), "url": self.url,
                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError as e:
+            # Trigger: a full disk. Why: the record only names the owner; the flock is the lock.
+            # Outcome: hold the lock anyway, so reads still work and writes fail with a clear message.
+            log.warning("could not record the lock owner in %s: %s", self.path, e.strerror)
         return self
 
     def release(self) -> None:

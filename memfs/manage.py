@@ -10,6 +10,7 @@ import functools
 import logging
 import logging.handlers
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import click
 
 from .backup import (BackupFile, apply_prune, clean_leftovers, finish_interrupted_restore, list_backups,
                      plan_prune, prune_summary, restore_backup, restore_summary, verify_and_extract)
-from .cli import CommandError, emit_json, json_option, owner_client, progress_bar, root_option
+from .cli import CommandError, emit_json, io_error, json_option, owner_client, progress_bar, root_option
 from .client import RemoteStore
 from .errors import EXIT_PROBLEMS, MemfsError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import Layout
@@ -53,7 +54,8 @@ def logged(name: str):
                 code = ctx.obj.get("exit_code", 0)
                 if code:
                     outcome = f"problems (exit {code}) {summary or ''}".strip()
-            except MemfsError as e:
+            except (MemfsError, OSError, sqlite3.Error) as e:
+                e = e if isinstance(e, MemfsError) else io_error(e)
                 outcome, code = f"failed (exit {e.exit_code}): {e}", e.exit_code
                 raise CommandError(e) from e
             finally:
@@ -77,7 +79,10 @@ def _append_log(root: Path, line: str) -> None:
         log.info(line)
     finally:
         log.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()
+        except OSError as e:  # a full disk must not hide the command's own outcome
+            click.echo(f"warning: could not write {logs / 'manage-data.log'}: {e.strerror}", err=True)
 
 
 def retention_options(fn):

@@ -120,10 +120,12 @@ class MemoryStore:
 
     def close(self) -> None:
         with self._mutex:
-            self.vectors.close()
-            self.catalog.close()
-            if self.lock is not None:
-                self.lock.release()
+            try:
+                self.vectors.close()
+                self.catalog.close()
+            finally:  # even if closing fails (a full disk), the lock must not outlive the store
+                if self.lock is not None:
+                    self.lock.release()
 
     def __enter__(self) -> "MemoryStore":
         return self

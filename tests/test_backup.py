@@ -68,6 +68,12 @@ def test_backup_delete_restore_gives_same_files_and_results_without_embedding(ma
     # md5sum -c works on what we wrote.
     check = subprocess.run(["md5sum", "-c", archive.name + ".md5"], cwd=archive.parent, capture_output=True, text=True)
     assert check.returncode == 0 and ": OK" in check.stdout
+    # GNU tar reads what we wrote (our headers are hand-built ustar).
+    listing = subprocess.run(["tar", "--zstd" if compression == "zst" else "-z", "-tvf", str(archive)],
+                             capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    names = {line.split()[-1] for line in listing.stdout.splitlines()}
+    assert "memfs-backup.json" in names and set(files) <= {n.removeprefix("data/memories/") for n in names}
     for part in ("memories", "embeddings", "indexes"):
         shutil.rmtree(populated / "data" / part)
     restored = orjson.loads(manage("restore", "latest", "--yes", "--json").stdout)
