@@ -92,10 +92,12 @@ def main() -> None:
             n = s.catalog.count()
             t = time.perf_counter()
             w = Watcher(s).start()
-            w.idle.wait(60)
+            until(lambda: len(w.reports) >= 1, step=0.001)
             startup = time.perf_counter() - t
+            w.idle.wait(60)
+            with_vectors = time.perf_counter() - t
             w.stop()
-            assert w.reports[0].embedded == 0
+            assert w.reports[0].embedded == 0 and w.reports[1].vectors_missing == 0
     shutil.rmtree(tmp)
 
     p50, p95 = np.percentile(lat, 50) * 1e3, np.percentile(lat, 95) * 1e3
@@ -106,8 +108,9 @@ def main() -> None:
           f"| **{burst_rate / add_rate:.2f}** | ≥ 0.8 |")
     print(f"| idle CPU, watcher running, 20 s | {idle_cpu:.2f} % of one core | – | – | ~0 |")
     if startup is not None:
-        print(f"| startup reconcile, no changes, {n:,} files | {startup:.2f} s ({n / startup:,.0f} files/s) "
-              f"| basic-memory ~930 files/s | **{(n / startup) / 930:.1f}x** | ≤ 1 s |")
+        print(f"| startup reconcile, no changes, {n:,} files | {startup:.2f} s ({n / startup:,.0f} files/s); "
+              f"+ first Chroma open and id check: {with_vectors:.2f} s | basic-memory ~930 files/s "
+              f"| **{(n / startup) / 930:.1f}x** | ≤ 1 s |")
 
 
 if __name__ == "__main__":

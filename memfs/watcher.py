@@ -153,7 +153,10 @@ class Watcher:
     # -- the worker ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._apply(None)  # startup reconcile, after the observer started collecting
+        # Startup, after the observer started collecting: files first (what a hand edit needs), then
+        # Chroma's id set, whose first open costs more than the whole file reconcile at 20k files.
+        self._apply(None, verify_vectors=False)
+        self._apply(None)
         next_periodic = time.monotonic() + self.reconcile_every
         while True:
             with self._cond:
@@ -187,9 +190,9 @@ class Watcher:
             if self._stopping:
                 return
 
-    def _apply(self, paths: list[str] | None) -> None:
+    def _apply(self, paths: list[str] | None, verify_vectors: bool = True) -> None:
         try:
-            report = self.store.reconcile(paths=paths, verify_vectors=paths is None)
+            report = self.store.reconcile(paths=paths, verify_vectors=verify_vectors and paths is None)
         except Exception as e:  # the watcher must outlive any one bad batch; the next reconcile retries
             self._last_error = f"{type(e).__name__}: {e}"
             log.exception("indexing %s failed", "the store" if paths is None else f"{len(paths)} path(s)")
