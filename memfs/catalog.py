@@ -227,10 +227,19 @@ class Catalog:
         row = self.db.execute("SELECT id FROM docs WHERE path = ?", (path,)).fetchone()
         return row[0] if row else None
 
-    def file_index(self) -> dict[str, tuple[str, FileState]]:
-        """path -> (id, state as last indexed), for reconcile."""
-        return {path: (mem_id, FileState(size, mtime_ns, ino)) for path, mem_id, size, mtime_ns, ino
-                in self.db.execute("SELECT path, id, size, mtime_ns, ino FROM docs")}
+    def file_index(self, paths: Iterable[str] | None = None) -> dict[str, tuple[str, FileState]]:
+        """path -> (id, state as last indexed), for reconcile: every row, or just these paths'."""
+        sql = "SELECT path, id, size, mtime_ns, ino FROM docs"
+        if paths is None:
+            rows = self.db.execute(sql)
+        else:
+            chunks = _chunks(sorted(paths), 500)
+            rows = (r for c in chunks for r in self.db.execute(f"{sql} WHERE path IN ({','.join('?' * len(c))})", c))
+        return {path: (mem_id, FileState(size, mtime_ns, ino)) for path, mem_id, size, mtime_ns, ino in rows}
+
+    def path_for_id(self, mem_id: str) -> str | None:
+        row = self.db.execute("SELECT path FROM docs WHERE id = ?", (mem_id,)).fetchone()
+        return row[0] if row else None
 
     def ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT id FROM docs")}

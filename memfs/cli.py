@@ -123,12 +123,11 @@ def progress_bar(enabled: bool):
 
 
 @contextlib.contextmanager
-def log_to_file(store: MemoryStore):
-    """Append this command's log records to data/logs/memfs.log (rotated at 5 MB)."""
-    store.layout.logs.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(store.layout.logs / "memfs.log", maxBytes=5 << 20, backupCount=3)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("memfs")
+def log_to_file(path: Path, logger: logging.Logger, fmt: str, max_bytes: int, keep: int):
+    """Send `logger`'s records to a rotated file while a command runs; a full disk only warns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=keep)
+    handler.setFormatter(logging.Formatter(fmt))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
@@ -138,7 +137,7 @@ def log_to_file(store: MemoryStore):
         try:
             handler.close()
         except OSError as e:  # a full disk must not hide the command's own outcome
-            click.echo(f"warning: could not write {store.layout.logs / 'memfs.log'}: {e.strerror}", err=True)
+            click.echo(f"warning: could not write {path}: {e.strerror}", err=True)
 
 
 @contextlib.contextmanager
@@ -168,7 +167,8 @@ def open_store(ctx: click.Context, *, sync: bool = True):
 def local_store(store: MemoryStore):
     """Run with an opened store: log to data/logs/memfs.log, close it (and its lock) at the end."""
     try:
-        with log_to_file(store):
+        with log_to_file(store.layout.logs / "memfs.log", logging.getLogger("memfs"),
+                         "%(asctime)s %(levelname)s %(name)s: %(message)s", 5 << 20, 3):
             yield store
     finally:
         store.close()

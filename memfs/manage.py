@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import logging.handlers
 import shutil
 import sqlite3
 import sys
@@ -19,7 +18,8 @@ import click
 
 from .backup import (BackupFile, apply_prune, clean_leftovers, finish_interrupted_restore, list_backups,
                      plan_prune, prune_summary, restore_backup, restore_summary, verify_and_extract)
-from .cli import CommandError, emit_json, io_error, json_option, owner_client, progress_bar, root_option
+from .cli import (CommandError, emit_json, io_error, json_option, log_to_file, owner_client, progress_bar,
+                  root_option)
 from .client import RemoteStore
 from .errors import EXIT_PROBLEMS, MemfsError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import Layout
@@ -70,19 +70,9 @@ def _append_log(root: Path, line: str) -> None:
     logs = Layout(root).logs
     if not logs.is_dir():
         return  # no store there: nothing to log into, and the error already said so
-    handler = logging.handlers.RotatingFileHandler(logs / "manage-data.log", maxBytes=1 << 20, backupCount=5)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
     log.propagate = False
-    log.setLevel(logging.INFO)
-    try:
+    with log_to_file(logs / "manage-data.log", log, "%(asctime)s %(message)s", 1 << 20, 5):
         log.info(line)
-    finally:
-        log.removeHandler(handler)
-        try:
-            handler.close()
-        except OSError as e:  # a full disk must not hide the command's own outcome
-            click.echo(f"warning: could not write {logs / 'manage-data.log'}: {e.strerror}", err=True)
 
 
 def retention_options(fn):

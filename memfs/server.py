@@ -10,6 +10,7 @@ import hmac
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,8 +85,16 @@ def _aware(t: datetime | None) -> datetime | None:
     return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+class OrjsonResponse(JSONResponse):
+    """orjson instead of the stdlib encoder. Routes on the hot path (search) return it directly, which
+    also skips FastAPI's jsonable_encoder walk over every hit."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
 def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
-    app = FastAPI(title="memfs", version=__version__,
+    app = FastAPI(title="memfs", version=__version__, default_response_class=OrjsonResponse,
                   description="Memories as JSON files, with semantic and keyword search.")
 
     def auth(request: Request) -> None:
@@ -154,10 +163,14 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
         if owner.ready:
             with owner.using() as store:
                 status = owner.watcher.status()
-                try:
-                    vectors, chroma_ok = store.vectors.count(), True
-                except Exception:  # the finding is that Chroma does not answer
-                    vectors, chroma_ok = None, False
+                # Chroma opens in the background after the startup file reconcile; until then (about a
+                # second at 20k memories) its fields are null rather than /health waiting for it.
+                vectors, chroma_ok = None, None
+                if store.vectors.opened:
+                    try:
+                        vectors, chroma_ok = store.vectors.count(), True
+                    except Exception:  # the finding is that Chroma does not answer
+                        chroma_ok = False
                 body["index"] = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,
                                  "watcher": status.observer, "queue_depth": status.queue_depth,
                                  "last_reconcile": store.catalog.get_meta("last_reconcile"),
@@ -205,7 +218,8 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
         filters = Filters(tags=tuple(body.tags), match=body.match, type=body.type,
                           since=_aware(body.since), until=_aware(body.until))
         with owner.using() as store:
-            return {"hits": [h.to_dict() for h in store.search(body.query, k=body.k, mode=body.mode, filters=filters)]}
+            hits = store.search(body.query, k=body.k, mode=body.mode, filters=filters)
+        return OrjsonResponse({"hits": [h.to_dict() for h in hits]})
 
     @app.get("/stats", dependencies=guarded)
     def stats():

@@ -95,8 +95,10 @@ def test_crud_search_and_openapi(server):
     u = server.url
     code, info = call(u + "/")
     assert code == 200 and info["links"]["health"] == "/health"
+    # Chroma is opened and checked just after the startup file reconcile; /health shows it then.
+    wait_until(lambda: call(u + "/health")[1]["index"]["chroma_ok"] is True, what="Chroma checked")
     code, health = call(u + "/health")
-    assert health["persistence"]["writable"] and health["index"]["chroma_ok"]
+    assert health["persistence"]["writable"] and health["index"]["vectors"] == 0
     code, added = call(u + "/memories", "POST", {"content": "User prefers dark theme", "tags": ["ui"]})
     assert code == 201 and not added["duplicate"]
     code, again = call(u + "/memories", "POST", {"content": "User prefers dark theme"})
