@@ -247,3 +247,25 @@ def test_sigterm_releases_lock_and_kill_9_is_taken_over(root):
         assert hits[0]["id"] == "while-dead"
     finally:
         assert s.stop() == 0
+
+
+def test_restore_through_the_server_reloads_without_restart(server):
+    u = server.url
+    keep = call(u + "/memories", "POST", {"content": "in the backup, about walruses"})[1]["id"]
+    code, made = call(u + "/backups", "POST", {})
+    assert code == 201
+    later = call(u + "/memories", "POST", {"content": "after the backup, about narwhals"})[1]["id"]
+    # manage_data.py restore goes through the running server too.
+    r = subprocess.run([sys.executable, str(REPO / "manage_data.py"), "restore", made["name"], "--yes", "--json"],
+                       env=server.env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["embedded"] == 0 and out["pre_restore"] and out["problems"] == []
+    assert server.proc.poll() is None  # same process, still serving
+    assert call(u + f"/memories/{later}")[0] == 404
+    hits = call(u + "/search", "POST", {"query": "walruses", "mode": "keyword"})[1]["hits"]
+    assert [h["id"] for h in hits] == [keep]
+    # The watcher follows the restored files.
+    (server.root / "data" / "memories" / "new.json").write_text('{"content": "after the restore, about seals"}')
+    wait_until(lambda: call(u + "/search", "POST", {"query": "seals", "mode": "keyword"})[1]["hits"], timeout=10,
+               what="watcher after restore")
