@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
-import io
 import queue
 import os
 import re

@@ -1,6 +1,5 @@
 """manage_data.py against real archives, real Chroma and real subprocesses."""
 
-import hashlib
 import io
 import os
 import shutil

@@ -4,7 +4,6 @@ Every assertion polls for its result with a deadline; no fixed sleep is an asser
 """
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
