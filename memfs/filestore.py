@@ -162,17 +162,13 @@ def slugify(text: str, max_words: int = 6, max_len: int = 40) -> str:
     return "-".join(words)[:max_len].strip("-") or "memory"
 
 
-def new_relpath(memories: Path, mem_id: str, content: str, created_at: datetime,
-                taken: set[str] = frozenset()) -> str:
-    """A humane, unused relative path for a memory the store writes: YYYY/MM/DD/<slug>-<id8>.json.
-
-    `taken`: paths already promised to memories not written yet.
-    """
+def new_relpath(memories: Path, mem_id: str, content: str, created_at: datetime) -> str:
+    """A humane, unused relative path for a memory the store writes: YYYY/MM/DD/<slug>-<id8>.json."""
     day = created_at.astimezone(timezone.utc).strftime("%Y/%m/%d")
     stem = f"{slugify(content)}-{mem_id[:8]}"
     rel = f"{day}/{stem}{MEMORY_SUFFIX}"
     n = 2
-    while rel in taken or (memories / rel).exists():
+    while (memories / rel).exists():
         rel = f"{day}/{stem}-{n}{MEMORY_SUFFIX}"
         n += 1
     return rel

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,7 +156,7 @@ class MemoryStore:
     def _add_batch(self, docs: list[dict], allow_duplicate: bool) -> list[AddResult]:
         now = utcnow()
         results: list[AddResult] = []
-        fresh: dict[str, Memory] = {}  # relative path -> memory, in order
+        fresh: list[tuple[Memory, str]] = []
         seen: dict[str, AddResult] = {}
         for doc in docs:
             m = documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now)
@@ -168,25 +167,15 @@ class MemoryStore:
                     continue
             if m.id in seen or self.catalog.get(m.id) is not None:
                 raise InvalidDocumentError(f"a memory with id {m.id!r} already exists; update it instead")
-            rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at, fresh.keys())
-            fresh[rel] = m
+            rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at)
+            atomic_write(self.layout.memories / rel, m.to_bytes())
+            fresh.append((m, rel))
             seen[m.content_hash] = AddResult(m, rel, duplicate=True)
             results.append(AddResult(m, rel, duplicate=False))
-
-        def write_files() -> None:
-            for rel, m in fresh.items():
-                atomic_write(self.layout.memories / rel, m.to_bytes())
-            with self.catalog.transaction():
-                for rel, m in fresh.items():
-                    self.catalog.put(m, rel, self._state(rel))
-
-        # The files (each fsynced) are written while the model embeds: the disk waits overlap the
-        # CPU-bound encode, which is what keeps bulk add near the model's own speed.
-        memories = list(fresh.values())
-        vectors = self._vectors_for(memories, meanwhile=write_files)
-        if memories:
-            self.vectors.upsert(memories, vectors)
-            self.catalog.mark_synced([m.id for m in memories])
+        with self.catalog.transaction():
+            for m, rel in fresh:
+                self.catalog.put(m, rel, self._state(rel))
+        self._write_vectors([m for m, _ in fresh])
         return results
 
     def _existing_with_content(self, h: str) -> AddResult | None:
@@ -442,31 +431,15 @@ class MemoryStore:
                 progress("embed", written, len(memories))
         return written
 
-    def _vectors_for(self, memories: Sequence[Memory], meanwhile: Callable[[], None] | None = None) -> np.ndarray:
-        """Vectors for these memories: from the cache, else embedded (and cached).
-
-        `meanwhile` runs on this thread while the model encodes on another (torch releases the GIL).
-        """
+    def _vectors_for(self, memories: Sequence[Memory]) -> np.ndarray:
         model = self.embedder.model_id
         cached = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
         todo = {m.content_hash: m.content for m in memories if m.content_hash not in cached}
-        fresh = None
-        if todo and meanwhile is not None:
-            with ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") as pool:
-                encoding = pool.submit(self.embedder.embed, list(todo.values()))
-                try:
-                    meanwhile()
-                finally:
-                    fresh = encoding.result()
-        elif meanwhile is not None:
-            meanwhile()
         if todo:
-            fresh = self.embedder.embed(list(todo.values())) if fresh is None else fresh
+            fresh = self.embedder.embed(list(todo.values()))
             new = dict(zip(todo.keys(), fresh))
             self.catalog.cache_vectors(model, new)
             cached.update(new)
-        if not memories:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return np.stack([cached[m.content_hash] for m in memories])
 
     # -- helpers ------------------------------------------------------------------------------------
