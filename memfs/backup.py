@@ -408,7 +408,9 @@ def _add_file(sink: _CompressingSink, path: Path, arcname: str, st: os.stat_resu
 
 
 def clean_leftovers(layout: Layout, backup_dir: Path | None = None) -> list[Path]:
-    """Remove partial archives and stale restore staging. Call only while holding the lock."""
+    """Remove partial archives and .md5 files whose archive is gone. Call only while holding the lock.
+
+    (Restore staging is finish_interrupted_restore's business.)"""
     backup_dir = backup_dir or layout.backups
     _, leftovers = list_backups(backup_dir)
     orphans = [p for p in backup_dir.glob("*.md5") if BackupFile.parse(p.with_suffix("")) and not p.with_suffix("").exists()] \

@@ -94,9 +94,8 @@ class RemoteStore:
         return _memory(self.request("PATCH", "/memories/" + urllib.parse.quote(mem_id, safe="/"), body))
 
     def remove(self, mem_id: str) -> Memory:
-        m = self.get(mem_id)
-        self.request("DELETE", "/memories/" + urllib.parse.quote(mem_id, safe="/"))
-        return m
+        d = self.request("DELETE", "/memories/" + urllib.parse.quote(mem_id, safe="/"))
+        return _memory(d["memory"])
 
     def list(self, filters: Filters = Filters(), *, limit: int | None = None, offset: int = 0) -> list[Entry]:
         out: list[Entry] = []

@@ -211,7 +211,8 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
     @app.delete("/memories/{mem_id:path}", dependencies=guarded)
     def delete_memory(mem_id: str):
         with owner.using() as store:
-            return {"removed": store.remove(mem_id).id}
+            removed = store.remove(mem_id)
+        return OrjsonResponse({"removed": removed.id, "memory": removed.to_dict()})
 
     @app.post("/search", dependencies=guarded)
     def search(body: SearchIn):

@@ -335,11 +335,11 @@ class MemoryStore:
             report.invalid = self.catalog.invalid()
             report.embedded = self.embedder.embedded - embedded_before
             report.seconds = time.monotonic() - started
-            if paths is None:
+            if paths is None:  # a full reconcile; the watcher's path batches are not one
                 self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
-            if report.invalid and paths is None:
-                log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
-                            report.invalid[0].path, report.invalid[0].reason)
+                if report.invalid:
+                    log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
+                                report.invalid[0].path, report.invalid[0].reason)
             return report
 
     def _apply_files(self, to_read: list[str], files: dict[str, FileState],

@@ -111,7 +111,8 @@ def test_crud_search_and_openapi(server):
     assert hits["hits"][0]["id"] == mid
     code, page = call(u + "/memories?tag=prefs&limit=1")
     assert [m["id"] for m in page["memories"]] == [mid] and page["next_cursor"] is None
-    assert call(u + f"/memories/{mid}", "DELETE")[0] == 200
+    code, removed = call(u + f"/memories/{mid}", "DELETE")
+    assert code == 200 and removed["removed"] == mid and removed["memory"]["content"] == "User prefers light theme"
     code, err = call(u + f"/memories/{mid}")
     assert code == 404 and err["error"]["code"] == "not_found"
     code, err = call(u + "/memories", "POST", {"content": ""})
@@ -161,6 +162,10 @@ def test_cli_and_manage_data_go_through_the_server(server):
     assert call(server.url + f"/memories/{mid}")[0] == 200
     r = memfs_cli("search", "added by the CLI", "--mode", "keyword", "--json", env=env)
     assert json.loads(r.stdout)[0]["id"] == mid
+    r = memfs_cli("rm", mid, "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"removed": [mid]}, r.stderr
+    assert call(server.url + f"/memories/{mid}")[0] == 404
+    mid = json.loads(memfs_cli("add", "added again through the server", "--json", env=env).stdout)["id"]
     r = subprocess.run([sys.executable, str(REPO / "manage_data.py"), "backup", "--json"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
