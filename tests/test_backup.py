@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from memfs import MemoryStore
+from memfs import backup
 from memfs.backup import BackupFile, list_backups, md5_of
 from memfs.lock import StoreLock
 from memfs.manage import cli
@@ -81,6 +82,37 @@ def test_backup_delete_restore_gives_same_files_and_results_without_embedding(ma
     assert searches(populated) == results
     with MemoryStore.open(populated) as s:
         assert s.reconcile().embedded == 0
+
+
+def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_filter_accepts(manage, populated,
+                                                                                                  tmp_path):
+    """Restore parses our ustar headers itself and applies stricter checks than PEP 706's "data" filter
+    (see backup._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
+    of a real backup (with a name over 100 bytes, non-ASCII and a space), and the data filter accepts
+    each one unchanged apart from the mode it would also set."""
+    odd = populated / "data" / "memories" / ("n" * 120) / "café notes.json"
+    odd.parent.mkdir()
+    odd.write_text('{"content": "a memory at a long, non-ASCII path"}')
+    out = orjson.loads(manage("backup", "--json").stdout)
+    seen = set()
+    with tarfile.open(out["backup"]) as tar:
+        for info in tar:
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                continue
+            header = info.tobuf(tarfile.GNU_FORMAT if len(info.name.encode()) > 100 else tarfile.USTAR_FORMAT,
+                                "utf-8", "surrogateescape")
+            name, kind, size, mode, mtime = backup._parse_header(header[-tarfile.BLOCKSIZE:])
+            if len(info.name.encode()) > 100:
+                name = info.name  # carried by the GNU long-name member before it
+            assert (name, kind, size, mode, mtime) == (info.name, info.type, info.size, info.mode, info.mtime)
+            backup._check_member(name, kind)
+            filtered = tarfile.data_filter(info, str(tmp_path))
+            assert (filtered.name, filtered.type, filtered.size) == (info.name, info.type, info.size)
+            seen.add(name)
+    assert odd.relative_to(populated).as_posix() in seen
+    shutil.rmtree(populated / "data" / "memories")
+    manage("restore", "latest", "--yes")
+    assert odd.read_text() == '{"content": "a memory at a long, non-ASCII path"}'
 
 
 def test_restore_leaves_the_archive_and_the_pre_restore_backup_in_place(manage, populated):
