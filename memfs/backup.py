@@ -169,7 +169,8 @@ class _CompressingSink:
             raise ValueError(f"compression must be gz or zst, not {compression!r}")
         self.f = f
         self.md5 = hashlib.md5()
-        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="memfs-compress", daemon=True)
@@ -195,16 +196,20 @@ class _CompressingSink:
             raise self._error
         self._queue.put(item)
 
-    def write(self, data) -> None:
-        self._buf += data
-        if len(self._buf) >= _CHUNK:
-            self._put(bytes(self._buf))
-            self._buf.clear()
+    def write(self, *pieces: bytes) -> None:
+        """Collect pieces of the tar stream; hand them on joined, in chunks of about _CHUNK bytes."""
+        self._parts += pieces
+        self._size += sum(map(len, pieces))
+        if self._size >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._put(b"".join(self._parts))
+        self._parts, self._size = [], 0
 
     def close(self) -> None:
-        if self._buf:
-            self._put(bytes(self._buf))
-            self._buf.clear()
+        if self._parts:
+            self._flush()
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
@@ -300,33 +305,37 @@ def _is_excluded(name: str) -> bool:
     return name.startswith((".#", STAGING_PREFIX)) or name.endswith(("~", ".tmp", ".swp", ".swx", ".partial"))
 
 
-def _members(layout: Layout) -> Iterator[tuple[Path, str]]:
-    """(absolute path, archive name) for every file a backup carries, directories first."""
+def _members(layout: Layout) -> list[tuple[str, str, os.stat_result]]:
+    """(path, archive name, lstat) of every directory and file a backup carries: each directory, then
+    its files, then its subdirectories, sorted by name."""
+    out: list[tuple[str, str, os.stat_result]] = []
+
+    def walk(path: str, arcname: str) -> None:
+        out.append((path, arcname, os.lstat(path)))
+        subdirs = []
+        with os.scandir(path) as it:
+            entries = sorted((e for e in it if not _is_excluded(e.name)), key=lambda e: e.name)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append(e)
+            else:
+                out.append((e.path, f"{arcname}/{e.name}", e.stat(follow_symlinks=False)))
+        for e in subdirs:
+            walk(e.path, f"{arcname}/{e.name}")
+
     for part in PARTS:
-        base = layout.data / part
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not _is_excluded(d))
-            rel_dir = Path(dirpath).relative_to(layout.root).as_posix()
-            yield Path(dirpath), rel_dir
-            for name in sorted(filenames):
-                if not _is_excluded(name):
-                    yield Path(dirpath) / name, f"{rel_dir}/{name}"
+        if (layout.data / part).is_dir():
+            walk(os.fspath(layout.data / part), f"data/{part}")
+    return out
 
 
-def _tar_header(arcname: str, st: os.stat_result | None, size: int = 0, mtime: float = 0) -> bytes:
-    """A tar header from a stat we already have: owner 0, whole-second mtime.
+def _tar_header(arcname: str, mode: int, size: int, mtime: int, is_dir: bool = False) -> bytes:
+    """A tar header for a member: owner 0, whole-second mtime.
 
     Plain ustar, built directly for the common case (profiled: tarfile's header code was a third of a
     20k-file backup, and a float mtime made it add a PAX header to every member); tarfile's GNU format
     for names over 100 bytes or files over 8 GiB.
     """
-    if st is not None:
-        is_dir = stat.S_ISDIR(st.st_mode)
-        mode, size, mtime = st.st_mode & 0o7777, 0 if is_dir else st.st_size, int(st.st_mtime)
-    else:
-        is_dir, mode, mtime = False, 0o644, int(mtime)
     name = arcname.encode("utf-8", "surrogateescape")
     if len(name) > 100 or size >= 0o77777777777:
         info = tarfile.TarInfo(arcname)
@@ -372,13 +381,12 @@ def create_backup(layout: Layout, *, backup_dir: Path | None = None, compression
         with open(partial, "wb") as raw_file:
             sink = _CompressingSink(raw_file, compression)
             try:
-                for n, (path, arcname) in enumerate(members, 1):
-                    st = os.lstat(path)
+                for n, (path, arcname, st) in enumerate(members, 1):
                     if stat.S_ISDIR(st.st_mode):
-                        sink.write(_tar_header(arcname, st))
+                        sink.write(_tar_header(arcname, st.st_mode & 0o7777, 0, int(st.st_mtime), is_dir=True))
                     elif stat.S_ISREG(st.st_mode):
                         files[arcname] = _add_file(sink, path, arcname, st)
-                        if arcname.startswith("data/memories/") and not is_ignored_name(path.name):
+                        if arcname.startswith("data/memories/") and not is_ignored_name(arcname.rpartition("/")[2]):
                             memory_count += 1
                     if progress and (n % 200 == 0 or n == len(members)):
                         progress("backup", n, len(members))
@@ -392,9 +400,8 @@ def create_backup(layout: Layout, *, backup_dir: Path | None = None, compression
                     "model_id": MODEL_ID,
                     "files": files,
                 }, option=orjson.OPT_INDENT_2)
-                sink.write(_tar_header(MANIFEST, None, len(manifest), int(now.timestamp())))
-                sink.write(manifest + _pad(len(manifest)))
-                sink.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end of archive
+                sink.write(_tar_header(MANIFEST, 0o644, len(manifest), int(now.timestamp())), manifest,
+                           _pad(len(manifest)), b"\0" * (2 * tarfile.BLOCKSIZE))  # and the end of the archive
             finally:
                 sink.close()
             raw_file.flush()
@@ -408,29 +415,33 @@ def create_backup(layout: Layout, *, backup_dir: Path | None = None, compression
     return BackupFile(backup_dir / name, kind, now.replace(microsecond=0), compression)
 
 
-def _add_file(sink: _CompressingSink, path: Path, arcname: str, st: os.stat_result) -> str:
+def _add_file(sink: _CompressingSink, path: str, arcname: str, st: os.stat_result) -> str:
     """Header, content and padding of one regular file; returns the content's SHA-256."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
         if st.st_size <= _CHUNK:
-            data = f.read()
-            st = os.fstat(f.fileno()) if len(data) != st.st_size else st
-            sink.write(_tar_header(arcname, st))
-            sha.update(data)
-            sink.write(data + _pad(len(data)))
-            return sha.hexdigest()
+            data = os.read(fd, st.st_size + 1)  # one byte more notices a file that grew since it was listed
+            if len(data) != st.st_size:  # a hand edit meanwhile: archive the file as it is now
+                while block := os.read(fd, _CHUNK):
+                    data += block
+                st = os.fstat(fd)
+            sink.write(_tar_header(arcname, st.st_mode & 0o7777, len(data), int(st.st_mtime)), data, _pad(len(data)))
+            return hashlib.sha256(data).hexdigest()
         # Large files (Chroma's, the catalog) stream; the lock guarantees nobody writes them meanwhile.
-        sink.write(_tar_header(arcname, st))
+        sha = hashlib.sha256()
+        sink.write(_tar_header(arcname, st.st_mode & 0o7777, st.st_size, int(st.st_mtime)))
         left = st.st_size
         while left:
-            block = f.read(min(_CHUNK, left))
+            block = os.read(fd, min(_CHUNK, left))
             if not block:
                 raise MemfsError(f"{path} shrank while being backed up; is another process writing the store?")
             sha.update(block)
             sink.write(block)
             left -= len(block)
         sink.write(_pad(st.st_size))
-    return sha.hexdigest()
+        return sha.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def clean_leftovers(layout: Layout, backup_dir: Path | None = None) -> list[Path]:
