@@ -329,6 +329,11 @@ def _members(layout: Layout) -> list[tuple[str, str, os.stat_result]]:
     return out
 
 
+_OWNER_IDS = b"0000000\x000000000\0"  # uid, gid 0
+_USTAR_TAIL = bytes(100) + b"ustar\x0000" + bytes(tarfile.BLOCKSIZE - 265)  # no link name; ustar magic, rest empty
+_USTAR_TAIL_SUM = sum(_USTAR_TAIL) + 8 * ord(" ")
+
+
 def _tar_header(arcname: str, mode: int, size: int, mtime: int, is_dir: bool = False) -> bytes:
     """A tar header for a member: owner 0, whole-second mtime.
 
@@ -342,17 +347,10 @@ def _tar_header(arcname: str, mode: int, size: int, mtime: int, is_dir: bool = F
         info.mode, info.mtime, info.size = mode, mtime, size
         info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
         return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    h = bytearray(tarfile.BLOCKSIZE)
-    h[0:len(name)] = name
-    h[100:108] = b"%07o\0" % mode
-    h[108:124] = b"0000000\x000000000\0"  # uid, gid
-    h[124:136] = b"%011o\0" % size
-    h[136:148] = b"%011o\0" % mtime
-    h[148:156] = b" " * 8
-    h[156] = ord(tarfile.DIRTYPE if is_dir else tarfile.REGTYPE)
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
+    fields = b"%07o\0%s%011o\0%011o\0" % (mode, _OWNER_IDS, size, mtime)
+    kind = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    checksum = sum(name) + sum(fields) + kind[0] + _USTAR_TAIL_SUM  # of the header with spaces for the checksum
+    return b"".join((name.ljust(100, b"\0"), fields, b"%06o\0 " % checksum, kind, _USTAR_TAIL))
 
 
 def _pad(n: int) -> bytes:

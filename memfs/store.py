@@ -11,7 +11,7 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -145,40 +145,57 @@ class MemoryStore:
 
     def add_many(self, docs: Iterable[dict], *, allow_duplicate: bool = False,
                  progress: Progress | None = None) -> list[AddResult]:
-        """Store many memories, given as document dicts (DESIGN.md §3), embedding them in batches."""
-        docs = list(docs)
-        results: list[AddResult] = []
-        with self._mutex:
-            for start in range(0, len(docs), BULK_BATCH):
-                results += self._add_batch(docs[start:start + BULK_BATCH], allow_duplicate)
-                if progress:
-                    progress("add", len(results), len(docs))
-        return results
+        """Store many memories, given as document dicts (DESIGN.md §3), embedding them in batches.
 
-    def _add_batch(self, docs: list[dict], allow_duplicate: bool) -> list[AddResult]:
+        Every document is parsed, and checked against the store, before any is written. They are
+        written longest first: the model pads each batch to its longest text, so rounds cut from a
+        length-sorted list embed as fast as one call over all of them. Results follow the input's order.
+        """
         now = utcnow()
-        results: list[AddResult] = []
-        fresh: list[tuple[Memory, str]] = []
-        seen: dict[str, AddResult] = {}
-        for doc in docs:
-            m = documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now)
-            if not allow_duplicate:
-                earlier = seen.get(m.content_hash) or self._existing_with_content(m.content_hash)
-                if earlier:
-                    results.append(earlier)
-                    continue
-            if m.id in seen or self.catalog.get(m.id) is not None:
-                raise InvalidDocumentError(f"a memory with id {m.id!r} already exists; update it instead")
+        memories = [documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now) for doc in docs]
+        order = sorted(range(len(memories)), key=lambda i: len(memories[i].content), reverse=True)  # stable
+        results: list[AddResult | None] = [None] * len(memories)
+        with self._mutex:
+            fresh: list[int] = []
+            stored_as: dict[str, int] = {}  # content hash -> the index stored for it in this call
+            copies: dict[int, int] = {}  # index -> index of the same content stored in this call
+            ids: set[str] = set()
+            for i in order:
+                m = memories[i]
+                if not allow_duplicate:
+                    if m.content_hash in stored_as:
+                        copies[i] = stored_as[m.content_hash]
+                        continue
+                    if existing := self._existing_with_content(m.content_hash):
+                        results[i] = existing
+                        continue
+                if m.id in ids or self.catalog.get(m.id) is not None:
+                    raise InvalidDocumentError(f"a memory with id {m.id!r} already exists; update it instead")
+                ids.add(m.id)
+                stored_as.setdefault(m.content_hash, i)
+                fresh.append(i)
+            for start in range(0, len(fresh), BULK_BATCH):
+                batch = fresh[start:start + BULK_BATCH]
+                for i, rel in zip(batch, self._write_new([memories[i] for i in batch])):
+                    results[i] = AddResult(memories[i], rel, duplicate=False)
+                if progress:
+                    progress("add", start + len(batch), len(fresh))
+            for i, j in copies.items():
+                results[i] = replace(results[j], duplicate=True)
+        return results  # type: ignore[return-value]
+
+    def _write_new(self, memories: list[Memory]) -> list[str]:
+        """Files, catalog rows and vectors for memories checked to be new; returns their paths."""
+        rels = []
+        for m in memories:
             rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at)
             atomic_write(self.layout.memories / rel, m.to_bytes())
-            fresh.append((m, rel))
-            seen[m.content_hash] = AddResult(m, rel, duplicate=True)
-            results.append(AddResult(m, rel, duplicate=False))
+            rels.append(rel)
         with self.catalog.transaction():
-            for m, rel in fresh:
+            for m, rel in zip(memories, rels):
                 self.catalog.put(m, rel, self._state(rel))
-        self._write_vectors([m for m, _ in fresh])
-        return results
+        self._write_vectors(memories)
+        return rels
 
     def _existing_with_content(self, h: str) -> AddResult | None:
         mem_id = self.catalog.id_for_hash(h)

@@ -49,6 +49,22 @@ def test_same_content_returns_existing(store):
     assert store.catalog.count() == 2
 
 
+def test_add_many_keeps_input_order_and_checks_everything_first(store):
+    # Stored longest first (for the model's batching); results still follow the input.
+    texts = ["short one", "a much longer memory " * 20, "mid-length memory text " * 3, "short one"]
+    results = store.add_many([{"content": t} for t in texts])
+    assert [r.memory.content for r in results] == texts
+    assert [r.duplicate for r in results] == [False, False, False, True]
+    assert results[3].memory.id == results[0].memory.id  # the first of equal contents is the one kept
+    with pytest.raises(InvalidDocumentError):
+        store.add_many([{"content": "never written"}, {"content": ""}])
+    with pytest.raises(InvalidDocumentError, match="already exists"):
+        store.add_many([{"id": "same", "content": "one"}, {"id": "same", "content": "two"}])
+    assert store.catalog.count() == 3  # neither bad call wrote anything
+    assert len(list(store.layout.memories.rglob("*.json"))) == 3
+    assert [h.memory.content for h in store.search("never written", k=5, mode="keyword")] == []
+
+
 def test_update_keeps_unknown_fields(store):
     path = store.layout.memories / "hand" / "x.json"
     write_json(path, {"id": "x1", "content": "kept fields", "custom": {"a": 1}, "priority": 5})
