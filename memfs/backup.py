@@ -488,6 +488,13 @@ def prune_summary(plan: list[PruneItem], dry_run: bool) -> dict:
                                              "reasons": list(i.decision.reasons)} for i in plan]}
 
 
+def prune_backups(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3,
+                  dry_run: bool = False) -> tuple[list[PruneItem], list[BackupFile]]:
+    """(the plan, the backups deleted). The caller holds the store's lock."""
+    plan = plan_prune(backup_dir, policy, keep_pre_restore)
+    return plan, ([] if dry_run else apply_prune(plan))
+
+
 def apply_prune(plan: list[PruneItem]) -> list[BackupFile]:
     deleted = []
     for item in plan:
@@ -700,14 +707,29 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _exchange(a: Path, b: Path) -> None:
     """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.renameat2
+    fn = _libc().renameat2
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"cannot swap {a} and {b}: {os.strerror(e)}")
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Flush everything written to path's filesystem (Linux syncfs): one call instead of an fsync per
+    extracted file, so a power cut after the swap cannot leave empty files behind."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc().syncfs(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"cannot flush {path} to disk: {os.strerror(e)}")
+    finally:
+        os.close(fd)
 
 
 def _journal(staging: Path) -> Path:
@@ -717,10 +739,11 @@ def _journal(staging: Path) -> Path:
 def swap_in(layout: Layout, staging: Path) -> None:
     """Exchange each part of data/ with the staged copy, journalled so a crash can be rolled forward.
 
-    Each exchange is atomic; the journal says the staging copy is complete and the swap is under way,
-    so `finish_interrupted_restore` completes the rest. data/ itself is not renamed, so this also works
+    The staged files are flushed to disk first. Each exchange is atomic; the journal says the staging
+    copy is complete and the swap is under way, so `finish_interrupted_restore` completes the rest. data/ itself is not renamed, so this also works
     when data/ is a mount point (docker volumes).
     """
+    _sync_filesystem(staging)
     atomic_write(_journal(staging), b"swapping\n")
     for part in PARTS:
         new, cur = staging / "data" / part, layout.data / part

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from .backup import (BackupFile, apply_prune, clean_leftovers, finish_interrupted_restore, list_backups,
-                     plan_prune, prune_summary, restore_backup, restore_summary, verify_and_extract)
+from .backup import (BackupFile, clean_leftovers, finish_interrupted_restore, list_backups, plan_prune,
+                     prune_backups, prune_summary, restore_backup, restore_summary, verify_and_extract)
 from .cli import (CommandError, emit_json, io_error, json_option, log_to_file, owner_client, progress_bar,
                   root_option)
 from .client import RemoteStore
@@ -359,9 +359,7 @@ def prune(ctx, backup_dir, policy, keep_pre_restore, dry_run, as_json):
                            keep_monthly=policy.monthly, keep_pre_restore=keep_pre_restore)
     else:
         try:
-            plan = plan_prune(backup_dir or layout.backups, policy, keep_pre_restore)
-            if not dry_run:
-                apply_prune(plan)
+            plan, _ = prune_backups(backup_dir or layout.backups, policy, keep_pre_restore, dry_run)
         finally:
             lock.release()
         out = prune_summary(plan, dry_run)

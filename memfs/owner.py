@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .backup import (BackupFile, RestoreResult, apply_prune, clean_leftovers, create_backup,
-                     finish_interrupted_restore, plan_prune, restore_backup)
+                     finish_interrupted_restore, plan_prune, prune_backups, restore_backup)
 from .embedder import Embedder
 from .filestore import Layout
 from .lock import StoreLock
@@ -106,8 +106,7 @@ class Owner:
 
     def prune(self, *, backup_dir: Path | None = None, policy: Policy = Policy(), keep_pre_restore: int = 3,
               dry_run: bool = False):
-        plan = plan_prune(backup_dir or self.layout.backups, policy, keep_pre_restore)
-        return plan, ([] if dry_run else apply_prune(plan))
+        return prune_backups(backup_dir or self.layout.backups, policy, keep_pre_restore, dry_run)
 
     def restore(self, archive: BackupFile, *, verify_md5: bool = True) -> tuple[RestoreResult, int]:
         """Swap the data for the archive's and reload, without a restart. Returns (result, embedded)."""
