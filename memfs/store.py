@@ -11,6 +11,7 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -174,27 +175,52 @@ class MemoryStore:
                 ids.add(m.id)
                 stored_as.setdefault(m.content_hash, i)
                 fresh.append(i)
-            for start in range(0, len(fresh), BULK_BATCH):
-                batch = fresh[start:start + BULK_BATCH]
-                for i, rel in zip(batch, self._write_new([memories[i] for i in batch])):
-                    results[i] = AddResult(memories[i], rel, duplicate=False)
-                if progress:
-                    progress("add", start + len(batch), len(fresh))
+            for i, rel in zip(fresh, self._write_new([memories[i] for i in fresh], progress)):
+                results[i] = AddResult(memories[i], rel, duplicate=False)
             for i, j in copies.items():
                 results[i] = replace(results[j], duplicate=True)
         return results  # type: ignore[return-value]
 
-    def _write_new(self, memories: list[Memory]) -> list[str]:
-        """Files, catalog rows and vectors for memories checked to be new; returns their paths."""
-        rels = []
-        for m in memories:
-            rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at)
-            atomic_write(self.layout.memories / rel, m.to_bytes())
-            rels.append(rel)
-        with self.catalog.transaction():
-            for m, rel in zip(memories, rels):
-                self.catalog.put(m, rel, self._state(rel))
-        self._write_vectors(memories)
+    def _write_new(self, memories: list[Memory], progress: Progress | None) -> list[str]:
+        """Files, catalog rows and vectors for memories checked to be new; returns their paths.
+
+        The model encodes, round by round, on a worker thread while this one writes and fsyncs the
+        files, mostly waiting on the disk: the two overlap instead of adding up. Files and catalog rows
+        come first; if the process dies before the vectors, reconcile finds those rows unsynced and
+        embeds them.
+        """
+        model = self.embedder.model_id
+        rounds = [memories[i:i + BULK_BATCH] for i in range(0, len(memories), BULK_BATCH)]
+        vectors = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
+        todo: list[dict[str, str]] = []  # per round: content hash -> text the model must encode
+        for batch in rounds:
+            todo.append({m.content_hash: m.content for m in batch if m.content_hash not in vectors})
+            vectors.update(dict.fromkeys(todo[-1]))  # placeholders: a later round with this content reuses it
+        with ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") as pool:
+            encoded = [pool.submit(self.embedder.embed, list(texts.values())) for texts in todo]
+            try:
+                rels = []
+                for batch in rounds:
+                    batch_rels = [new_relpath(self.layout.memories, m.id, m.content, m.created_at) for m in batch]
+                    for m, rel in zip(batch, batch_rels):
+                        atomic_write(self.layout.memories / rel, m.to_bytes())
+                    with self.catalog.transaction():
+                        for m, rel in zip(batch, batch_rels):
+                            self.catalog.put(m, rel, self._state(rel))
+                    rels += batch_rels
+                done = 0
+                for batch, texts, future in zip(rounds, todo, encoded):
+                    new = dict(zip(texts, future.result()))
+                    self.catalog.cache_vectors(model, new)
+                    vectors.update(new)
+                    self.vectors.upsert(batch, np.stack([vectors[m.content_hash] for m in batch]))
+                    self.catalog.mark_synced([m.id for m in batch])
+                    done += len(batch)
+                    if progress:
+                        progress("add", done, len(memories))
+            finally:
+                for future in encoded:  # after an error: encode nothing more
+                    future.cancel()
         return rels
 
     def _existing_with_content(self, h: str) -> AddResult | None:
@@ -439,6 +465,8 @@ class MemoryStore:
         """
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
+        # Longest first, as add_many writes: rounds of similar lengths pad least in the model's batches.
+        memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
         written = 0
         for start in range(0, len(memories), BULK_BATCH):
             batch = memories[start:start + BULK_BATCH]

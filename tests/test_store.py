@@ -2,6 +2,12 @@
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -227,3 +233,37 @@ def test_move_over_another_file_and_swapping_names(store):
     report = store.reconcile()
     assert store.catalog.get("C") is None and store.catalog.get("A").path == "c.json"
     assert store.vectors.ids() == {"A", "B"}
+
+
+@pytest.mark.parametrize("when", ["writing files", "writing vectors"])
+def test_add_many_killed_midway_loses_nothing(root, when):
+    """kill -9 during a bulk add: at the next open every file written is indexed, with its vector."""
+    n = 1500
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from memfs import MemoryStore
+        docs = [{{"content": f"memory {{i}} on the routes of arctic terns"}} for i in range({n})]
+        with MemoryStore.open({str(root)!r}, create=True) as s:
+            print("open", flush=True)
+            s.add_many(docs)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "open"
+    files = lambda: sum(1 for _ in (root / "data" / "memories").rglob("*.json"))  # noqa: E731
+    deadline = time.monotonic() + 120
+    while files() < (300 if when == "writing files" else n) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if when == "writing vectors":
+        time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    written = files()
+    assert 0 < written <= n
+    with MemoryStore.open(root) as s:
+        report = s.reconcile()
+        if when == "writing vectors":  # the kill did land between files and vectors
+            assert report.embedded > 0 and written == n
+        ids = s.catalog.ids()
+        assert len(ids) == written and s.vectors.ids() == ids
+        assert s.reconcile().embedded == 0
