@@ -184,43 +184,23 @@ class MemoryStore:
     def _write_new(self, memories: list[Memory], progress: Progress | None) -> list[str]:
         """Files, catalog rows and vectors for memories checked to be new; returns their paths.
 
-        The model encodes, round by round, on a worker thread while this one writes and fsyncs the
-        files, mostly waiting on the disk: the two overlap instead of adding up. Files and catalog rows
-        come first; if the process dies before the vectors, reconcile finds those rows unsynced and
-        embeds them.
+        Files and catalog rows come first, while the model already encodes. If the process dies before
+        the vectors, reconcile finds those rows unsynced and embeds them.
         """
-        model = self.embedder.model_id
-        rounds = [memories[i:i + BULK_BATCH] for i in range(0, len(memories), BULK_BATCH)]
-        vectors = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
-        todo: list[dict[str, str]] = []  # per round: content hash -> text the model must encode
-        for batch in rounds:
-            todo.append({m.content_hash: m.content for m in batch if m.content_hash not in vectors})
-            vectors.update(dict.fromkeys(todo[-1]))  # placeholders: a later round with this content reuses it
-        with ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") as pool:
-            encoded = [pool.submit(self.embedder.embed, list(texts.values())) for texts in todo]
-            try:
-                rels = []
-                for batch in rounds:
-                    batch_rels = [new_relpath(self.layout.memories, m.id, m.content, m.created_at) for m in batch]
+        rels: list[str] = []
+
+        def write_files() -> None:
+            for start in range(0, len(memories), BULK_BATCH):
+                batch = memories[start:start + BULK_BATCH]
+                batch_rels = [new_relpath(self.layout.memories, m.id, m.content, m.created_at) for m in batch]
+                for m, rel in zip(batch, batch_rels):
+                    atomic_write(self.layout.memories / rel, m.to_bytes())
+                with self.catalog.transaction():
                     for m, rel in zip(batch, batch_rels):
-                        atomic_write(self.layout.memories / rel, m.to_bytes())
-                    with self.catalog.transaction():
-                        for m, rel in zip(batch, batch_rels):
-                            self.catalog.put(m, rel, self._state(rel))
-                    rels += batch_rels
-                done = 0
-                for batch, texts, future in zip(rounds, todo, encoded):
-                    new = dict(zip(texts, future.result()))
-                    self.catalog.cache_vectors(model, new)
-                    vectors.update(new)
-                    self.vectors.upsert(batch, np.stack([vectors[m.content_hash] for m in batch]))
-                    self.catalog.mark_synced([m.id for m in batch])
-                    done += len(batch)
-                    if progress:
-                        progress("add", done, len(memories))
-            finally:
-                for future in encoded:  # after an error: encode nothing more
-                    future.cancel()
+                        self.catalog.put(m, rel, self._state(rel))
+                rels.extend(batch_rels)
+
+        self._write_vectors(memories, progress, meanwhile=write_files, phase="add")
         return rels
 
     def _existing_with_content(self, h: str) -> AddResult | None:
@@ -458,36 +438,45 @@ class MemoryStore:
 
     # -- vectors ------------------------------------------------------------------------------------
 
-    def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None) -> int:
+    def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
+                       meanwhile: Callable[[], None] | None = None, phase: str = "embed") -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
-        Vectors come from the cache by content hash; only content never seen is embedded, in batches.
+        Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
+        first (the model pads each batch to its longest text), on a worker thread that runs ahead of
+        this one, so `meanwhile()` (add_many's file writes, which mostly wait on the disk) and each
+        round's Chroma upsert overlap the model instead of adding to it.
         """
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
-        # Longest first, as add_many writes: rounds of similar lengths pad least in the model's batches.
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
-        written = 0
-        for start in range(0, len(memories), BULK_BATCH):
-            batch = memories[start:start + BULK_BATCH]
-            vectors = self._vectors_for(batch)
-            self.vectors.upsert(batch, vectors)
-            self.catalog.mark_synced([m.id for m in batch])
-            written += len(batch)
-            if progress:
-                progress("embed", written, len(memories))
-        return written
-
-    def _vectors_for(self, memories: Sequence[Memory]) -> np.ndarray:
+        rounds = [memories[i:i + BULK_BATCH] for i in range(0, len(memories), BULK_BATCH)]
         model = self.embedder.model_id
-        cached = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
-        todo = {m.content_hash: m.content for m in memories if m.content_hash not in cached}
-        if todo:
-            fresh = self.embedder.embed(list(todo.values()))
-            new = dict(zip(todo.keys(), fresh))
-            self.catalog.cache_vectors(model, new)
-            cached.update(new)
-        return np.stack([cached[m.content_hash] for m in memories])
+        vectors = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
+        todo: list[dict[str, str]] = []  # per round: content hash -> text to encode
+        for batch in rounds:
+            todo.append({m.content_hash: m.content for m in batch if m.content_hash not in vectors})
+            vectors.update(dict.fromkeys(todo[-1]))  # placeholders: a later round with this content reuses it
+        pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") if any(todo) else None
+        encoded = [pool.submit(self.embedder.embed, list(texts.values())) if pool and texts else None for texts in todo]
+        try:
+            if meanwhile:
+                meanwhile()
+            written = 0
+            for batch, texts, future in zip(rounds, todo, encoded):
+                if future is not None:
+                    new = dict(zip(texts, future.result()))
+                    self.catalog.cache_vectors(model, new)
+                    vectors.update(new)
+                self.vectors.upsert(batch, np.stack([vectors[m.content_hash] for m in batch]))
+                self.catalog.mark_synced([m.id for m in batch])
+                written += len(batch)
+                if progress:
+                    progress(phase, written, len(memories))
+            return written
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
     # -- helpers ------------------------------------------------------------------------------------
 
