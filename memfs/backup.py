@@ -36,7 +36,7 @@ from . import __version__
 from .documents import format_time
 from .embedder import MODEL_ID
 from .errors import MemfsError, UnsupportedFormatError
-from .filestore import Layout, atomic_write, fsync_dir, is_ignored_name
+from .filestore import Layout, atomic_write, fsync_dir, is_ignored_name, libc, sync_filesystem
 from .retention import Decision, Policy, decide
 
 BACKUP_FORMAT_NAME = "memfs.backup"
@@ -707,29 +707,13 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _exchange(a: Path, b: Path) -> None:
     """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE)."""
-    fn = _libc().renameat2
+    fn = libc().renameat2
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"cannot swap {a} and {b}: {os.strerror(e)}")
-
-
-def _sync_filesystem(path: Path) -> None:
-    """Flush everything written to path's filesystem (Linux syncfs): one call instead of an fsync per
-    extracted file, so a power cut after the swap cannot leave empty files behind."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc().syncfs(fd) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"cannot flush {path} to disk: {os.strerror(e)}")
-    finally:
-        os.close(fd)
 
 
 def _journal(staging: Path) -> Path:
@@ -743,7 +727,7 @@ def swap_in(layout: Layout, staging: Path) -> None:
     copy is complete and the swap is under way, so `finish_interrupted_restore` completes the rest. data/ itself is not renamed, so this also works
     when data/ is a mount point (docker volumes).
     """
-    _sync_filesystem(staging)
+    sync_filesystem(staging)  # one flush for every extracted file, so a power cut cannot leave them empty
     atomic_write(_journal(staging), b"swapping\n")
     for part in PARTS:
         new, cur = staging / "data" / part, layout.data / part

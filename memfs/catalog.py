@@ -329,6 +329,16 @@ class Catalog:
                 found[h] = np.frombuffer(blob, dtype=np.float32)
         return found
 
+    def uncached(self, model: str, hashes: Iterable[str]) -> set[str]:
+        """The hashes with no cached vector for the model (without reading any vector)."""
+        missing = set(hashes)
+        for chunk in _chunks(list(missing), 500):
+            marks = ",".join("?" * len(chunk))
+            for (h,) in self.db.execute(
+                    f"SELECT hash FROM embed_cache WHERE model = ? AND hash IN ({marks})", [model, *chunk]):
+                missing.discard(h)
+        return missing
+
     def cache_vectors(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         with self._lock:
             self.db.executemany("INSERT OR REPLACE INTO embed_cache(model, hash, vector) VALUES (?, ?, ?)",

@@ -7,6 +7,7 @@ that is not a temp, swap or dot-file is a memory, wherever it lies.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 MEMORY_SUFFIX = ".json"
 
@@ -152,6 +154,53 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_many(items: Sequence[tuple[Path, bytes]]) -> None:
+    """atomic_write for many files, flushed to disk together rather than with two fsyncs each.
+
+    Every temp file is written, the file system is flushed once (syncfs), then each temp file is
+    renamed into place and each directory touched is fsynced: a reader never sees half a file and a
+    crash leaves each file old or new, as with atomic_write. (git's `core.fsyncMethod=batch` works the
+    same way.) Bulk add spent 1.8 ms a file in fsync on our test VM; this makes it one flush a batch.
+    """
+    if len(items) < 2:
+        for path, data in items:
+            atomic_write(path, data)
+        return
+    tmps: list[Path] = []
+    try:
+        for path, data in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+            with open(tmps[-1], "wb") as f:
+                f.write(data)
+        dirs = {path.parent for path, _ in items}
+        for d in {os.stat(d).st_dev: d for d in dirs}.values():  # one flush per file system
+            sync_filesystem(d)
+        for tmp, (path, _) in zip(tmps, items):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for d in dirs:
+        fsync_dir(d)
+
+
+def libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush everything written to path's file system to disk (Linux syncfs)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc().syncfs(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"cannot flush {path} to disk: {os.strerror(e)}")
+    finally:
+        os.close(fd)
 
 
 _SLUG_WORD = re.compile(r"[a-z0-9]+")

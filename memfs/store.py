@@ -24,7 +24,7 @@ from .catalog import Catalog, Entry, Invalid
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
-from .filestore import FileState, Layout, atomic_write, default_id_for, fsync_dir, new_relpath, scan, stat_paths
+from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
 from .query import Filters, Hit, Mode, reciprocal_rank_fusion
 from .vectors import VectorIndex
@@ -193,8 +193,7 @@ class MemoryStore:
             for start in range(0, len(memories), BULK_BATCH):
                 batch = memories[start:start + BULK_BATCH]
                 batch_rels = [new_relpath(self.layout.memories, m.id, m.content, m.created_at) for m in batch]
-                for m, rel in zip(batch, batch_rels):
-                    atomic_write(self.layout.memories / rel, m.to_bytes())
+                atomic_write_many([(self.layout.memories / rel, m.to_bytes()) for m, rel in zip(batch, batch_rels)])
                 with self.catalog.transaction():
                     for m, rel in zip(batch, batch_rels):
                         self.catalog.put(m, rel, self._state(rel))
@@ -452,11 +451,11 @@ class MemoryStore:
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
         rounds = [memories[i:i + BULK_BATCH] for i in range(0, len(memories), BULK_BATCH)]
         model = self.embedder.model_id
-        vectors = self.catalog.cached_vectors(model, (m.content_hash for m in memories))
+        uncached = self.catalog.uncached(model, (m.content_hash for m in memories))
         todo: list[dict[str, str]] = []  # per round: content hash -> text to encode
         for batch in rounds:
-            todo.append({m.content_hash: m.content for m in batch if m.content_hash not in vectors})
-            vectors.update(dict.fromkeys(todo[-1]))  # placeholders: a later round with this content reuses it
+            todo.append({m.content_hash: m.content for m in batch if m.content_hash in uncached})
+            uncached -= todo[-1].keys()  # a later round with the same content finds it cached by then
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") if any(todo) else None
         encoded = [pool.submit(self.embedder.embed, list(texts.values())) if pool and texts else None for texts in todo]
         try:
@@ -465,9 +464,8 @@ class MemoryStore:
             written = 0
             for batch, texts, future in zip(rounds, todo, encoded):
                 if future is not None:
-                    new = dict(zip(texts, future.result()))
-                    self.catalog.cache_vectors(model, new)
-                    vectors.update(new)
+                    self.catalog.cache_vectors(model, dict(zip(texts, future.result())))
+                vectors = self.catalog.cached_vectors(model, (m.content_hash for m in batch))
                 self.vectors.upsert(batch, np.stack([vectors[m.content_hash] for m in batch]))
                 self.catalog.mark_synced([m.id for m in batch])
                 written += len(batch)

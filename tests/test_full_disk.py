@@ -58,3 +58,24 @@ def test_full_disk_add_and_backup_fail_cleanly(small_disk):
     os.unlink(filler)
     assert run(manage_cli, ["--root", str(root), "backup", "--quiet"]).exit_code == 0
     assert run(memfs_cli, ["--root", str(root), "reindex"]).exit_code == 0
+
+
+def test_full_disk_during_bulk_add_leaves_no_partial_files(small_disk):
+    """Bulk add writes a batch of temp files, flushes once, then renames: ENOSPC mid-batch removes
+    every temp file and renames none, so the store holds exactly what it held before."""
+    import errno
+
+    from memfs import MemoryStore
+
+    root = small_disk / "store"
+    with MemoryStore.open(root, create=True) as s:
+        s.add("kept safe through a full bulk add")
+        filler = fill(small_disk)
+        os.truncate(filler, os.path.getsize(filler) - (256 << 10))  # room for a few files, not forty
+        with pytest.raises(OSError) as e:
+            s.add_many({"content": f"bulk memory {i} " + "y" * 40_000} for i in range(40))
+        assert e.value.errno in (errno.ENOSPC, errno.EDQUOT)
+        files = sorted(p.name for p in s.layout.memories.rglob("*") if p.is_file())
+        assert len(files) == 1 and files[0].startswith("kept-safe") and s.catalog.count() == 1
+        os.unlink(filler)
+        assert len(s.add_many({"content": f"bulk memory {i}"} for i in range(40))) == 40
