@@ -320,24 +320,20 @@ class Catalog:
 
     # -- embedding cache ----------------------------------------------------------------------------
 
-    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        for chunk in _chunks(list(set(hashes)), 500):
+    def _cache_rows(self, model: str, hashes: Iterable[str], columns: str) -> Iterator[tuple]:
+        unique = list(set(hashes))
+        for chunk in _chunks(unique, 500):
             marks = ",".join("?" * len(chunk))
-            for h, blob in self.db.execute(
-                    f"SELECT hash, vector FROM embed_cache WHERE model = ? AND hash IN ({marks})", [model, *chunk]):
-                found[h] = np.frombuffer(blob, dtype=np.float32)
-        return found
+            yield from self.db.execute(
+                f"SELECT {columns} FROM embed_cache WHERE model = ? AND hash IN ({marks})", [model, *chunk])
+
+    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._cache_rows(model, hashes, "hash, vector")}
 
     def uncached(self, model: str, hashes: Iterable[str]) -> set[str]:
         """The hashes with no cached vector for the model (without reading any vector)."""
         missing = set(hashes)
-        for chunk in _chunks(list(missing), 500):
-            marks = ",".join("?" * len(chunk))
-            for (h,) in self.db.execute(
-                    f"SELECT hash FROM embed_cache WHERE model = ? AND hash IN ({marks})", [model, *chunk]):
-                missing.discard(h)
-        return missing
+        return missing - {h for (h,) in self._cache_rows(model, missing, "hash")}
 
     def cache_vectors(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         with self._lock:

@@ -148,21 +148,18 @@ class MemoryStore:
                  progress: Progress | None = None) -> list[AddResult]:
         """Store many memories, given as document dicts (DESIGN.md §3), embedding them in batches.
 
-        Every document is parsed, and checked against the store, before any is written. They are
-        written longest first: the model pads each batch to its longest text, so rounds cut from a
-        length-sorted list embed as fast as one call over all of them. Results follow the input's order.
+        Every document is parsed, and checked against the store, before any is written. Results follow
+        the input's order (_write_vectors embeds them longest first).
         """
         now = utcnow()
         memories = [documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now) for doc in docs]
-        order = sorted(range(len(memories)), key=lambda i: len(memories[i].content), reverse=True)  # stable
         results: list[AddResult | None] = [None] * len(memories)
         with self._mutex:
             fresh: list[int] = []
             stored_as: dict[str, int] = {}  # content hash -> the index stored for it in this call
             copies: dict[int, int] = {}  # index -> index of the same content stored in this call
             ids: set[str] = set()
-            for i in order:
-                m = memories[i]
+            for i, m in enumerate(memories):
                 if not allow_duplicate:
                     if m.content_hash in stored_as:
                         copies[i] = stored_as[m.content_hash]

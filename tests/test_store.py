@@ -56,7 +56,7 @@ def test_same_content_returns_existing(store):
 
 
 def test_add_many_keeps_input_order_and_checks_everything_first(store):
-    # Stored longest first (for the model's batching); results still follow the input.
+    # Embedded longest first (for the model's batching); results still follow the input.
     texts = ["short one", "a much longer memory " * 20, "mid-length memory text " * 3, "short one"]
     results = store.add_many([{"content": t} for t in texts])
     assert [r.memory.content for r in results] == texts
