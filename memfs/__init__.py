@@ -10,7 +10,8 @@ from .documents import Memory
 from .errors import (InvalidDocumentError, MemfsError, NotFoundError, StoreBusyError,
                      StoreNotInitializedError, UnsupportedFormatError)
 from .query import Filters, Hit
-from .store import AddResult, MemoryStore, ReconcileReport
+from .results import AddResult, ReconcileReport
+from .store import MemoryStore
 
 __all__ = [
     "AddResult", "Filters", "Hit", "InvalidDocumentError", "Memory", "MemfsError", "MemoryStore",

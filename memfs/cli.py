@@ -22,7 +22,8 @@ from .documents import InvalidDocumentError, parse_time
 from .errors import EXIT_PROBLEMS, MemfsError, StoreBusyError
 from .filestore import Layout
 from .query import MODES, Filters
-from .store import MemoryStore, ReconcileReport
+from .results import ReconcileReport
+from .store import MemoryStore
 
 DEFAULT_ROOT = "./memory-system"
 

@@ -18,7 +18,7 @@ from .documents import Memory
 from .errors import InvalidDocumentError, MemfsError, NotFoundError, StoreBusyError
 from .filestore import FileState
 from .query import Filters, Hit
-from .store import AddResult, ReconcileReport
+from .results import AddResult, ReconcileReport
 
 _NOT_TRACKED = FileState(0, 0, 0)  # the server does not send file states; nothing here reads them
 
@@ -124,8 +124,7 @@ class RemoteStore:
 
     def reconcile(self, *, verify_vectors: bool = True, progress=None) -> ReconcileReport:
         d = self.request("POST", "/reindex")
-        invalid = [Invalid(i["path"], i["reason"], _NOT_TRACKED) for i in d.pop("invalid")]
-        return ReconcileReport(**d, invalid=invalid)
+        return ReconcileReport.from_dict(d)
 
     # -- what manage_data.py needs -------------------------------------------------------------------
 

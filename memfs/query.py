@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Literal
 
-from .documents import Memory
+from .documents import Memory, format_time, parse_time
 
 Match = Literal["any", "all"]
 Mode = Literal["semantic", "keyword", "hybrid"]
@@ -34,6 +34,18 @@ class Filters:
     def empty(self) -> bool:
         return not self.tags and self.type is None and self.since is None and self.until is None
 
+    def to_dict(self) -> dict:
+        return {"tags": list(self.tags), "match": self.match, "type": self.type,
+                "since": format_time(self.since) if self.since else None,
+                "until": format_time(self.until) if self.until else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Filters":
+        since, until = d.get("since"), d.get("until")
+        return cls(tags=tuple(d.get("tags") or ()), match=d.get("match") or "any", type=d.get("type"),
+                   since=parse_time(since, "since") if since else None,
+                   until=parse_time(until, "until") if until else None)
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -44,6 +56,12 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"score": self.score, "path": self.path, "ranks": self.ranks, **self.memory.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Hit":
+        from .results import memory_from_dict
+
+        return cls(memory_from_dict(d), d["score"], d["path"], d.get("ranks") or {})
 
 
 def reciprocal_rank_fusion(rankings: dict[str, list[str]], k: int = RRF_K) -> list[tuple[str, float, dict[str, int]]]:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,13 +20,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import documents
-from .catalog import Catalog, Entry, Invalid
+from .catalog import Catalog, Entry
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
 from .query import Filters, Hit, Mode, reciprocal_rank_fusion
+from .results import AddResult, InvalidFile, ReconcileReport
 from .vectors import VectorIndex
 
 log = logging.getLogger("memfs")
@@ -36,36 +37,6 @@ Progress = Callable[[str, int, int], None]
 
 # How many documents go through one embed + index round in bulk work.
 BULK_BATCH = 256
-
-
-@dataclass(frozen=True)
-class AddResult:
-    memory: Memory
-    path: str
-    duplicate: bool  # True: the content was already stored, and `memory` is the existing one
-
-    def to_dict(self) -> dict:
-        return {"duplicate": self.duplicate, "path": self.path, **self.memory.to_dict()}
-
-
-@dataclass
-class ReconcileReport:
-    scanned: int = 0
-    added: int = 0
-    updated: int = 0
-    moved: int = 0  # path or file state changed, content and fields did not: nothing re-embedded
-    removed: int = 0
-    embedded: int = 0  # texts the model actually encoded
-    vectors_written: int = 0
-    vectors_missing: int = 0  # catalog ids Chroma did not hold (chroma #6975), re-added
-    vectors_orphaned: int = 0  # Chroma ids no file backs, removed
-    invalid: list[Invalid] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["invalid"] = [{"path": i.path, "reason": i.reason} for i in self.invalid]
-        return d
 
 
 class MemoryStore:
@@ -351,7 +322,7 @@ class MemoryStore:
             report.vectors_written += self._write_vectors(None, progress=progress)
             if verify_vectors:
                 self._verify_vectors(report, progress)
-            report.invalid = self.catalog.invalid()
+            report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
             report.embedded = self.embedder.embedded - embedded_before
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one

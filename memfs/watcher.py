@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .filestore import is_ignored_path
-from .store import MemoryStore, ReconcileReport
+from .results import ReconcileReport
+from .store import MemoryStore
 
 log = logging.getLogger("memfs.watcher")
 

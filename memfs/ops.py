@@ -1,0 +1,89 @@
+"""The one operations interface (DESIGN.md §4): everything a client can ask of a store.
+
+Two implementations: `memfs.local.LocalOperations` (in the process that owns the store) and
+`memfs.remote.RemoteOperations` (a client of that process, over its Unix socket or TCP). The `memfs`
+CLI, `manage_data.py`, the HTTP routes and the MCP tools call this interface and never ask which one
+they hold: the results are the same types (memfs.results), the errors the same classes (memfs.errors).
+
+This module imports nothing heavy: clients import it and must start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+from .query import Filters, Mode
+from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OwnerStatus,
+                      PruneResult, ReconcileReport, RemoveResult, RestoreSummary, SearchResult, Stats,
+                      ValidationResult)
+
+# progress(phase, done, total): long work reports through this where it runs in this process.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many backups to keep: GFS counts for regular backups, a count for pre-restore snapshots."""
+
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 12
+    pre_restore: int = 3
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Retention":
+        return cls(**(d or {}))
+
+
+class Operations(Protocol):
+    # -- memories -------------------------------------------------------------------------------------
+    def add(self, content: str, *, tags: Iterable[str] = (), type: str = "note", metadata: dict | None = None,
+            allow_duplicate: bool = False) -> AddResult: ...
+
+    def get(self, mem_id: str) -> MemoryRecord: ...
+
+    def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,
+               add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (), type: str | None = None,
+               metadata: dict | None = None) -> MemoryRecord: ...
+
+    def remove(self, mem_ids: Iterable[str]) -> RemoveResult: ...
+
+    def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage: ...
+
+    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> SearchResult: ...
+
+    # -- the store as a whole -------------------------------------------------------------------------
+    def reindex(self, *, progress: Progress | None = None) -> ReconcileReport: ...
+
+    def stats(self) -> Stats: ...
+
+    def health(self) -> Health: ...
+
+    def status(self) -> OwnerStatus: ...
+
+    # -- backups --------------------------------------------------------------------------------------
+    def backup(self, *, compression: str = "gz", prune: bool = True, retention: Retention = Retention(),
+               backup_dir: str | None = None, progress: Progress | None = None) -> BackupResult: ...
+
+    def list_backups(self, *, retention: Retention = Retention(), verify: bool = False,
+                     backup_dir: str | None = None) -> BackupList: ...
+
+    def restore(self, archive: str, *, verify: bool = True, dry_run: bool = False, backup_dir: str | None = None,
+                progress: Progress | None = None) -> RestoreSummary: ...
+
+    def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
+                 progress: Progress | None = None) -> ValidationResult: ...
+
+    def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
+              backup_dir: str | None = None) -> PruneResult: ...
+
+    def close(self) -> None: ...
+
+
+def options(**kwargs: Any) -> dict:
+    """Keyword arguments without the ones left at None (what a remote call sends)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
