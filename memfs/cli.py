@@ -1,78 +1,23 @@
-"""The `memfs` command: a thin click layer over MemoryStore. Parse, call one core method, print.
+"""The `memfs` command: parse, call one operation (memfs.ops), print.
 
-Configuration is resolved here and only here: option > MEMFS_* environment variable > default.
+Each command gets its operations from `with_operations` and never asks whether the store is in this
+process or behind its owner. The owners themselves (`serve`, `watch`, and `owner`, the one a command
+starts on demand) are at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import logging.handlers
-import sqlite3
 import sys
-from datetime import datetime
+import time
 from pathlib import Path
 
 import click
-import orjson
 
 from . import __version__
-from .documents import InvalidDocumentError, parse_time
-from .errors import EXIT_PROBLEMS, MemfsError, StoreBusyError
-from .filestore import Layout
+from .cmdline import (emit_json, command, json_option, printable, progress_bar, settings, store_options,
+                      with_operations)
+from .errors import EXIT_PROBLEMS, InvalidDocumentError, StoreBusyError
 from .query import MODES, Filters
-from .results import ReconcileReport
-from .store import MemoryStore
-
-DEFAULT_ROOT = "./memory-system"
-
-
-class CommandError(click.ClickException):
-    """A MemfsError on its way out: message to stderr, the error's own exit code (DESIGN.md §6)."""
-
-    def __init__(self, error: MemfsError):
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
-
-
-def fails_cleanly(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MemfsError as e:
-            raise CommandError(e) from e
-        except (OSError, sqlite3.Error) as e:
-            raise CommandError(io_error(e)) from e
-    return wrapper
-
-
-def io_error(e: OSError | sqlite3.Error) -> MemfsError:
-    """An I/O failure as a message a person can act on (exit 3). Writes are atomic: nothing was lost."""
-    import errno
-
-    if isinstance(e, sqlite3.Error):
-        # SQLite reports a full disk as "database or disk is full" or, opening WAL files, "disk I/O error".
-        return MemfsError(f"the catalog (data/indexes/catalog.sqlite) failed: {e}. If the disk is full, free "
-                          "some space and try again (nothing was lost); if it is damaged, delete data/indexes/ "
-                          "and run `memfs reindex` to rebuild it from the files")
-
-    where = f"{e.filename}: " if e.filename else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return MemfsError(f"{where}no space left on the device; free some space and try again "
-                          "(nothing was lost: files are replaced only once fully written)")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return MemfsError(f"{where}{e.strerror}; check the permissions of the store's directories")
-    return MemfsError(f"{where}{e.strerror or e}")
-
-
-def emit_json(data) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-
-
-def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
 def filter_options(fn):
@@ -90,9 +35,11 @@ def filter_options(fn):
     return fn
 
 
-def _time_param(ctx, param, value) -> datetime | None:
+def _time_param(ctx, param, value):
     if value is None:
         return None
+    from .documents import parse_time
+
     try:
         return parse_time(value, param.name)
     except InvalidDocumentError as e:
@@ -103,134 +50,35 @@ def _filters(tags, match, mem_type, since, until) -> Filters:
     return Filters(tags=tuple(tags), match=match, type=mem_type, since=since, until=until)
 
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool):
-    """A rich progress bar on stderr when it is a terminal; otherwise a callback that does nothing."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
-
-        yield update
-
-
-@contextlib.contextmanager
-def log_to_file(path: Path, logger: logging.Logger, fmt: str, max_bytes: int, keep: int):
-    """Send `logger`'s records to a rotated file while a command runs; a full disk only warns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=keep)
-    handler.setFormatter(logging.Formatter(fmt))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        try:
-            handler.close()
-        except OSError as e:  # a full disk must not hide the command's own outcome
-            click.echo(f"warning: could not write {path}: {e.strerror}", err=True)
-
-
-@contextlib.contextmanager
-def open_store(ctx: click.Context, *, sync: bool = True):
-    """The store for one command: the running server's if there is one, else opened here.
-
-    Opened here, a quick reconcile first picks up edits made by hand since; a server's watcher has
-    already done that.
-    """
-    remote = owner_client(ctx)
-    if remote is not None:
-        yield remote
-        return
-    try:
-        store = MemoryStore.open(ctx.obj["root"])
-    except StoreBusyError:
-        remote = owner_client(ctx, busy=True)
-        if remote is None:
-            raise
-        yield remote
-        return
-    with local_store(store):
-        yield _synced(store) if sync else store
-
-
-@contextlib.contextmanager
-def local_store(store: MemoryStore):
-    """Run with an opened store: log to data/logs/memfs.log, close it (and its lock) at the end."""
-    try:
-        with log_to_file(store.layout.logs / "memfs.log", logging.getLogger("memfs"),
-                         "%(asctime)s %(levelname)s %(name)s: %(message)s", 5 << 20, 3):
-            yield store
-    finally:
-        store.close()
-
-
-def owner_client(ctx: click.Context, *, busy: bool = False):
-    """A client for the process that owns the store: MEMFS_URL, or (busy) the URL its lock records."""
-    from .client import RemoteStore
-    from .lock import read_owner
-
-    url = ctx.obj.get("url")
-    if url is not None:
-        return RemoteStore(url, ctx.obj.get("token"))
-    if busy:
-        # Trigger: the store is locked by a process that recorded a URL. Why: only a server that
-        # answers can take our request; a lock holder that does not (a backup, a watch) means busy.
-        url = read_owner(Layout(ctx.obj["root"]).lock_file).get("url")
-        remote = RemoteStore(url, ctx.obj.get("token")) if url else None
-        return remote if remote is not None and remote.reachable() else None
-    return None
-
-
-def _synced(store: MemoryStore) -> MemoryStore:
-    report = store.reconcile(verify_vectors=False)
-    if report.invalid:
-        click.echo(f"warning: {len(report.invalid)} invalid memory file(s); `memfs reindex` lists them", err=True)
-    return store
-
-
-def root_option(fn):
-    """--root, and where a running server is (--url / MEMFS_URL) with its token (MEMFS_API_TOKEN)."""
-    fn = click.option("--token", envvar="MEMFS_API_TOKEN", default=None, show_default=False,
-                      help="Bearer token for the server (env MEMFS_API_TOKEN).")(fn)
-    fn = click.option("--url", envvar="MEMFS_URL", default=None,
-                      help="Use the memfs server at this URL (env MEMFS_URL). Without it, a running server "
-                           "is found through the store's lock file.")(fn)
-    return click.option("--root", envvar="MEMFS_ROOT", default=DEFAULT_ROOT, show_default=True,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="The store's root directory (env MEMFS_ROOT).")(fn)
+def _one_line(text: str, width: int = 70) -> str:
+    text = printable(" ".join(text.split()))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @click.group()
 @click.version_option(__version__, prog_name="memfs")
-@root_option
+@store_options
 @click.pass_context
-def cli(ctx: click.Context, root: Path, url: str | None, token: str | None) -> None:
+def cli(ctx: click.Context, root: Path, url: str | None, token: str | None, no_daemon: bool) -> None:
     """memfs: memories as JSON files you can edit, with semantic and keyword search.
 
     The files under ROOT/data/memories/ are the truth; everything else under ROOT/data/ is derived
-    from them and rebuilt by `memfs reindex`. While `memfs serve` runs, every command goes through it.
+    from them and rebuilt by `memfs reindex`. One process owns a store at a time (`memfs serve`,
+    `memfs watch`, or one a command starts on demand, which exits when idle); every command goes
+    through it. `memfs status` shows it, `memfs stop` stops it.
     """
-    ctx.obj = {"root": root, "url": url, "token": token}
+    ctx.obj = settings(root, url, token, no_daemon)
 
 
 @cli.command()
 @json_option
-@click.pass_context
-@fails_cleanly
-def init(ctx, as_json) -> None:
+@command()
+def init(as_json) -> None:
     """Create the store's directory layout (safe to run again)."""
-    layout = MemoryStore.init(ctx.obj["root"])
+    from .filestore import Layout
+
+    layout = Layout(click.get_current_context().obj["root"])
+    layout.create()
     if as_json:
         emit_json({"root": str(layout.root), "memories": str(layout.memories)})
     else:
@@ -245,15 +93,14 @@ def init(ctx, as_json) -> None:
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="A metadata entry (repeatable).")
 @click.option("--allow-duplicate", is_flag=True, help="Store it even if the same content is already stored.")
 @json_option
-@click.pass_context
-@fails_cleanly
-def add(ctx, content, file, tags, mem_type, meta, allow_duplicate, as_json) -> None:
+@command()
+@with_operations(needs_model=True)
+def add(ops, content, file, tags, mem_type, meta, allow_duplicate, as_json) -> None:
     """Store a memory. Same content twice gives back the first one, unless --allow-duplicate."""
     if (content is None) == (file is None):
         raise click.UsageError("give the content as an argument or with --file, not both")
     text = content if content is not None else file.read()
-    with open_store(ctx) as store:
-        result = store.add(text, tags=tags, type=mem_type, metadata=_meta(meta), allow_duplicate=allow_duplicate)
+    result = ops.add(text, tags=tags, type=mem_type, metadata=_meta(meta), allow_duplicate=allow_duplicate)
     if as_json:
         emit_json(result.to_dict())
     elif result.duplicate:
@@ -275,42 +122,40 @@ def _meta(pairs) -> dict:
 @cli.command()
 @click.argument("mem_id", metavar="ID")
 @json_option
-@click.pass_context
-@fails_cleanly
-def get(ctx, mem_id, as_json) -> None:
+@command()
+@with_operations()
+def get(ops, mem_id, as_json) -> None:
     """Show one memory, as its file says now."""
-    with open_store(ctx) as store:
-        m = store.get(mem_id)
-        path = store.path_of(mem_id)
+    r = ops.get(mem_id)
     if as_json:
-        emit_json({"path": str(path), **m.to_dict()})
-    else:
-        click.echo(f"id:      {m.id}\npath:    {path}\ntype:    {m.type}\ntags:    {', '.join(m.tags)}\n"
-                   f"created: {m.created_at.isoformat()}\nupdated: {m.updated_at.isoformat()}\n\n{m.content}")
+        emit_json(r.to_dict())
+        return
+    m = r.memory
+    if r.warning:
+        click.echo(f"warning: {printable(r.warning)}", err=True)
+    click.echo(f"id:      {printable(m.id)}\npath:    {printable(r.path)}\ntype:    {printable(m.type)}\n"
+               f"tags:    {printable(', '.join(m.tags))}\ncreated: {m.created_at.isoformat()}\n"
+               f"updated: {m.updated_at.isoformat()}\n\n{printable(m.content)}")
 
 
 @cli.command("list")
 @filter_options
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
-@click.option("--offset", default=0, help="Skip this many first.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="At most this many.")
+@click.option("--cursor", default=None, help="Continue after a previous page (its next_cursor).")
 @json_option
-@click.pass_context
-@fails_cleanly
-def list_(ctx, tags, match, mem_type, since, until, limit, offset, as_json) -> None:
+@command()
+@with_operations()
+def list_(ops, tags, match, mem_type, since, until, limit, cursor, as_json) -> None:
     """List memories, newest first."""
-    with open_store(ctx) as store:
-        entries = store.list(_filters(tags, match, mem_type, since, until), limit=limit, offset=offset)
+    page = ops.list(_filters(tags, match, mem_type, since, until), limit=limit, cursor=cursor)
     if as_json:
-        emit_json([{"path": e.path, **e.memory.to_dict()} for e in entries])
+        emit_json(page.to_dict())
         return
-    for e in entries:
-        m = e.memory
-        click.echo(f"{m.id}  {m.created_at:%Y-%m-%d}  [{', '.join(m.tags)}]  {_one_line(m.content)}")
-
-
-def _one_line(text: str, width: int = 70) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    for r in page.memories:
+        m = r.memory
+        click.echo(f"{printable(m.id)}  {m.created_at:%Y-%m-%d}  [{printable(', '.join(m.tags))}]  {_one_line(m.content)}")
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
 
 
 @cli.command()
@@ -320,19 +165,19 @@ def _one_line(text: str, width: int = 70) -> str:
               help="semantic (meaning), keyword (exact words, ids like E4417) or hybrid (both, fused).")
 @filter_options
 @json_option
-@click.pass_context
-@fails_cleanly
-def search(ctx, query, k, mode, tags, match, mem_type, since, until, as_json) -> None:
+@command()
+@with_operations(needs_model=lambda kw: kw["mode"] != "keyword")
+def search(ops, query, k, mode, tags, match, mem_type, since, until, as_json) -> None:
     """Find the memories that best answer QUERY."""
-    with open_store(ctx) as store:
-        hits = store.search(query, k=k, mode=mode, filters=_filters(tags, match, mem_type, since, until))
+    result = ops.search(query, k=k, mode=mode, filters=_filters(tags, match, mem_type, since, until))
     if as_json:
-        emit_json([h.to_dict() for h in hits])
+        emit_json(result.to_dict())
         return
-    if not hits:
-        click.echo("no matches", err=True)
-    for n, h in enumerate(hits, 1):
-        click.echo(f"{n:>2}. {h.score:.3f}  {h.memory.id}  [{', '.join(h.memory.tags)}]  {_one_line(h.memory.content)}")
+    if not result.hits:
+        click.echo(result.note or "no matches", err=True)
+    for n, h in enumerate(result.hits, 1):
+        click.echo(f"{n:>2}. {h.score:.3f}  {printable(h.memory.id)}  [{printable(', '.join(h.memory.tags))}]  "
+                   f"{_one_line(h.memory.content)}")
 
 
 @cli.command()
@@ -345,73 +190,66 @@ def search(ctx, query, k, mode, tags, match, mem_type, since, until, as_json) ->
 @click.option("--type", "mem_type", help="New type.")
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Set a metadata entry (repeatable).")
 @json_option
-@click.pass_context
-@fails_cleanly
-def update(ctx, mem_id, content, file, tags, add_tag, remove_tag, mem_type, meta, as_json) -> None:
+@command()
+@with_operations(needs_model=lambda kw: kw["content"] is not None or kw["file"] is not None)
+def update(ops, mem_id, content, file, tags, add_tag, remove_tag, mem_type, meta, as_json) -> None:
     """Change a memory in place (its file is rewritten atomically)."""
     if content is not None and file is not None:
         raise click.UsageError("give --content or --file, not both")
     text = file.read() if file is not None else content
-    with open_store(ctx) as store:
-        m = store.update(mem_id, content=text, tags=tags or None, add_tags=add_tag, remove_tags=remove_tag,
-                         type=mem_type, metadata=_meta(meta))
+    r = ops.update(mem_id, content=text, tags=tags or None, add_tags=add_tag, remove_tags=remove_tag,
+                   type=mem_type, metadata=_meta(meta))
     if as_json:
-        emit_json(m.to_dict())
+        emit_json(r.to_dict())
     else:
-        click.echo(f"{m.id}  updated")
+        click.echo(f"{printable(r.memory.id)}  updated")
 
 
 @cli.command()
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @json_option
-@click.pass_context
-@fails_cleanly
-def rm(ctx, ids, as_json) -> None:
+@command()
+@with_operations()
+def rm(ops, ids, as_json) -> None:
     """Delete memories: their files and their index entries."""
-    with open_store(ctx) as store:
-        removed = [store.remove(i).id for i in ids]
+    removed = [ops.remove(i).memory.id for i in ids]
     if as_json:
         emit_json({"removed": removed})
     else:
         for i in removed:
-            click.echo(f"{i}  removed")
+            click.echo(f"{printable(i)}  removed")
 
 
 @cli.command()
 @json_option
-@click.pass_context
-@fails_cleanly
-def reindex(ctx, as_json) -> None:
+@command()
+@with_operations(needs_model=True)
+def reindex(ops, as_json) -> None:
     """Bring every index level with the files, re-embedding only content never embedded before.
 
     Also checks that Chroma holds a vector for every memory. Exits 1 if invalid files were found.
     """
-    with open_store(ctx, sync=False) as store, progress_bar(not as_json) as progress:
-        report = store.reconcile(verify_vectors=True, progress=progress)
-    _print_report(report, as_json)
-    if report.invalid:
-        ctx.exit(EXIT_PROBLEMS)
-
-
-def _print_report(report: ReconcileReport, as_json: bool) -> None:
+    with progress_bar(not as_json) as progress:
+        report = ops.reindex(progress=progress)
     if as_json:
         emit_json(report.to_dict())
-        return
-    click.echo(f"{report.scanned} files: {report.added} added, {report.updated} updated, {report.moved} moved, "
-               f"{report.removed} removed; {report.embedded} embedded, {report.vectors_missing} missing "
-               f"vectors restored, {report.vectors_orphaned} orphans removed ({report.seconds:.2f}s)")
-    for bad in report.invalid:
-        click.echo(f"invalid: {bad.path}: {bad.reason}", err=True)
+    else:
+        click.echo(f"{report.scanned} files: {report.added} added, {report.updated} updated, {report.moved} moved, "
+                   f"{report.removed} removed; {report.embedded} embedded, {report.vectors_missing} missing "
+                   f"vectors restored, {report.vectors_orphaned} orphans removed ({report.seconds:.2f}s)")
+        for bad in report.invalid:
+            click.echo(f"invalid: {printable(bad.path)}: {printable(bad.reason)}", err=True)
+    if report.invalid:
+        click.get_current_context().obj["exit_code"] = EXIT_PROBLEMS
 
 
 @cli.command()
 @json_option
-@click.pass_context
-@fails_cleanly
-def stats(ctx, as_json) -> None:
+@command()
+@with_operations()
+def stats(ops, as_json) -> None:
     """Counts, sizes, model and last index time."""
-    with open_store(ctx) as store:
-        s = store.stats()
+    s = ops.stats().to_dict()
     if as_json:
         emit_json(s)
         return
@@ -421,39 +259,122 @@ def stats(ctx, as_json) -> None:
         click.echo(f"{key + ':':<17}{value}")
 
 
+# -- the owner ----------------------------------------------------------------------------------------
+
+
 @cli.command()
-@click.option("--polling", is_flag=True, envvar="MEMFS_POLLING",
-              help="Poll instead of inotify: for network filesystems and docker/macOS bind mounts (env MEMFS_POLLING).")
-@click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
-              help="Also run a full (stat-only) reconcile this often, to recover events the OS dropped.")
-@click.pass_context
-@fails_cleanly
-def watch(ctx, polling, reconcile_every) -> None:
-    """Keep search current with the files until Ctrl-C: reconcile once, then follow every change."""
-    import signal
-    import threading
+@json_option
+@command()
+def status(as_json) -> None:
+    """Whether an owner runs for this store: its pid, how it was started, where it listens, idle time left."""
+    from .filestore import Layout
+    from .lock import is_held, read_owner
+    from .remote import OwnerGoneError, RemoteOperations
+    from .results import OwnerStatus
 
-    from .watcher import Watcher
+    layout = Layout(click.get_current_context().obj["root"])
+    record = read_owner(layout.lock_file) if is_held(layout.lock_file) else {}
+    st = OwnerStatus(False)
+    if record.get("socket"):
+        try:
+            with RemoteOperations(socket=record["socket"], ready_wait=0) as remote:
+                st = remote.status()
+        except OwnerGoneError:
+            pass
+    elif record:
+        st = OwnerStatus(True, pid=record.get("pid"), started_by=record.get("started_by"), since=record.get("since"))
+    if as_json:
+        emit_json(st.to_dict())
+    elif not st.running:
+        click.echo(f"no owner runs for {layout.root}")
+    else:
+        where = st.socket or "no socket (a command that owns the store for its own run)"
+        click.echo(f"owner: pid {st.pid}, started by {st.started_by}, since {st.since}\nsocket: {where}")
+        if st.url:
+            click.echo(f"url:    {st.url}")
+        if st.uptime is not None:
+            click.echo(f"uptime: {st.uptime:.0f}s; ready: {st.ready}; model loaded: {st.model_loaded}")
+        click.echo("idle exit: never" if st.idle_exit is None else
+                   f"idle exit: after {st.idle_exit:.0f}s idle ({st.idle_left:.0f}s left)")
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logging.getLogger("memfs").addHandler(console)
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for it to finish its work.")
+@command()
+def stop(timeout) -> None:
+    """Stop the store's owner cleanly: it finishes pending work, closes and releases the store."""
+    from .filestore import Layout
+    from .lock import is_held, read_owner
+    from .remote import OwnerGoneError, RemoteOperations
+
+    layout = Layout(click.get_current_context().obj["root"])
+    record = read_owner(layout.lock_file)
+    if not is_held(layout.lock_file) or not record.get("socket"):
+        click.echo(f"no owner runs for {layout.root}")
+        return
     try:
-        with local_store(MemoryStore.open(ctx.obj["root"])) as store:
-            watcher = Watcher(store, polling=polling, reconcile_every=reconcile_every).start()
-            click.echo(f"watching {store.layout.memories} ({watcher.status().observer}); Ctrl-C stops", err=True)
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-            finally:
-                watcher.stop()
-                click.echo("stopped; pending changes applied", err=True)
+        with RemoteOperations(socket=record["socket"], ready_wait=0) as remote:
+            remote.stop()
+    except OwnerGoneError:
+        pass
+    deadline = time.monotonic() + timeout
+    while is_held(layout.lock_file):
+        if time.monotonic() > deadline:
+            raise StoreBusyError(f"the owner (pid {record.get('pid')}) has not stopped after {timeout:.0f}s")
+        time.sleep(0.05)
+    click.echo(f"stopped the owner (pid {record.get('pid')})")
+
+
+def _take_over(layout, started_by: str) -> None:
+    """Before an explicit owner starts: an owner started on demand makes way; another explicit one
+    means this one is a second owner (exit 4)."""
+    from .lock import describe, is_held, read_owner
+    from .remote import OwnerGoneError, RemoteOperations
+
+    record = read_owner(layout.lock_file)
+    if not is_held(layout.lock_file):
+        return
+    if record.get("started_by") not in ("on-demand",) or not record.get("socket"):
+        if record.get("socket"):
+            raise StoreBusyError(f"the store at {layout.root} is already owned by {describe(record)}; "
+                                 f"it serves every command, so `memfs {started_by}` is not needed")
+        return  # a command holding the lock for its own run: wait for it (the lock timeout)
+    try:
+        with RemoteOperations(socket=record["socket"], ready_wait=0) as remote:
+            remote.stop()
+    except OwnerGoneError:
+        pass
+    click.echo(f"took over from the owner started on demand (pid {record.get('pid')})", err=True)
+
+
+def _run_owner(started_by: str, **options) -> None:
+    import logging
+
+    from .daemon import log_to_owner_file, run_owner
+    from .filestore import Layout
+
+    ctx = click.get_current_context()
+    layout = Layout(ctx.obj["root"])
+    console = None
+    if started_by != "on-demand":
+        _take_over(layout, started_by)
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logging.getLogger("memfs").addHandler(console)
+    handler = log_to_owner_file(layout)
+
+    def ready(owner) -> None:
+        where = f"{owner.socket}" + (f" and {owner.url}" if owner.url else "")
+        click.echo(f"memfs {__version__} {started_by}: owning {layout.root}, listening on {where}; "
+                   "Ctrl-C stops", err=True)
+
+    try:
+        run_owner(layout, started_by=started_by, on_ready=ready, **options)
     finally:
-        logging.getLogger("memfs").removeHandler(console)
+        logging.getLogger("memfs").removeHandler(handler)
+        if console is not None:
+            logging.getLogger("memfs").removeHandler(console)
+    click.echo("stopped; pending changes applied, lock released", err=True)
 
 
 def _loopback(host: str) -> bool:
@@ -467,52 +388,77 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _owner_options(fn):
+    fn = click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
+                      help="Also run a full (stat-only) reconcile this often, to recover events the OS dropped.")(fn)
+    return click.option("--polling", is_flag=True, envvar="MEMFS_POLLING",
+                        help="Poll instead of inotify: for network filesystems and docker/macOS bind mounts "
+                             "(env MEMFS_POLLING).")(fn)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMFS_HOST", help="Address to bind (env MEMFS_HOST).")
-@click.option("--port", default=3000, show_default=True, envvar="MEMFS_PORT", help="Port (env MEMFS_PORT).")
+@_owner_options
+@command()
+def watch(polling, reconcile_every) -> None:
+    """Own the store in the foreground and keep search current with the files until Ctrl-C.
+
+    Reconciles once, then follows every change. Other commands go through it (over data/memfs.sock)
+    meanwhile. An owner that a command started on demand makes way for it.
+    """
+    _run_owner("watch", polling=polling, reconcile_every=reconcile_every, lock_timeout=60.0)
+
+
+@cli.command()
+@click.option("--host", default=None, envvar="MEMFS_HOST",
+              help="Also listen on TCP at this address (env MEMFS_HOST); 127.0.0.1 when --port is given.")
+@click.option("--port", default=None, type=int, envvar="MEMFS_PORT", help="TCP port (env MEMFS_PORT).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without MEMFS_API_TOKEN.")
-@click.option("--polling", is_flag=True, envvar="MEMFS_POLLING", help="Poll for file changes (bind mounts, NFS).")
-@click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
-              help="Full stat-only reconcile interval, to recover dropped file events.")
-@click.pass_context
-@fails_cleanly
-def serve(ctx, host, port, insecure, polling, reconcile_every) -> None:
+@_owner_options
+@command()
+def serve(host, port, insecure, polling, reconcile_every) -> None:
     """Own the store and serve the HTTP API (+ live indexer) until SIGTERM / Ctrl-C.
 
-    Other `memfs` and `manage_data.py` commands then go through this server. Auth: set
-    MEMFS_API_TOKEN to require `Authorization: Bearer <token>` on every route but /health.
+    Always on the Unix socket data/memfs.sock (mode 0600: only this user); on TCP too with
+    --host/--port (default port 3000 when only --host is given). Auth on TCP: set MEMFS_API_TOKEN to
+    require `Authorization: Bearer <token>` on every route but /health.
     """
-    import uvicorn
-
-    from .owner import Owner
-    from .server import create_app
-
+    ctx = click.get_current_context()
     token = ctx.obj.get("token")
-    if not _loopback(host) and not token and not insecure:
-        raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it could "
-                               "read and change every memory. Set a token, or pass --insecure")
-    url = f"http://{host}:{port}"
-    owner = Owner(ctx.obj["root"], url=url, polling=polling, reconcile_every=reconcile_every).start()
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logging.getLogger("memfs").addHandler(console)
-    logging.getLogger("memfs").setLevel(logging.INFO)
-    try:
-        click.echo(f"memfs {__version__} serving {owner.layout.root} at {url} (docs at {url}/docs)", err=True)
-        config = uvicorn.Config(create_app(owner, token=token), host=host, port=port, log_level="warning",
-                                lifespan="off", timeout_graceful_shutdown=30)
-        # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler
-        # that was there before it; a no-op one lets the `finally` below drain and release cleanly.
-        import signal
+    if host is not None or port is not None:
+        host = host or "127.0.0.1"
+        port = 3000 if port is None else port
+        if not _loopback(host) and not token and not insecure:
+            raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it "
+                                   "could read and change every memory. Set a token, or pass --insecure")
+    _run_owner("serve", host=host, port=port, token=token, polling=polling, reconcile_every=reconcile_every,
+               lock_timeout=60.0)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
-        uvicorn.Server(config).run()
-    finally:
-        owner.close()
-        logging.getLogger("memfs").removeHandler(console)
-        click.echo("stopped; lock released", err=True)
+
+@cli.command(hidden=True)
+@click.option("--idle-exit", type=float, default=None, help="Exit after this many seconds without requests.")
+@_owner_options
+@command()
+def owner(idle_exit, polling, reconcile_every) -> None:
+    """The owner a command starts on demand (detached; logs to data/logs/owner.log)."""
+    from .filestore import Layout
+    from .lock import is_held, read_owner
+
+    layout = Layout(click.get_current_context().obj["root"])
+    deadline = time.monotonic() + 60
+    while is_held(layout.lock_file):
+        if read_owner(layout.lock_file).get("socket") or time.monotonic() > deadline:
+            return  # another owner serves (a racing client started it): nothing to do
+        time.sleep(0.05)
+    try:
+        _run_owner("on-demand", idle_exit=idle_exit, polling=polling, reconcile_every=reconcile_every,
+                   lock_timeout=0.5)
+    except StoreBusyError:
+        return  # lost the race to another on-demand owner; the clients find that one
 
 
 def main() -> None:
     cli(prog_name="memfs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -29,17 +29,35 @@ def read_owner(path: Path) -> dict:
         return {}
 
 
-def _describe(owner: dict) -> str:
+def describe(owner: dict) -> str:
     if not owner:
         return "another process"
+    how = f" (memfs {owner['started_by']})" if owner.get("started_by") else ""
     where = f" serving {owner['url']}" if owner.get("url") else ""
-    return f"pid {owner.get('pid')} on {owner.get('host')}{where} (since {owner.get('since')})"
+    return f"pid {owner.get('pid')} on {owner.get('host')}{how}{where} since {owner.get('since')}"
+
+
+def is_held(path: Path) -> bool:
+    """Does a live process hold the lock? (Asked without taking it for longer than the question.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class StoreLock:
-    def __init__(self, path: Path, url: str | None = None):
+    def __init__(self, path: Path, url: str | None = None, **record):
         self.path = path
         self.url = url
+        self.record = record  # more for the lock file: how the owner was started, its socket
         self._fd: int | None = None
         self.recovered_from: dict | None = None  # set when a dead owner's lock file was taken over
 
@@ -55,7 +73,7 @@ class StoreLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise StoreBusyError(
-                        f"the store at {self.path.parent.parent} is in use by {_describe(read_owner(self.path))}; "
+                        f"the store at {self.path.parent.parent} is in use by {describe(read_owner(self.path))}; "
                         "wait for it to finish, or stop it, then try again") from None
                 time.sleep(0.05)
         previous = read_owner(self.path)
@@ -63,9 +81,9 @@ class StoreLock:
             # Trigger: a lock file names an owner, yet we got the flock. Why: the owner died without
             # cleaning up (kill -9, power loss). Outcome: take over, and say so.
             self.recovered_from = previous
-            log.warning("took over the lock left by %s, which is no longer running", _describe(previous))
+            log.warning("took over the lock left by %s, which is no longer running", describe(previous))
         record = {"pid": os.getpid(), "host": socket.gethostname(), "url": self.url,
-                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.record}
         self._fd = fd
         try:
             os.ftruncate(fd, 0)

@@ -1,69 +1,75 @@
-"""The one process that owns a data directory (DESIGN.md §4): lock, store, watcher, and the operations
-that must pause indexing while they run (backup, restore). `memfs serve` wraps this in HTTP; nothing
-here knows about HTTP.
+"""The one process that owns a data directory (DESIGN.md §4): lock, store, watcher, and the swaps that
+must pause every request while they run (backup snapshot, restore). Nothing here knows about HTTP;
+`memfs.server` serves an Owner's operations, `memfs.local` implements them.
+
+An owner is started by `memfs serve`, `memfs watch`, or on demand by a client (`memfs owner`, hidden);
+`--no-daemon` commands make a short-lived one without a watcher. Whoever takes the lock finishes an
+interrupted restore first, once, before opening the store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
-from .backup import (BackupFile, RestoreResult, apply_prune, clean_leftovers, create_backup,
-                     finish_interrupted_restore, plan_prune, prune_backups, restore_backup)
+from .backup import finish_interrupted_restore
 from .embedder import Embedder
 from .filestore import Layout
 from .lock import StoreLock
-from .retention import Policy
 from .store import MemoryStore
-from .watcher import Watcher
 
 log = logging.getLogger("memfs.owner")
 
-
-def take_backup(store: MemoryStore, *, backup_dir: Path | None = None, compression: str = "gz",
-                policy: Policy = Policy(), keep_pre_restore: int = 3, prune: bool = True,
-                progress=None) -> tuple[BackupFile, list[BackupFile]]:
-    """A consistent backup of an open store: writes wait (they do not fail) until the snapshot is taken.
-
-    Catalog and vectors are levelled with the files first, so restoring the archive embeds nothing.
-    """
-    backup_dir = backup_dir or store.layout.backups
-    with store._mutex:
-        clean_leftovers(store.layout, backup_dir)
-        store.reconcile(verify_vectors=True)
-        made = create_backup(store.layout, backup_dir=backup_dir, compression=compression, progress=progress)
-    # The backup just made is never a candidate, whatever the clock or the policy says.
-    plan = [i for i in plan_prune(backup_dir, policy, keep_pre_restore) if i.backup.path != made.path]
-    pruned = apply_prune(plan) if prune else []
-    return made, pruned
+# Unix socket paths are limited to 108 bytes (sun_path); a deep store root gets one under the runtime dir.
+_SUN_PATH_MAX = 107
 
 
-def backup_summary(made: BackupFile, pruned: list[BackupFile]) -> dict:
-    return {"backup": str(made.path), "name": made.name, "size": made.size, "md5": str(made.md5_path),
-            "pruned": [str(b.path) for b in pruned]}
+def socket_path(layout: Layout) -> Path:
+    """Where the owner of this store listens: data/memfs.sock, or a short path if that is too long."""
+    path = layout.data / "memfs.sock"
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    import hashlib
+    import tempfile
+
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"memfs-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    return runtime / (hashlib.sha256(os.fsencode(layout.data.resolve())).hexdigest()[:20] + ".sock")
 
 
 class Owner:
-    def __init__(self, root: Path | str, *, url: str | None = None, polling: bool = False,
-                 reconcile_every: float = 300.0, embedder: Embedder | None = None):
-        self.layout = Layout(Path(root))
-        self.url = url
+    def __init__(self, layout: Layout, *, started_by: str, watch: bool = True, polling: bool = False,
+                 reconcile_every: float = 300.0, embedder: Embedder | None = None, url: str | None = None,
+                 socket: Path | None = None, idle_exit: float | None = None):
+        self.layout = layout
+        self.started_by = started_by
+        self.watch = watch
         self.polling = polling
         self.reconcile_every = reconcile_every
         self.embedder = embedder
+        self.url = url
+        self.socket = socket
+        self.idle_exit = idle_exit
+        self.started = time.time()
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
-        self.watcher: Watcher | None = None
-        self._swap = threading.RLock()  # held while the store is being replaced (restore)
+        self.watcher = None
+        self._swap = threading.RLock()  # held while the store is replaced (restore) or snapshotted
 
-    def start(self) -> "Owner":
-        """Take the lock (StoreBusyError if taken), open the store, start following the files."""
+    def start(self, lock_timeout: float = 2.0) -> "Owner":
+        """Take the lock (StoreBusyError if taken), finish an interrupted restore, open the store."""
         self.layout.create()
-        self.lock = StoreLock(self.layout.lock_file, url=self.url).acquire()
+        record = {"started_by": self.started_by, "socket": str(self.socket) if self.socket else None,
+                  "idle_exit": self.idle_exit}
+        self.lock = StoreLock(self.layout.lock_file, url=self.url, **record).acquire(lock_timeout)
         try:
+            for note in finish_interrupted_restore(self.layout):
+                log.warning(note)
             self._open()
         except BaseException:
             self.lock.release()
@@ -73,20 +79,29 @@ class Owner:
     def _open(self) -> None:
         self.store = MemoryStore.open(self.layout.root, lock=self.lock, embedder=self.embedder)
         self.embedder = self.store.embedder
-        self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
+        if self.watch:
+            from .watcher import Watcher
+
+            self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
+        else:
+            self.store.reconcile(verify_vectors=False)  # pick up hand edits made since the last run
 
     def _close_store(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+            self.watcher = None
         if self.store is not None:
             self.store.close()
+            self.store = None
 
     def close(self) -> None:
         """Apply pending changes, close everything, release the lock."""
         with self._swap:
-            self._close_store()
-            if self.lock is not None:
-                self.lock.release()
+            try:
+                self._close_store()
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
 
     @contextlib.contextmanager
     def using(self) -> Iterator[MemoryStore]:
@@ -94,28 +109,38 @@ class Owner:
         with self._swap:
             yield self.store
 
-    @property
-    def ready(self) -> bool:
-        """True once the startup reconcile has finished."""
-        return self.watcher is not None and bool(self.watcher.reports)
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[MemoryStore]:
+        """The store with every other request and the indexer paused (backup snapshot, validate)."""
+        with self._swap, self.store._mutex:
+            yield self.store
 
-    def backup(self, **options) -> tuple[BackupFile, list[BackupFile]]:
-        """take_backup while serving; requests wait for the snapshot instead of failing."""
-        with self._swap:
-            return take_backup(self.store, **options)
-
-    def prune(self, *, backup_dir: Path | None = None, policy: Policy = Policy(), keep_pre_restore: int = 3,
-              dry_run: bool = False):
-        return prune_backups(backup_dir or self.layout.backups, policy, keep_pre_restore, dry_run)
-
-    def restore(self, archive: BackupFile, *, verify_md5: bool = True) -> tuple[RestoreResult, int]:
-        """Swap the data for the archive's and reload, without a restart. Returns (result, embedded)."""
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        """Close the store (requests wait), let the caller replace data/, then open it again."""
         with self._swap:
             self._close_store()
             try:
-                result = restore_backup(self.layout, archive, verify_md5=verify_md5)
+                yield
             finally:
-                finish_interrupted_restore(self.layout)
+                for note in finish_interrupted_restore(self.layout):
+                    log.warning(note)
                 self._open()
-            self.watcher.idle.wait(600)
-            return result, self.watcher.reports[0].embedded if self.watcher.reports else 0
+
+    @property
+    def ready(self) -> bool:
+        """True once the startup reconcile has finished."""
+        if self.store is None:
+            return False
+        return self.watcher is None or bool(self.watcher.reports)
+
+    def wait_until_indexed(self, timeout: float = 600.0) -> int:
+        """After a swap: wait for the watcher's first reconcile; returns how many texts it embedded."""
+        if self.watcher is None:
+            return 0
+        self.watcher.idle.wait(timeout)
+        return self.watcher.reports[0].embedded if self.watcher.reports else 0
+
+    def busy(self) -> bool:
+        """Work pending that an idle exit must not cut short (the watcher's queue)."""
+        return self.watcher is not None and self.watcher.status().queue_depth > 0

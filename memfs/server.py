@@ -1,12 +1,18 @@
-"""The HTTP API (FastAPI), thin over Owner and MemoryStore. OpenAPI at /docs and /openapi.json.
+"""The owner's HTTP API (FastAPI), thin over the operations (memfs.local.LocalOperations).
 
-Errors are JSON: {"error": {"code": "not_found", "message": "…"}} with a fitting status. With a token
-configured, every route but /health needs `Authorization: Bearer <token>`.
+The same app answers on the owner's Unix socket (mode 0600: the file's permissions are the
+authentication) and, when asked, on TCP, where a configured token is required on every route but
+/health. Errors are JSON: {"error": {"code": "not_found", "message": "…"}}; the code names the
+memfs.errors class, so memfs.remote raises the same exception the in-process path raises.
+OpenAPI at /docs and /openapi.json.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import secrets
+import time
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,15 +21,15 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .backup import CorruptBackupError, list_backups, prune_summary, restore_summary
-from .documents import InvalidDocumentError
-from .errors import MemfsError, NotFoundError, StoreBusyError
-from .owner import Owner, backup_summary
+from .errors import InternalError, MemfsError
+from .local import LocalOperations
+from .ops import Retention
 from .query import Filters
-from .retention import Policy
-from .validate import validate as run_validation
+
+log = logging.getLogger("memfs.server")
 
 MAX_BODY = 1 << 20  # bytes; a memory is text, not a file store
 MAX_CONTENT = 256 * 1024  # characters
@@ -36,6 +42,13 @@ class ApiError(Exception):
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class OrjsonResponse(JSONResponse):
+    """orjson instead of the stdlib encoder; results are already plain dicts (Result.to_dict)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 class MemoryIn(BaseModel):
@@ -55,28 +68,51 @@ class MemoryPatch(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class SearchIn(BaseModel):
-    query: str = Field(min_length=1, max_length=10_000)
-    k: int = Field(default=5, ge=1, le=1000)
-    mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
+class FiltersIn(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
     match: Literal["any", "all"] = "any"
     type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
+    def filters(self) -> Filters:
+        return Filters(tags=tuple(self.tags), match=self.match, type=self.type,
+                       since=_aware(self.since), until=_aware(self.until))
 
-class BackupIn(BaseModel):
-    compression: Literal["gz", "zst"] = "gz"
-    prune: bool = True
+
+class SearchIn(FiltersIn):
+    query: str = Field(min_length=1, max_length=10_000)
+    k: int = Field(default=5, ge=1, le=1000)
+    mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
+
+
+class RetentionIn(BaseModel):
     keep_daily: int = Field(default=7, ge=0)
     keep_weekly: int = Field(default=4, ge=0)
     keep_monthly: int = Field(default=12, ge=0)
     keep_pre_restore: int = Field(default=3, ge=0)
+    backup_dir: str | None = None
+
+    def retention(self) -> Retention:
+        return Retention(self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_pre_restore)
+
+
+class BackupIn(RetentionIn):
+    compression: Literal["gz", "zst"] = "gz"
+    prune: bool = True
 
 
 class RestoreIn(BaseModel):
+    archive: str = Field(min_length=1, max_length=4096)
     verify: bool = True
+    dry_run: bool = False
+    backup_dir: str | None = None
+
+
+class ValidateIn(BaseModel):
+    backups: bool = False
+    fix: bool = False
+    backup_dir: str | None = None
 
 
 def _aware(t: datetime | None) -> datetime | None:
@@ -85,23 +121,27 @@ def _aware(t: datetime | None) -> datetime | None:
     return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-class OrjsonResponse(JSONResponse):
-    """orjson instead of the stdlib encoder. Routes on the hot path (search) return it directly, which
-    also skips FastAPI's jsonable_encoder walk over every hit."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+def _on_unix_socket(request: Request) -> bool:
+    server = request.scope.get("server")
+    return server is None or server[1] is None
 
 
-def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
+def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) -> FastAPI:
+    """The API over `ops`. `on_stop()` is called by POST /owner/stop (None: the route refuses)."""
+    owner = ops.owner
+    owner.last_activity = time.monotonic()
+    owner.in_flight = 0
     app = FastAPI(title="memfs", version=__version__, default_response_class=OrjsonResponse,
                   description="Memories as JSON files, with semantic and keyword search.")
 
-    def auth(request: Request) -> None:
-        if token is None:
-            return
+    def authorized(request: Request) -> bool:
+        if token is None or _on_unix_socket(request):
+            return True
         given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def auth(request: Request) -> None:
+        if not authorized(request):
             raise ApiError(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)")
 
     def ready() -> None:
@@ -110,12 +150,28 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
 
     guarded = [Depends(auth), Depends(ready)]
 
+    def local_path(request: Request, value: str | None) -> str | None:
+        """A path on the owner's machine (another backup directory, an archive by path) is taken only
+        over the Unix socket, from a local user; over TCP, backups are named within backups/."""
+        if value is not None and not _on_unix_socket(request):
+            raise ApiError(422, "bad_request", "paths on the server are accepted only over its Unix socket; "
+                                               "name a backup in its backups/ directory instead")
+        return value
+
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def track(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             return _error(413, "too_large", f"request body over {MAX_BODY} bytes")
-        return await call_next(request)
+        quiet = request.url.path in ("/health", "/owner")  # polling them does not keep an owner alive
+        if not quiet:
+            owner.in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            if not quiet:
+                owner.in_flight -= 1
+                owner.last_activity = time.monotonic()
 
     @app.exception_handler(ApiError)
     async def on_api_error(request, e: ApiError):
@@ -127,147 +183,129 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request, e: StarletteHTTPException):
+        codes = {404: "no_route", 405: "method_not_allowed"}
+        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+
     @app.exception_handler(MemfsError)
     async def on_memfs_error(request, e: MemfsError):
-        if isinstance(e, NotFoundError):
-            return _error(404, "not_found", str(e))
-        if isinstance(e, (InvalidDocumentError, CorruptBackupError)):
-            return _error(422, "invalid", str(e))
-        if isinstance(e, StoreBusyError):
-            return _error(409, "busy", str(e))
-        return _error(500, "failed", str(e))
+        return _error(e.http_status, e.code, str(e))
 
-    @app.exception_handler(OSError)
-    async def on_os_error(request, e: OSError):
-        import errno
-
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return _error(507, "no_space", f"no space left on the device holding {owner.layout.root}; nothing was lost")
-        return _error(500, "io_error", f"{e}")
+    @app.exception_handler(Exception)
+    async def on_unexpected(request, e: Exception):
+        error_id = secrets.token_hex(4)
+        log.error("unexpected error %s in %s %s", error_id, request.method, request.url.path, exc_info=e)
+        err = InternalError(f"unexpected error ({type(e).__name__}); the owner's log (data/logs/) has the "
+                            f"details under error id {error_id}")
+        return _error(err.http_status, err.code, str(err))
 
     @app.get("/", dependencies=[Depends(auth)])
     def index() -> dict:
-        return {"service": "memfs", "version": __version__, "root": str(owner.layout.root),
+        return {"service": "memfs", "version": __version__,
                 "links": {"health": "/health", "docs": "/docs", "openapi": "/openapi.json",
                           "memories": "/memories", "search": "/search", "stats": "/stats", "backups": "/backups"}}
 
     @app.get("/health")
-    def health():
-        import os
+    def health(request: Request):
+        h = ops.health(details=authorized(request))
+        return OrjsonResponse(h.to_dict(), status_code=200 if h.status == "ok" else 503)
 
-        data = owner.layout.data
-        body: dict[str, Any] = {
-            "status": "ok" if owner.ready else "starting", "version": __version__,
-            "persistence": {"type": "filesystem", "path": str(data), "writable": os.access(data, os.W_OK)},
-        }
-        if owner.ready:
-            with owner.using() as store:
-                status = owner.watcher.status()
-                # Chroma opens in the background after the startup file reconcile; until then (about a
-                # second at 20k memories) its fields are null rather than /health waiting for it.
-                vectors, chroma_ok = None, None
-                if store.vectors.opened:
-                    try:
-                        vectors, chroma_ok = store.vectors.count(), True
-                    except Exception:  # the finding is that Chroma does not answer
-                        chroma_ok = False
-                body["index"] = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,
-                                 "watcher": status.observer, "queue_depth": status.queue_depth,
-                                 "last_reconcile": store.catalog.get_meta("last_reconcile"),
-                                 "last_error": status.last_error, "invalid_files": status.invalid}
-                body["statistics"] = {"embedded": store.embedder.embedded, "watcher_batches": status.batches}
-        return JSONResponse(body, status_code=200 if owner.ready else 503)
+    @app.get("/owner", dependencies=[Depends(auth)])
+    def status():
+        return ops.status().to_dict()
+
+    @app.post("/owner/stop", status_code=202, dependencies=[Depends(auth)])
+    def stop():
+        if on_stop is None:
+            raise ApiError(409, "busy", "this owner cannot be stopped through the API")
+        on_stop()
+        return {"stopping": True}
+
+    # -- memories -----------------------------------------------------------------------------------
 
     @app.post("/memories", status_code=201, dependencies=guarded)
     def add_memory(body: MemoryIn):
-        with owner.using() as store:
-            r = store.add(body.content, tags=body.tags, type=body.type, metadata=body.metadata,
-                          allow_duplicate=body.allow_duplicate)
-        return JSONResponse(r.to_dict(), status_code=200 if r.duplicate else 201)
+        r = ops.add(body.content, tags=body.tags, type=body.type, metadata=body.metadata,
+                    allow_duplicate=body.allow_duplicate)
+        return OrjsonResponse(r.to_dict(), status_code=200 if r.duplicate else 201)
 
     @app.get("/memories", dependencies=guarded)
     def list_memories(tag: list[str] = Query(default=[]), match: Literal["any", "all"] = "any",
                       type: str | None = None, since: datetime | None = None, until: datetime | None = None,
                       limit: int = Query(default=50, ge=1, le=1000), cursor: str | None = None):
-        offset = int(cursor) if cursor and cursor.isdigit() else 0
         filters = Filters(tags=tuple(tag), match=match, type=type, since=_aware(since), until=_aware(until))
-        with owner.using() as store:
-            entries = store.list(filters, limit=limit + 1, offset=offset)
-        more = len(entries) > limit
-        return {"memories": [{"path": e.path, **e.memory.to_dict()} for e in entries[:limit]],
-                "next_cursor": str(offset + limit) if more else None}
+        return OrjsonResponse(ops.list(filters, limit=limit, cursor=cursor).to_dict())
 
     @app.get("/memories/{mem_id:path}", dependencies=guarded)
     def get_memory(mem_id: str):
-        with owner.using() as store:
-            return {"path": str(store.path_of(mem_id)), **store.get(mem_id).to_dict()}
+        return OrjsonResponse(ops.get(mem_id).to_dict())
 
     @app.patch("/memories/{mem_id:path}", dependencies=guarded)
     def update_memory(mem_id: str, body: MemoryPatch):
-        with owner.using() as store:
-            return store.update(mem_id, content=body.content, tags=body.tags, add_tags=body.add_tags,
-                                remove_tags=body.remove_tags, type=body.type, metadata=body.metadata).to_dict()
+        return OrjsonResponse(ops.update(mem_id, content=body.content, tags=body.tags, add_tags=body.add_tags,
+                                         remove_tags=body.remove_tags, type=body.type,
+                                         metadata=body.metadata).to_dict())
 
     @app.delete("/memories/{mem_id:path}", dependencies=guarded)
     def delete_memory(mem_id: str):
-        with owner.using() as store:
-            removed = store.remove(mem_id)
-        return OrjsonResponse({"removed": removed.id, "memory": removed.to_dict()})
+        removed = ops.remove(mem_id)
+        return OrjsonResponse({"removed": removed.memory.id, "memory": removed.to_dict()})
 
     @app.post("/search", dependencies=guarded)
     def search(body: SearchIn):
-        filters = Filters(tags=tuple(body.tags), match=body.match, type=body.type,
-                          since=_aware(body.since), until=_aware(body.until))
-        with owner.using() as store:
-            hits = store.search(body.query, k=body.k, mode=body.mode, filters=filters)
-        return OrjsonResponse({"hits": [h.to_dict() for h in hits]})
+        return OrjsonResponse(ops.search(body.query, k=body.k, mode=body.mode, filters=body.filters()).to_dict())
+
+    # -- the store as a whole -----------------------------------------------------------------------
 
     @app.get("/stats", dependencies=guarded)
     def stats():
-        with owner.using() as store:
-            return store.stats()
+        return OrjsonResponse(ops.stats().to_dict())
 
     @app.post("/reindex", dependencies=guarded)
     def reindex():
-        with owner.using() as store:
-            return store.reconcile(verify_vectors=True).to_dict()
-
-    @app.post("/backups", status_code=201, dependencies=guarded)
-    def make_backup(body: BackupIn | None = None):
-        body = body or BackupIn()
-        made, pruned = owner.backup(compression=body.compression, prune=body.prune, keep_pre_restore=body.keep_pre_restore,
-                                    policy=Policy(body.keep_daily, body.keep_weekly, body.keep_monthly))
-        return backup_summary(made, pruned)
-
-    @app.post("/backups/prune", dependencies=guarded)
-    def prune(body: BackupIn | None = None, dry_run: bool = False):
-        body = body or BackupIn()
-        plan, _ = owner.prune(policy=Policy(body.keep_daily, body.keep_weekly, body.keep_monthly),
-                              keep_pre_restore=body.keep_pre_restore, dry_run=dry_run)
-        return prune_summary(plan, dry_run)
-
-    @app.get("/backups", dependencies=guarded)
-    def get_backups():
-        backups, leftovers = list_backups(owner.layout.backups)
-        return {"backups": [{"name": b.name, "kind": b.kind, "created": b.created.isoformat(), "size": b.size,
-                             "checksum": b.checksum_state()} for b in backups],
-                "incomplete": [str(p) for p in leftovers]}
-
-    @app.post("/backups/{name}/restore", dependencies=guarded)
-    def restore(name: str, body: RestoreIn | None = None):
-        from .backup import BackupFile
-
-        archive = BackupFile.parse(owner.layout.backups / name)
-        if archive is None or not archive.path.is_file():
-            raise NotFoundError(f"no backup named {name!r} in {owner.layout.backups}")
-        result, embedded = owner.restore(archive, verify_md5=(body or RestoreIn()).verify)
-        with owner.using(), owner.store._mutex:
-            problems = run_validation(owner.layout).problems
-        return restore_summary(result, embedded, problems)
+        return OrjsonResponse(ops.reindex().to_dict())
 
     @app.post("/validate", dependencies=guarded)
-    def validate(backups: bool = False):
-        with owner.using(), owner.store._mutex:
-            return run_validation(owner.layout, backups=backups).to_dict()
+    def validate(request: Request, body: ValidateIn | None = None, backups: bool = False):
+        body = body or ValidateIn(backups=backups)
+        return OrjsonResponse(ops.validate(backups=body.backups or backups, fix=body.fix,
+                                           backup_dir=local_path(request, body.backup_dir)).to_dict())
+
+    # -- backups ------------------------------------------------------------------------------------
+
+    @app.post("/backups", status_code=201, dependencies=guarded)
+    def make_backup(request: Request, body: BackupIn | None = None):
+        body = body or BackupIn()
+        return OrjsonResponse(ops.backup(compression=body.compression, prune=body.prune, retention=body.retention(),
+                                         backup_dir=local_path(request, body.backup_dir)).to_dict(), status_code=201)
+
+    @app.get("/backups", dependencies=guarded)
+    def get_backups(request: Request, verify: bool = False, keep_daily: int = Query(7, ge=0), keep_weekly: int = Query(4, ge=0),
+                    keep_monthly: int = Query(12, ge=0), keep_pre_restore: int = Query(3, ge=0),
+                    backup_dir: str | None = None):
+        retention = Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore)
+        return OrjsonResponse(ops.list_backups(retention=retention, verify=verify,
+                                               backup_dir=local_path(request, backup_dir)).to_dict())
+
+    @app.post("/backups/prune", dependencies=guarded)
+    def prune(request: Request, body: RetentionIn | None = None, dry_run: bool = False):
+        body = body or RetentionIn()
+        return OrjsonResponse(ops.prune(retention=body.retention(), dry_run=dry_run,
+                                        backup_dir=local_path(request, body.backup_dir)).to_dict())
+
+    @app.post("/backups/restore", dependencies=guarded)
+    def restore(request: Request, body: RestoreIn):
+        archive = body.archive if "/" not in body.archive else local_path(request, body.archive)
+        return OrjsonResponse(ops.restore(archive, verify=body.verify, dry_run=body.dry_run,
+                                          backup_dir=local_path(request, body.backup_dir)).to_dict())
+
+    @app.post("/backups/{name}/restore", dependencies=guarded)
+    def restore_by_name(name: str, body: RestoreIn | None = None):
+        """The older form of POST /backups/restore: a backup in backups/ by name."""
+        verify = body.verify if body is not None else True
+        if "/" in name:
+            raise ApiError(422, "bad_request", "name a backup in backups/, e.g. memory_backup_20250101_020000.tar.gz")
+        return OrjsonResponse(ops.restore(name, verify=verify).to_dict())
 
     return app

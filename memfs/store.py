@@ -23,7 +23,7 @@ from . import documents
 from .catalog import Catalog, Entry
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
-from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
+from .errors import InvalidDocumentError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
 from .query import Filters, Hit, Mode, reciprocal_rank_fusion
@@ -80,10 +80,11 @@ class MemoryStore:
         if owned:
             lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
         try:
-            from .backup import finish_interrupted_restore
-
-            for note in finish_interrupted_restore(layout):
-                log.warning(note)
+            if any(layout.data.glob(".restore-*")):
+                # Trigger: a restore was interrupted. Why: its staging may hold half of data/; only the
+                # owner (memfs.owner.Owner.start) finishes it, once, before anything reads the parts.
+                raise StoreBusyError(f"{layout.root} has an interrupted restore; any memfs command finishes it "
+                                     "(or memfs.owner.Owner(...).start() from Python)")
             catalog = Catalog(layout.indexes / "catalog.sqlite")
         except BaseException:
             if owned:

@@ -1,0 +1,122 @@
+"""How a command reaches a store (DESIGN.md §4): through its owner if one runs, through an owner it
+starts on demand when the command needs the model, or by owning the store in its own process.
+
+What comes back is an Operations object; the command never asks which kind. If the owner goes away
+in the middle (killed, stopped, exited idle), the next call finds or starts a new one and is retried.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import StoreBusyError, StoreNotInitializedError
+from .filestore import Layout
+from .lock import describe, is_held, read_owner
+from .remote import OwnerGoneError, RemoteOperations
+
+DEFAULT_IDLE_EXIT = 900.0  # seconds an owner started on demand stays without requests (MEMFS_IDLE_EXIT)
+
+# Not repeated when the connection dropped after the request was sent: it may have been applied.
+_NOT_RETRIED_AFTER_SEND = frozenset({"restore", "prune", "remove"})
+
+
+def connect(root: Path | str, *, url: str | None = None, token: str | None = None, daemon: bool = True,
+            needs_model: bool = False, idle_exit: float = DEFAULT_IDLE_EXIT, wait: float = 60.0,
+            create: bool = False, on_local: Callable[[Any], None] | None = None):
+    """Operations on the store at `root` (see the module docstring). `on_local(ops)` is called when
+    this process ends up owning the store (the CLI sends its log to data/logs/ then)."""
+    if url is not None:
+        return RemoteOperations(url=url, token=token)
+    layout = Layout(Path(root))
+    if create:
+        layout.create()
+    elif not layout.memories.is_dir():
+        raise StoreNotInitializedError(
+            f"no memfs store at {layout.root} (missing {layout.memories}); run `memfs init` first "
+            "or point --root / MEMFS_ROOT at an existing store")
+
+    def find():
+        return _find_or_start(layout, daemon=daemon and needs_model, idle_exit=idle_exit, wait=wait,
+                              on_local=on_local)
+
+    return Client(find)
+
+
+def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: float, on_local):
+    from .local import LocalOperations  # imported only when this process may own the store
+
+    deadline = time.monotonic() + wait
+    spawned_at: float | None = None
+    while True:
+        record = read_owner(layout.lock_file)
+        if is_held(layout.lock_file):
+            sock = record.get("socket")
+            if sock and os.path.exists(sock):
+                return RemoteOperations(socket=sock)
+            # A holder that does not serve (a --no-daemon command, an owner still binding): wait for it.
+        elif daemon:
+            if spawned_at is None or time.monotonic() - spawned_at > 15:
+                spawn_owner(layout, idle_exit)
+                spawned_at = time.monotonic()
+        else:
+            try:
+                ops = LocalOperations.open(layout.root, lock_timeout=0.2)
+            except StoreBusyError:
+                pass  # another process took it between the look and the grab: look again
+            else:
+                if on_local is not None:
+                    on_local(ops)
+                return ops
+        if time.monotonic() >= deadline:
+            raise StoreBusyError(f"the store at {layout.root} is in use by {describe(record)}, which does not "
+                                 "take requests; wait for it to finish, or stop it, then try again")
+        time.sleep(0.05)
+
+
+def spawn_owner(layout: Layout, idle_exit: float) -> None:
+    """Start `memfs owner` detached from this process, logging to data/logs/owner.log."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    with open(layout.logs / "owner.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(layout.root.resolve()), "owner",
+                          "--idle-exit", str(idle_exit)],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         close_fds=True, cwd="/")
+
+
+class Client:
+    """Operations through whoever owns the store now; finds (or starts) a new owner if it goes away."""
+
+    def __init__(self, find: Callable[[], Any]):
+        self._find = find
+        self._ops = find()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._ops, name)
+        if not callable(attr) or name == "close":
+            return attr
+
+        def call(*args, **kwargs):
+            for attempt in range(5):
+                try:
+                    return getattr(self._ops, name)(*args, **kwargs)
+                except OwnerGoneError as e:
+                    if (e.sent and name in _NOT_RETRIED_AFTER_SEND) or attempt == 4:
+                        raise
+                    self._ops.close()
+                    time.sleep(0.05 * attempt)
+                    self._ops = self._find()
+        return call
+
+    def close(self) -> None:
+        self._ops.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

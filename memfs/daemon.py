@@ -1,0 +1,131 @@
+"""Run an owner that serves (DESIGN.md §4): `memfs serve`, `memfs watch`, and the owner a client starts
+on demand are this one function with different options.
+
+It takes the lock, listens on the Unix socket in data/ (mode 0600) and on TCP only when asked, runs the
+watcher, loads the model in the background once it is ready for requests (so the first semantic query
+does not pay for it), and, when started on demand, exits after `idle_exit` seconds with no requests
+and no pending work.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .filestore import Layout
+from .owner import Owner, socket_path
+
+log = logging.getLogger("memfs.daemon")
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A listening socket at `path` that only this user can connect to (0600 before anyone can)."""
+    path.unlink(missing_ok=True)  # a dead owner's; we hold the lock, so no live owner listens there
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def log_to_owner_file(layout: Layout) -> logging.Handler:
+    """The owner's records go to data/logs/owner.log (rotated), whoever started it."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(layout.logs / "owner.log", maxBytes=5 << 20, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("memfs").addHandler(handler)
+    logging.getLogger("memfs").setLevel(logging.INFO)
+    return handler
+
+
+def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port: int | None = None,
+              token: str | None = None, idle_exit: float | None = None, polling: bool = False,
+              reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0) -> None:
+    """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out."""
+    import uvicorn
+
+    from .local import LocalOperations
+    from .server import create_app
+
+    url = f"http://{host}:{port}" if host is not None else None
+    sock_path = socket_path(layout)
+    owner = Owner(layout, started_by=started_by, polling=polling, reconcile_every=reconcile_every, url=url,
+                  socket=sock_path, idle_exit=idle_exit)
+    # Bind TCP before taking the lock: a port in use must not leave a lock record pointing at nothing.
+    tcp = bind_tcp(host, port) if host is not None else None
+    try:
+        owner.start(lock_timeout)
+    except BaseException:
+        if tcp is not None:
+            tcp.close()
+        raise
+    sockets = [bind_unix(sock_path)] + ([tcp] if tcp is not None else [])
+    ops = LocalOperations(owner)
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(ops, token=token, on_stop=stop)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
+    # a no-op one lets the `finally` below drain and release cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
+    if idle_exit is not None:
+        threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()
+    if on_ready is not None:
+        on_ready(owner)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for s in sockets:
+            s.close()
+        sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
+        owner.close()
+
+
+def _warm_up(owner: Owner) -> None:
+    """Load the model as soon as the store is open, so the first semantic query answers in normal time."""
+    while owner.store is None:
+        time.sleep(0.05)
+    try:
+        owner.embedder.embed(["warm up"])
+    except Exception:  # a broken model shows on the first real query, with its message
+        log.exception("could not load the model in the background")
+
+
+def _idle_watch(owner: Owner, idle_exit: float, stop) -> None:
+    """Stop after `idle_exit` seconds with no request in flight, none received and no pending work."""
+    tick = min(1.0, max(0.05, idle_exit / 4))
+    while True:
+        time.sleep(tick)
+        last = getattr(owner, "last_activity", None)
+        if last is None or getattr(owner, "in_flight", 0) > 0 or owner.busy():
+            continue
+        if time.monotonic() - last >= idle_exit:
+            log.info("no requests for %.0f s: exiting (started on demand)", idle_exit)
+            stop()
+            return
