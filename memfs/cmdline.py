@@ -69,12 +69,18 @@ def store_options(fn):
 def settings(root: Path, url: str | None, token: str | None, no_daemon: bool) -> dict:
     """The resolved configuration a group puts in ctx.obj for its commands."""
     daemon = not no_daemon and os.environ.get("MEMFS_DAEMON", "1").strip().lower() not in ("0", "false", "no", "off")
-    idle = os.environ.get("MEMFS_IDLE_EXIT")
+    return {"root": root, "url": url, "token": token, "daemon": daemon,
+            "idle_exit": _seconds("MEMFS_IDLE_EXIT", None), "lock_wait": _seconds("MEMFS_LOCK_WAIT", 60.0)}
+
+
+def _seconds(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return default
     try:
-        idle_exit = float(idle) if idle else None
+        return float(value)
     except ValueError:
-        raise click.BadParameter(f"MEMFS_IDLE_EXIT must be a number of seconds, not {idle!r}") from None
-    return {"root": root, "url": url, "token": token, "daemon": daemon, "idle_exit": idle_exit}
+        raise click.BadParameter(f"{name} must be a number of seconds, not {value!r}") from None
 
 
 def command(outcome_log: str | None = None):
@@ -181,7 +187,8 @@ def with_operations(*, needs_model=False, create: bool = False):
                                                     "%(asctime)s %(levelname)s %(name)s: %(message)s", 5 << 20, 3))
 
                 ops = connect(o["root"], url=o["url"], token=o["token"], daemon=o["daemon"], needs_model=model,
-                              idle_exit=o["idle_exit"] or DEFAULT_IDLE_EXIT, create=create, on_local=local)
+                              idle_exit=o["idle_exit"] or DEFAULT_IDLE_EXIT, wait=o["lock_wait"], create=create,
+                              on_local=local)
                 stack.callback(ops.close)
                 return ctx.invoke(fn, ops, *args, **kwargs)
         return wrapper

@@ -29,6 +29,9 @@ from .results import (AddResult, BackupInfo, BackupList, BackupResult, Health, L
 from .retention import Policy
 
 
+MAX_K = 1000  # hits one search may return
+
+
 def _translated(fn):
     """OSError / sqlite3.Error -> a MemfsError with advice, so every way in reports it the same."""
 
@@ -128,8 +131,10 @@ class LocalOperations:
 
     @_translated
     def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> SearchResult:
-        if k < 1:
-            raise BadRequestError("k must be at least 1")
+        if not 1 <= k <= MAX_K:
+            raise BadRequestError(f"k must be between 1 and {MAX_K}, not {k}")
+        if not query.strip():
+            raise BadRequestError("the query is empty; say what to look for")
         if mode not in ("semantic", "keyword", "hybrid"):
             raise BadRequestError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
         with self.owner.using() as store:
@@ -149,25 +154,29 @@ class LocalOperations:
 
     def health(self, details: bool = True) -> Health:
         owner = self.owner
-        body = Health("ok" if owner.ready else "starting", __version__,
-                      model_loaded=bool(owner.embedder is not None and getattr(owner.embedder, "loaded", False)))
-        if not details or not owner.ready:
-            return body
+        loaded = bool(owner.embedder is not None and getattr(owner.embedder, "loaded", False))
+        if not details:
+            return Health("ok" if owner.ready else "starting", __version__, loaded)
+        persistence = {"type": "filesystem", "writable": os.access(self.layout.data, os.W_OK)}
+        if not owner.ready:
+            return Health("starting", __version__, loaded, persistence)
         with owner.using() as store:
-            vectors = None
+            # Chroma opens in the background after the startup file reconcile; until then (about a
+            # second at 20k memories) its fields are null rather than /health waiting for it.
+            vectors, chroma_ok = None, None
             if store.vectors.opened:
                 try:
-                    vectors = store.vectors.count()
+                    vectors, chroma_ok = store.vectors.count(), True
                 except Exception:  # the finding is that Chroma does not answer
-                    vectors = None
-            status = owner.watcher.status() if owner.watcher else None
-            info = {"memories": store.catalog.count(), "vectors": vectors,
-                    "last_reconcile": store.catalog.get_meta("last_reconcile"),
-                    "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded}
-            if status is not None:
-                info.update(watcher=status.observer, queue_depth=status.queue_depth, last_error=status.last_error,
-                            watcher_batches=status.batches)
-        return Health(body.status, body.version, body.model_loaded, info)
+                    chroma_ok = False
+            index = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,
+                     "last_reconcile": store.catalog.get_meta("last_reconcile"),
+                     "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded}
+            if owner.watcher is not None:
+                status = owner.watcher.status()
+                index.update(watcher=status.observer, queue_depth=status.queue_depth, last_error=status.last_error,
+                             watcher_batches=status.batches)
+        return Health("ok", __version__, loaded, persistence, index)
 
     def status(self) -> OwnerStatus:
         o = self.owner

@@ -67,6 +67,7 @@ class Owner:
         record = {"started_by": self.started_by, "socket": str(self.socket) if self.socket else None,
                   "idle_exit": self.idle_exit}
         self.lock = StoreLock(self.layout.lock_file, url=self.url, **record).acquire(lock_timeout)
+        log.info("owner pid %d took the lock (%s) at %.6f", os.getpid(), self.started_by, time.time())
         try:
             for note in finish_interrupted_restore(self.layout):
                 log.warning(note)
@@ -100,7 +101,8 @@ class Owner:
             try:
                 self._close_store()
             finally:
-                if self.lock is not None:
+                if self.lock is not None and self.lock.held:
+                    log.info("owner pid %d released the lock at %.6f", os.getpid(), time.time())
                     self.lock.release()
 
     @contextlib.contextmanager

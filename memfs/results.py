@@ -180,7 +180,9 @@ class Health(Record):
     status: str  # "ok" once the startup reconcile is done, else "starting"
     version: str
     model_loaded: bool = False
-    details: dict[str, Any] | None = None  # index and watcher state; only for authenticated callers
+    # Only for authenticated callers (over TCP with a token, the socket's own user):
+    persistence: dict[str, Any] | None = None  # {"type": "filesystem", "writable": bool}
+    index: dict[str, Any] | None = None  # catalog, Chroma and watcher state
 
 
 # -- the owner --------------------------------------------------------------------------------------

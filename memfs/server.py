@@ -51,8 +51,10 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+# Field types are checked here; what a value may be (empty content, k's range) is the operations'
+# business, so every way in refuses it with the same error (memfs.errors) and the same message.
 class MemoryIn(BaseModel):
-    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+    content: str = Field(max_length=MAX_CONTENT)
     tags: list[str] = Field(default_factory=list, max_length=100)
     type: str = Field(default="note", min_length=1, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -60,7 +62,7 @@ class MemoryIn(BaseModel):
 
 
 class MemoryPatch(BaseModel):
-    content: str | None = Field(default=None, min_length=1, max_length=MAX_CONTENT)
+    content: str | None = Field(default=None, max_length=MAX_CONTENT)
     tags: list[str] | None = Field(default=None, max_length=100)
     add_tags: list[str] = Field(default_factory=list, max_length=100)
     remove_tags: list[str] = Field(default_factory=list, max_length=100)
@@ -81,8 +83,8 @@ class FiltersIn(BaseModel):
 
 
 class SearchIn(FiltersIn):
-    query: str = Field(min_length=1, max_length=10_000)
-    k: int = Field(default=5, ge=1, le=1000)
+    query: str = Field(max_length=10_000)
+    k: int = 5
     mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
 
 
@@ -181,7 +183,7 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     async def on_invalid(request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+        return _error(422, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request, e: StarletteHTTPException):

@@ -48,3 +48,31 @@ def run_memfs(*args, env=None, **kwargs):
 
     return subprocess.run([sys.executable, "-m", "memfs", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_owner_left_behind(tmp_path, monkeypatch):
+    """Owners that commands start on demand exit soon in tests, and none outlives its test."""
+    monkeypatch.setenv("MEMFS_IDLE_EXIT", "30")
+    yield
+    stop_owners(tmp_path)
+
+
+def stop_owners(under: Path) -> None:
+    import signal
+    import time
+
+    from memfs.lock import is_held, read_owner
+
+    for lock in under.rglob("memfs.lock"):
+        if not is_held(lock):
+            continue
+        pid = read_owner(lock).get("pid")
+        if pid and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 30
+            while is_held(lock) and time.monotonic() < deadline:
+                time.sleep(0.05)

@@ -9,7 +9,10 @@ from memfs.lock import StoreLock
 
 
 @pytest.fixture
-def memfs(root):
+def memfs(root, monkeypatch):
+    """The CLI in this process, owning the store itself (the owner's path is tests/test_owner.py's)."""
+    monkeypatch.setenv("MEMFS_DAEMON", "0")
+    monkeypatch.setenv("MEMFS_LOCK_WAIT", "0.5")
     runner = CliRunner()
 
     def run(*args, code=0, input=None):
@@ -39,11 +42,11 @@ def test_round_trip(memfs, tmp_path):
     assert "dark theme" in memfs("get", mem_id).stdout
 
     listed = as_json(memfs("list", "--tag", "ui", "--since", "2025-01-01", "--json"))
-    assert [m["id"] for m in listed] == [mem_id]
-    assert as_json(memfs("list", "--type", "decision", "--json"))[0]["id"] == decision["id"]
+    assert [m["id"] for m in listed["memories"]] == [mem_id] and listed["next_cursor"] is None
+    assert as_json(memfs("list", "--type", "decision", "--json"))["memories"][0]["id"] == decision["id"]
 
     hits = as_json(memfs("search", "what theme does the user like", "-k", "5", "--tag", "ui",
-                         "--match", "all", "--mode", "semantic", "--json"))
+                         "--match", "all", "--mode", "semantic", "--json"))["hits"]
     assert hits[0]["id"] == mem_id and 0 < hits[0]["score"] <= 1
 
     memfs("update", mem_id, "--content", "User prefers light theme", "--add-tag", "x")

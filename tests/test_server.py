@@ -116,7 +116,7 @@ def test_crud_search_and_openapi(server):
     code, err = call(u + f"/memories/{mid}")
     assert code == 404 and err["error"]["code"] == "not_found"
     code, err = call(u + "/memories", "POST", {"content": ""})
-    assert code == 422 and err["error"]["code"] == "invalid_request"
+    assert code == 422 and err["error"]["code"] == "invalid"
     assert oversized_post(server.port) == 413
     code, spec = call(u + "/openapi.json")
     assert code == 200 and "/search" in spec["paths"]
@@ -161,7 +161,7 @@ def test_cli_and_manage_data_go_through_the_server(server):
     mid = json.loads(r.stdout)["id"]
     assert call(server.url + f"/memories/{mid}")[0] == 200
     r = memfs_cli("search", "added by the CLI", "--mode", "keyword", "--json", env=env)
-    assert json.loads(r.stdout)[0]["id"] == mid
+    assert json.loads(r.stdout)["hits"][0]["id"] == mid
     r = memfs_cli("rm", mid, "--json", env=env)
     assert r.returncode == 0 and json.loads(r.stdout) == {"removed": [mid]}, r.stderr
     assert call(server.url + f"/memories/{mid}")[0] == 404
@@ -169,7 +169,7 @@ def test_cli_and_manage_data_go_through_the_server(server):
     r = subprocess.run([sys.executable, str(REPO / "manage_data.py"), "backup", "--json"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert Path(json.loads(r.stdout)["backup"]).exists()
+    assert (server.root / json.loads(r.stdout)["backup"]).exists()
     assert call(server.url + "/health")[0] == 200  # still serving
 
 
@@ -191,10 +191,10 @@ def test_backup_during_writes_restores_with_matching_embeddings(server, tmp_path
     finally:
         stop.set()
         t.join()
-    archive = Path(made["backup"])
+    archive = server.root / made["backup"]
     other = tmp_path / "elsewhere"
     MemoryStore.init(other)
-    for f in (archive, Path(made["md5"])):
+    for f in (archive, server.root / made["md5"]):
         (other / "backups" / f.name).write_bytes(f.read_bytes())
     r = subprocess.run([sys.executable, str(REPO / "manage_data.py"), "--root", str(other), "restore",
                         archive.name, "--yes", "--json"], capture_output=True, text=True, timeout=300,

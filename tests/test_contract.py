@@ -1,0 +1,176 @@
+"""The operations contract (memfs.ops.Operations): the same tests against both implementations.
+
+`local` owns the store in this process; `remote` talks to a real owner subprocess (`memfs serve`) over
+its Unix socket. Both must return the same types and raise the same error classes with the same
+messages, so no entry point ever needs to know which one it holds.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from memfs.errors import BadRequestError, InvalidDocumentError, NotFoundError
+from memfs.local import LocalOperations
+from memfs.lock import read_owner
+from memfs.ops import Retention
+from memfs.query import Filters
+from memfs.remote import RemoteOperations
+from memfs.results import AddResult, BackupList, ListPage, MemoryRecord, SearchResult
+
+
+def start_owner(root):
+    """A real `memfs serve` on the store (Unix socket only); returns (process, socket path)."""
+    proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        sock = read_owner(root / "data" / "memfs.lock").get("socket")
+        if sock and os.path.exists(sock):
+            try:
+                with RemoteOperations(socket=sock) as r:
+                    if r.health().status == "ok":
+                        return proc, sock
+            except Exception:
+                pass
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("owner did not become ready")
+
+
+@pytest.fixture(params=["local", "remote"])
+def ops(request, root):
+    if request.param == "local":
+        o = LocalOperations.open(root)
+        yield o
+        o.close()
+        return
+    root.mkdir(parents=True)
+    proc, sock = start_owner(root)
+    o = RemoteOperations(socket=sock)
+    yield o
+    o.close()
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def test_memory_round_trip(ops):
+    added = ops.add("The deploy key rotates every ninety days", tags=["ops", "security"], metadata={"team": "infra"})
+    assert isinstance(added, AddResult) and not added.duplicate and added.path.endswith(".json")
+    again = ops.add("The deploy key rotates every ninety days")
+    assert again.duplicate and again.memory.id == added.memory.id
+    got = ops.get(added.memory.id)
+    assert isinstance(got, MemoryRecord) and got.memory == added.memory and got.path == added.path
+    updated = ops.update(added.memory.id, add_tags=["keys"], remove_tags=["ops"], metadata={"owner": "ana"})
+    assert updated.memory.tags == ("security", "keys") and updated.memory.metadata == {"team": "infra", "owner": "ana"}
+    removed = ops.remove(added.memory.id)
+    assert removed.memory.id == added.memory.id
+    with pytest.raises(NotFoundError, match=f"no memory with id '{added.memory.id}'"):
+        ops.get(added.memory.id)
+
+
+def test_invalid_input_is_refused_the_same_way(ops):
+    with pytest.raises(InvalidDocumentError, match="'content' is empty"):
+        ops.add("   ")
+    with pytest.raises(BadRequestError, match="k must be between 1 and 1000"):
+        ops.search("anything", k=0)
+    with pytest.raises(BadRequestError, match="cursor"):
+        ops.list(cursor="١٢")  # Arabic-Indic digits: isdigit() but not a cursor we gave out
+    with pytest.raises(NotFoundError, match="no memory with id 'nope'"):
+        ops.update("nope", content="x")
+
+
+def test_list_pages_and_filters(ops):
+    for n in range(5):
+        ops.add(f"memory number {n} about the aquarium", tags=["fish"] if n % 2 else [])
+    first = ops.list(limit=2)
+    assert isinstance(first, ListPage) and len(first.memories) == 2 and first.next_cursor
+    rest = ops.list(limit=10, cursor=first.next_cursor)
+    assert len(rest.memories) == 3 and rest.next_cursor is None
+    ids = [r.memory.id for r in first.memories + rest.memories]
+    assert len(set(ids)) == 5
+    fish = ops.list(Filters(tags=("fish",)))
+    assert {r.memory.id for r in fish.memories} == {r.memory.id for r in first.memories + rest.memories
+                                                    if "fish" in r.memory.tags}
+
+
+def test_search_finds_a_paraphrase_and_applies_filters(ops):
+    target = ops.add("The user prefers a dark colour scheme in every editor", tags=["prefs"]).memory.id
+    ops.add("Quarterly revenue grew by four percent", tags=["finance"])
+    ops.add("Error E4417 means the upstream certificate expired", tags=["ops"])
+    result = ops.search("what theme does the user like", mode="semantic", k=3)
+    assert isinstance(result, SearchResult) and result.hits[0].memory.id == target
+    assert ops.search("E4417", mode="keyword").hits[0].memory.content.startswith("Error E4417")
+    filtered = ops.search("what theme does the user like", mode="hybrid", filters=Filters(tags=("finance",)))
+    assert [h.memory.tags for h in filtered.hits] == [("finance",)]
+
+
+def test_reindex_stats_and_health(ops, root):
+    (root / "data" / "memories" / "dropped.json").write_text('{"content": "a memory dropped in by hand"}')
+    (root / "data" / "memories" / "broken.json").write_text("{not json")
+    report = ops.reindex()
+    assert report.invalid and report.invalid[0].path == "broken.json"
+    assert ops.get("dropped").memory.content == "a memory dropped in by hand"
+    stats = ops.stats()
+    assert stats.memories == 1 and stats.invalid_files == 1 and stats.model.endswith("all-MiniLM-L6-v2")
+    health = ops.health()
+    assert health.status == "ok" and health.index["memories"] == 1
+    assert ops.status().running
+
+
+def test_backups(ops, root):
+    ops.add("kept in the backup")
+    made = ops.backup(compression="zst")
+    assert made.backup.startswith("backups/") and (root / made.backup).is_file() and made.pruned == []
+    listed = ops.list_backups(verify=True)
+    assert isinstance(listed, BackupList) and listed.backups[0].checksum == "ok"
+    assert listed.backups[0].retention == ["daily " + listed.backups[0].created[:10],
+                                           "weekly " + "%04d-W%02d" % _iso_week(listed.backups[0].created),
+                                           "monthly " + listed.backups[0].created[:7]]
+    assert ops.validate(backups=True).ok
+    plan = ops.prune(retention=Retention(0, 0, 0, 0), dry_run=True)
+    assert [(e.name, e.keep) for e in plan.backups] == [(made.name, True)]
+    dry = ops.restore("latest", dry_run=True)
+    assert dry.dry_run and dry.memory_count == 1
+    later = ops.add("added after the backup").memory.id
+    done = ops.restore(made.name)
+    assert done.memory_count == 1 and done.pre_restore.startswith("backups/pre_restore_") and done.problems == []
+    with pytest.raises(NotFoundError):
+        ops.get(later)
+    with pytest.raises(NotFoundError, match="not a backup file"):
+        ops.restore("nothing-like-a-backup.tar.gz")
+
+
+def _iso_week(created: str):
+    from datetime import date
+
+    return date.fromisoformat(created[:10]).isocalendar()[:2]
+
+
+def test_results_have_the_same_json_either_way(root, tmp_path):
+    """The same requests on the same data, in-process and through an owner: identical JSON."""
+    local = LocalOperations.open(root)
+    mid = local.add("identical either way, about otters", tags=["t"]).memory.id
+    volatile = {"seconds"}
+
+    def snapshot(o):
+        return {
+            "get": o.get(mid).to_dict(),
+            "list": o.list().to_dict(),
+            "search": o.search("otters", mode="keyword").to_dict(),
+            "stats": {k: v for k, v in o.stats().to_dict().items() if k != "disk_bytes"},
+            "validate": {k: v for k, v in o.validate().to_dict().items() if k not in volatile},
+            "backups": o.list_backups().to_dict(),
+        }
+
+    before = snapshot(local)
+    local.close()
+    proc, sock = start_owner(root)
+    try:
+        with RemoteOperations(socket=sock) as remote:
+            assert snapshot(remote) == before
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
