@@ -75,9 +75,8 @@ def cli(ctx: click.Context, root: Path, url: str | None, token: str | None, no_d
 @command()
 def init(as_json) -> None:
     """Create the store's directory layout (safe to run again)."""
-    from .filestore import Layout
 
-    layout = Layout(click.get_current_context().obj["root"])
+    layout = click.get_current_context().obj["layout"]
     layout.create()
     if as_json:
         emit_json({"root": str(layout.root), "memories": str(layout.memories)})
@@ -267,12 +266,11 @@ def stats(ops, as_json) -> None:
 @command()
 def status(as_json) -> None:
     """Whether an owner runs for this store: its pid, how it was started, where it listens, idle time left."""
-    from .filestore import Layout
     from .lock import is_held, read_owner
     from .remote import OwnerGoneError, RemoteOperations
     from .results import OwnerStatus
 
-    layout = Layout(click.get_current_context().obj["root"])
+    layout = click.get_current_context().obj["layout"]
     record = read_owner(layout.lock_file) if is_held(layout.lock_file) else {}
     st = OwnerStatus(False)
     if record.get("socket"):
@@ -303,11 +301,10 @@ def status(as_json) -> None:
 @command()
 def stop(timeout) -> None:
     """Stop the store's owner cleanly: it finishes pending work, closes and releases the store."""
-    from .filestore import Layout
     from .lock import is_held, read_owner
     from .remote import OwnerGoneError, RemoteOperations
 
-    layout = Layout(click.get_current_context().obj["root"])
+    layout = click.get_current_context().obj["layout"]
     record = read_owner(layout.lock_file)
     if not is_held(layout.lock_file) or not record.get("socket"):
         click.echo(f"no owner runs for {layout.root}")
@@ -351,10 +348,9 @@ def _run_owner(started_by: str, **options) -> None:
     import logging
 
     from .daemon import log_to_owner_file, run_owner
-    from .filestore import Layout
 
     ctx = click.get_current_context()
-    layout = Layout(ctx.obj["root"])
+    layout = ctx.obj["layout"]
     console = None
     if started_by != "on-demand":
         _take_over(layout, started_by)
@@ -440,10 +436,9 @@ def serve(host, port, insecure, polling, reconcile_every) -> None:
 @command()
 def owner(idle_exit, polling, reconcile_every) -> None:
     """The owner a command starts on demand (detached; logs to data/logs/owner.log)."""
-    from .filestore import Layout
     from .lock import is_held, read_owner
 
-    layout = Layout(click.get_current_context().obj["root"])
+    layout = click.get_current_context().obj["layout"]
     deadline = time.monotonic() + 60
     while is_held(layout.lock_file):
         if read_owner(layout.lock_file).get("socket") or time.monotonic() > deadline:

@@ -69,7 +69,7 @@ def store_options(fn):
 def settings(root: Path, url: str | None, token: str | None, no_daemon: bool) -> dict:
     """The resolved configuration a group puts in ctx.obj for its commands."""
     daemon = not no_daemon and os.environ.get("MEMFS_DAEMON", "1").strip().lower() not in ("0", "false", "no", "off")
-    return {"root": root, "url": url, "token": token, "daemon": daemon,
+    return {"root": root, "layout": Layout(root), "url": url, "token": token, "daemon": daemon,
             "idle_exit": _seconds("MEMFS_IDLE_EXIT", None), "lock_wait": _seconds("MEMFS_LOCK_WAIT", 60.0)}
 
 
@@ -106,14 +106,14 @@ def command(outcome_log: str | None = None):
                 raise
             except Exception as e:
                 error_id = secrets.token_hex(4)
-                _log_traceback(ctx.obj["root"], error_id, e)
+                _log_traceback(ctx.obj["layout"], error_id, e)
                 outcome, code = f"failed (exit {EXIT_FAILED}): unexpected {type(e).__name__} (error id {error_id})", EXIT_FAILED
                 raise CommandError(MemfsError(
                     f"unexpected error ({type(e).__name__}: {printable(str(e))[:200]}); the traceback is in "
                     f"data/logs/memfs.log under error id {error_id}")) from e
             finally:
                 if outcome_log:
-                    _append_line(ctx.obj["root"], outcome_log,
+                    _append_line(ctx.obj["layout"], outcome_log,
                                  f"{ctx.info_name} {outcome.strip()} ({time.monotonic() - started:.2f}s)")
             if code:
                 ctx.exit(code)
@@ -121,8 +121,8 @@ def command(outcome_log: str | None = None):
     return decorate
 
 
-def _log_traceback(root: Path, error_id: str, e: Exception) -> None:
-    logs = Layout(root).logs
+def _log_traceback(layout: Layout, error_id: str, e: Exception) -> None:
+    logs = layout.logs
     if not logs.is_dir():
         import traceback
 
@@ -132,8 +132,8 @@ def _log_traceback(root: Path, error_id: str, e: Exception) -> None:
         log.error("unexpected error %s", error_id, exc_info=e)
 
 
-def _append_line(root: Path, name: str, line: str) -> None:
-    logs = Layout(root).logs
+def _append_line(layout: Layout, name: str, line: str) -> None:
+    logs = layout.logs
     if not logs.is_dir():
         return  # no store there: nothing to log into, and the error already said so
     audit = logging.getLogger(f"memfs.audit.{name}")
@@ -186,7 +186,7 @@ def with_operations(*, needs_model=False, create: bool = False):
                     stack.enter_context(log_to_file(ops.layout.logs / "memfs.log", logging.getLogger("memfs"),
                                                     "%(asctime)s %(levelname)s %(name)s: %(message)s", 5 << 20, 3))
 
-                ops = connect(o["root"], url=o["url"], token=o["token"], daemon=o["daemon"], needs_model=model,
+                ops = connect(o["layout"], url=o["url"], token=o["token"], daemon=o["daemon"], needs_model=model,
                               idle_exit=o["idle_exit"] or DEFAULT_IDLE_EXIT, wait=o["lock_wait"], create=create,
                               on_local=local)
                 stack.callback(ops.close)

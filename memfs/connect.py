@@ -25,14 +25,14 @@ DEFAULT_IDLE_EXIT = 900.0  # seconds an owner started on demand stays without re
 _NOT_RETRIED_AFTER_SEND = frozenset({"restore", "prune", "remove"})
 
 
-def connect(root: Path | str, *, url: str | None = None, token: str | None = None, daemon: bool = True,
+def connect(where: Layout | Path | str, *, url: str | None = None, token: str | None = None, daemon: bool = True,
             needs_model: bool = False, idle_exit: float = DEFAULT_IDLE_EXIT, wait: float = 60.0,
             create: bool = False, on_local: Callable[[Any], None] | None = None):
-    """Operations on the store at `root` (see the module docstring). `on_local(ops)` is called when
+    """Operations on the store at `where` (see the module docstring). `on_local(ops)` is called when
     this process ends up owning the store (the CLI sends its log to data/logs/ then)."""
     if url is not None:
         return RemoteOperations(url=url, token=token)
-    layout = Layout(Path(root))
+    layout = Layout.of(where)
     if create:
         layout.create()
     elif not layout.memories.is_dir():
@@ -44,7 +44,7 @@ def connect(root: Path | str, *, url: str | None = None, token: str | None = Non
         return _find_or_start(layout, daemon=daemon and needs_model, idle_exit=idle_exit, wait=wait,
                               on_local=on_local)
 
-    return Client(find)
+    return Client(find, wait)
 
 
 def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: float, on_local):
@@ -65,7 +65,7 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
                 spawned_at = time.monotonic()
         else:
             try:
-                ops = LocalOperations.open(layout.root, lock_timeout=0.2)
+                ops = LocalOperations.open(layout, lock_timeout=0.2)
             except StoreBusyError:
                 pass  # another process took it between the look and the grab: look again
             else:
@@ -89,10 +89,17 @@ def spawn_owner(layout: Layout, idle_exit: float) -> None:
 
 
 class Client:
-    """Operations through whoever owns the store now; finds (or starts) a new owner if it goes away."""
+    """Operations through whoever owns the store now; finds (or starts) a new owner if it goes away.
 
-    def __init__(self, find: Callable[[], Any]):
+    A request the owner never received (connection refused: an owner handing over, exiting idle, or
+    killed) is sent again to whoever owns the store next, for up to `wait` seconds. One whose
+    connection dropped after it was sent is repeated only where repeating is harmless (an add of the
+    same content finds the first one; see _NOT_RETRIED_AFTER_SEND).
+    """
+
+    def __init__(self, find: Callable[[], Any], wait: float = 60.0):
         self._find = find
+        self._wait = wait
         self._ops = find()
 
     def __getattr__(self, name: str):
@@ -101,14 +108,17 @@ class Client:
             return attr
 
         def call(*args, **kwargs):
-            for attempt in range(5):
+            deadline = time.monotonic() + self._wait
+            pause = 0.02
+            while True:
                 try:
                     return getattr(self._ops, name)(*args, **kwargs)
                 except OwnerGoneError as e:
-                    if (e.sent and name in _NOT_RETRIED_AFTER_SEND) or attempt == 4:
+                    if (e.sent and name in _NOT_RETRIED_AFTER_SEND) or time.monotonic() >= deadline:
                         raise
                     self._ops.close()
-                    time.sleep(0.05 * attempt)
+                    time.sleep(pause)
+                    pause = min(0.25, pause * 2)
                     self._ops = self._find()
         return call
 

@@ -26,6 +26,12 @@ class Layout:
 
     root: Path
 
+
+    @classmethod
+    def of(cls, where: "Layout | Path | str") -> "Layout":
+        """The layout itself, or the one rooted at a path (the entry points make one and hand it down)."""
+        return where if isinstance(where, Layout) else cls(Path(where))
+
     @property
     def data(self) -> Path:
         return self.root / "data"

@@ -69,10 +69,10 @@ class LocalOperations:
         self._owns = owns
 
     @classmethod
-    def open(cls, root: Path | str, *, started_by: str = "command", watch: bool = False,
+    def open(cls, where: Layout | Path | str, *, started_by: str = "command", watch: bool = False,
              lock_timeout: float = 2.0, **owner_options) -> "LocalOperations":
         """Own the store in this process for a while (a `--no-daemon` command, a test)."""
-        owner = Owner(Layout(Path(root)), started_by=started_by, watch=watch, **owner_options)
+        owner = Owner(Layout.of(where), started_by=started_by, watch=watch, **owner_options)
         try:
             owner.start(lock_timeout)
         except (OSError, sqlite3.Error) as e:

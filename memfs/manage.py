@@ -15,7 +15,6 @@ import click
 from .cmdline import (command, emit_json, human_size, json_option, printable, progress_bar, settings,
                       store_options, with_operations)
 from .errors import EXIT_PROBLEMS, StoreNotInitializedError
-from .filestore import Layout
 from .ops import Retention
 
 AUDIT_LOG = "manage-data.log"
@@ -68,7 +67,7 @@ def cli(ctx, root: Path, url: str | None, token: str | None, no_daemon: bool) ->
     Exit codes: 0 ok, 1 problems found, 2 usage, 3 failed (I/O, corrupt backup), 4 busy.
     """
     ctx.obj = settings(root, url, token, no_daemon)
-    if ctx.obj["url"] is None and not Layout(root).data.is_dir() and ctx.invoked_subcommand is not None:
+    if ctx.obj["url"] is None and not ctx.obj["layout"].data.is_dir() and ctx.invoked_subcommand is not None:
         raise click.ClickException(str(StoreNotInitializedError(
             f"no memfs store at {Path(root)}; run `memfs init` there first, or point --root / MEMFS_ROOT "
             "at the store")))
@@ -137,7 +136,7 @@ def restore(which, backup_dir, yes, dry_run, no_verify, as_json):
     The archive is verified completely before anything changes; the current data is saved as a
     pre-restore backup; the swap is atomic per directory and finished at next start if interrupted.
     """
-    root = Layout(click.get_current_context().obj["root"]).root
+    root = click.get_current_context().obj["layout"].root
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not asking on a non-interactive run: add --yes to restore")

@@ -78,7 +78,7 @@ class Owner:
         return self
 
     def _open(self) -> None:
-        self.store = MemoryStore.open(self.layout.root, lock=self.lock, embedder=self.embedder)
+        self.store = MemoryStore.open(self.layout, lock=self.lock, embedder=self.embedder)
         self.embedder = self.store.embedder
         if self.watch:
             from .watcher import Watcher

@@ -54,14 +54,14 @@ class MemoryStore:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, root: Path | str) -> Layout:
+    def init(cls, root: Layout | Path | str) -> Layout:
         """Create the directory layout (idempotent)."""
-        layout = Layout(Path(root))
+        layout = Layout.of(root)
         layout.create()
         return layout
 
     @classmethod
-    def open(cls, root: Path | str, *, create: bool = False, embedder: Embedder | None = None,
+    def open(cls, root: Layout | Path | str, *, create: bool = False, embedder: Embedder | None = None,
              chroma_url: str | None = None, lock_timeout: float = 0.0, url: str | None = None,
              lock: StoreLock | None = None) -> "MemoryStore":
         """Open the store at `root`, taking its lock (StoreBusyError if another process holds it).
@@ -69,7 +69,7 @@ class MemoryStore:
         Pass `lock` when the caller already holds it (backup, restore): the store then uses it and
         leaves releasing it to the caller.
         """
-        layout = Layout(Path(root))
+        layout = Layout.of(root)
         if create:
             layout.create()
         elif not layout.memories.is_dir():
