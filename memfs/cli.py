@@ -134,7 +134,7 @@ def get(ops, mem_id, as_json) -> None:
         click.echo(f"warning: {printable(r.warning)}", err=True)
     click.echo(f"id:      {printable(m.id)}\npath:    {printable(r.path)}\ntype:    {printable(m.type)}\n"
                f"tags:    {printable(', '.join(m.tags))}\ncreated: {m.created_at.isoformat()}\n"
-               f"updated: {m.updated_at.isoformat()}\n\n{printable(m.content)}")
+               f"updated: {m.updated_at.isoformat()}\n\n{printable(m.content, multiline=True)}")
 
 
 @cli.command("list")

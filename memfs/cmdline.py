@@ -34,11 +34,13 @@ class CommandError(click.ClickException):
         self.exit_code = error.exit_code
 
 
-def printable(text: str) -> str:
-    """Text from a file name or a memory, safe for a terminal: control characters shown escaped."""
+def printable(text: str, *, multiline: bool = False) -> str:
+    """Text from a file name or a memory, safe for a terminal: control characters (an ESC sequence, a
+    bell, a carriage return) shown escaped; with `multiline`, newlines and tabs kept as they are."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    keep = "\n\t" if multiline else ""
+    return "".join(c if c.isprintable() or c == " " or c in keep else repr(c)[1:-1] for c in text)
 
 
 def emit_json(data) -> None:
