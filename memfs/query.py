@@ -180,7 +180,7 @@ def analyze(query: str) -> QueryPlan:
     terms: list[Term] = []
     for m in _QUOTED.finditer(query):
         phrase = m.group(1) or m.group(2)
-        tokens = tuple(t.lower() for t in _TOKEN.findall(phrase))
+        tokens = _tokens(phrase)
         if tokens:
             terms.append(Term(phrase.strip(), tokens, "phrase"))
     rest = _QUOTED.sub(" ", query)
@@ -188,7 +188,7 @@ def analyze(query: str) -> QueryPlan:
     stops: list[Term] = []
     for raw in rest.split():
         word = raw.strip(_EDGE_PUNCT)
-        tokens = tuple(t.lower() for t in _TOKEN.findall(word))
+        tokens = _tokens(word)
         if not tokens:
             continue
         if is_identifier(word):
@@ -205,6 +205,10 @@ def analyze(query: str) -> QueryPlan:
     for t in terms:
         unique.setdefault(t.tokens, t)
     return QueryPlan(query, tuple(unique.values()))
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(t.lower() for t in _TOKEN.findall(_fold(text)))
 
 
 def _term_pattern(tokens: tuple[str, ...]) -> "re.Pattern[str]":
@@ -248,7 +252,7 @@ def term_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     folded = _fold(text)
     spans: list[tuple[int, int]] = []
     for term in terms:
-        tokens = tuple(t.lower() for t in _TOKEN.findall(term))
+        tokens = _tokens(term)
         if tokens:
             spans += [m.span() for m in _term_pattern(tokens).finditer(folded)]
     merged: list[tuple[int, int]] = []
@@ -309,3 +313,9 @@ NO_MATCH_SCORE = 0.35
 def fused_score(similarity: float | None, cover: float, exact: bool) -> float:
     a = ALPHA_EXACT if exact else ALPHA_NATURAL
     return (1.0 - a) * max(0.0, similarity or 0.0) + a * cover
+
+
+def is_good_match(hit: Hit, plan: QueryPlan) -> bool:
+    """Whether a hit answers the query well enough to be listed without being asked: it scores at
+    least NO_MATCH_SCORE, or it contains one of the query's identifiers / quoted phrases."""
+    return hit.score >= NO_MATCH_SCORE or any(t.exact and t.text in hit.matched_terms for t in plan.terms)

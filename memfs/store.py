@@ -26,7 +26,8 @@ from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
-from .query import MODES, NO_MATCH_SCORE, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, matched, snippet
+from .query import (MODES, NO_MATCH_SCORE, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
+                    matched, snippet)
 from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
 from .vectors import VectorIndex
 
@@ -268,7 +269,7 @@ class MemoryStore:
             note = None if kept else f"no hit scores {min_score:g} or more (best: {hits[0].score:.2f})"
             return SearchResult(kept, note)
         best = hits[0]
-        if best.score < NO_MATCH_SCORE and not any(t.exact and t.text in best.matched_terms for t in plan.terms):
+        if not is_good_match(best, plan):
             sim = f"similarity {best.similarity:.2f}, " if best.similarity is not None else ""
             return SearchResult([], f"no good match for {query!r}: the closest memory ({best.memory.id}; "
                                     f"{sim}score {best.score:.2f}) is below {NO_MATCH_SCORE:g}; "
