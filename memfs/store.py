@@ -29,7 +29,7 @@ from .lock import StoreLock
 from .query import (MODES, NO_MATCH_SCORE, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
                     matched, snippet)
 from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
-from .vectors import VectorIndex
+from .vectors import EXACT_MAX, VectorIndex
 
 log = logging.getLogger("memfs")
 
@@ -314,6 +314,28 @@ class MemoryStore:
                             None if sim is None else round(min(1.0, max(0.0, sim)), 4), terms, rank,
                             snippet(entry.memory.content, terms)))
         return hits
+
+    def warm(self) -> None:
+        """Load what the first search would otherwise wait for: the model, and the vectors exact
+        search holds in memory. An owner runs this in the background once it serves (issue #12)."""
+        self.embedder.embed(["warm-up"])
+        with self._mutex:
+            if self.vectors.count() <= EXACT_MAX:
+                self.vectors.load()
+
+    @property
+    def vectors_outdated(self) -> bool:
+        """The vector index was built with older, less exact HNSW parameters (vectors.HNSW)."""
+        with self._mutex:
+            return self.vectors.outdated
+
+    def rebuild_vectors(self, progress: Progress | None = None) -> int:
+        """Make the vector index again with today's parameters, from the embedding cache (content never
+        embedded is embedded). The migration `memfs reindex` runs when `vectors_outdated`."""
+        with self._mutex:
+            self.vectors.reset()
+            self.catalog.mark_unsynced(self.catalog.ids())
+            return self._write_vectors(None, progress=progress)
 
     def _semantic(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
         if self.catalog.count() == 0:
