@@ -66,11 +66,16 @@ def build(root: Path, n: int, memories: list[dict], work: Path) -> MemoryStore:
     mem_dir = root / "data" / "memories"
     bg = mem_dir / "bg"
     if not bg.is_dir():
-        gen = work / f"gen{n}"
-        if not (gen / "corpus.jsonl").exists():
-            subprocess.run([sys.executable, str(GEN), str(gen / "mem"), str(n)], check=True, capture_output=True)
         MemoryStore.init(root)
-        shutil.copytree(gen / "mem", bg)
+        if GEN.exists():
+            gen = work / f"gen{n}"
+            if not (gen / "corpus.jsonl").exists():
+                subprocess.run([sys.executable, str(GEN), str(gen / "mem"), str(n)], check=True, capture_output=True)
+            shutil.copytree(gen / "mem", bg)
+        else:  # a checkout without ../shared (CI): CPython's help topics, as gen_corpus starts with
+            bg.mkdir()
+            for i, text in enumerate(_pydoc_paragraphs(n)):
+                (bg / f"{i:06d}.json").write_text(json.dumps({"content": text, "created_at": "2025-01-01T00:00:00Z"}))
     shutil.rmtree(mem_dir / "eval", ignore_errors=True)
     (mem_dir / "eval").mkdir(parents=True)
     for m in memories:
@@ -79,6 +84,20 @@ def build(root: Path, n: int, memories: list[dict], work: Path) -> MemoryStore:
     store = MemoryStore.open(root)
     store.reconcile()
     return store
+
+
+def _pydoc_paragraphs(n: int) -> list[str]:
+    import pydoc_data.topics as topics
+
+    out: list[str] = []
+    for name in sorted(topics.topics):
+        for para in topics.topics[name].split("\n\n"):
+            para = " ".join(para.split())
+            if 120 <= len(para) <= 1500 and para not in out:
+                out.append(para)
+                if len(out) == n:
+                    return out
+    return out
 
 
 class ExactCosine:
