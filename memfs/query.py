@@ -119,12 +119,14 @@ find show give say said one ones also way use used using
 """.split())
 
 # An identifier: letters and digits mixed (E4417, PROJ-1234, v2.3.1, 0x1F), a path or dotted name
-# (src/app/main.py, os.path.join), snake_case, camelCase, or a number of 3+ digits.
+# (src/app/main.py, os.path.join), snake_case, camelCase, kebab-case with two hyphens or more, or a
+# number of 3+ digits.
 _IDENT_RES = (
     re.compile(r"(?=.*\d)(?=.*[^\W\d_])"),      # letters and digits
     re.compile(r"\w[./\\:_]\w|^[./~]"),          # path, dotted name, snake_case
     re.compile(r"[a-z][A-Z]"),                   # camelCase
     re.compile(r"^\d{3,}$|\d[.\-]\d"),           # long numbers, versions, dates
+    re.compile(r"^\w+-\w+-\w+"),                  # kebab-case names: video-transcode-jobs
 )
 _TOKEN = re.compile(r"[^\W_]+")
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”')
@@ -137,7 +139,7 @@ class Term:
 
     text: str                 # as written in the query (what `matched_terms` reports)
     tokens: tuple[str, ...]   # lower-cased tokens, as the FTS5 tokenizer splits them
-    kind: Literal["word", "identifier", "phrase"]
+    kind: Literal["word", "identifier", "phrase", "name"]
 
     @property
     def exact(self) -> bool:
@@ -168,6 +170,23 @@ class QueryPlan:
         return " OR ".join(dict.fromkeys('"' + " ".join(t.tokens) + '"' for t in self.terms))
 
 
+# Capitalised words that are not a sentence's first word (or are followed by another capitalised word):
+# people, places, products. "What did Priya say" names Priya; "What did we say" names no one.
+NAMES = True
+ACRONYMS = False
+
+
+def _is_name(word: str, n: int, words: list[str]) -> bool:
+    if ACRONYMS and len(word) >= 2 and word.isupper() and word.isalpha():
+        return True
+    if not (word[:1].isupper() and any(c.islower() for c in word[1:])):
+        return False
+    if n > 0:
+        return True
+    nxt = words[1] if len(words) > 1 else ""
+    return len(words) == 1 or (nxt[:1].isupper() and any(c.islower() for c in nxt[1:]))
+
+
 def is_identifier(word: str) -> bool:
     return any(r.search(word) for r in _IDENT_RES)
 
@@ -186,13 +205,15 @@ def analyze(query: str) -> QueryPlan:
     rest = _QUOTED.sub(" ", query)
     words: list[Term] = []
     stops: list[Term] = []
-    for raw in rest.split():
-        word = raw.strip(_EDGE_PUNCT)
+    raws = [w.strip(_EDGE_PUNCT) for w in rest.split()]
+    for n, word in enumerate(raws):
         tokens = _tokens(word)
         if not tokens:
             continue
         if is_identifier(word):
             terms.append(Term(word, tokens, "identifier"))
+        elif NAMES and _is_name(word, n, raws) and tokens[0] not in STOP_WORDS:
+            terms.append(Term(word.removesuffix("'s").removesuffix("’s"), tokens[:1], "name"))
         elif len(tokens) > 1:  # e.g. "don't", "e-mail": each part a word
             for t in tokens:
                 (stops if t in STOP_WORDS or len(t) < 2 else words).append(Term(t, (t,), "word"))
@@ -303,11 +324,13 @@ def highlight(text: str, terms: Iterable[str], before: str = "[", after: str = "
 # A natural question is mostly a semantic question: the keyword side only breaks near-ties.
 # A query that names something (E4417, PROJ-1234, "a quoted phrase") is about the memory that
 # contains it: with a = 0.6, a memory holding every exact term outranks any that holds none.
-ALPHA_NATURAL = 0.15
-ALPHA_EXACT = 0.6
+ALPHA_NATURAL = 0.0
+ALPHA_EXACT = 0.5
 
-# "No good match": the best hit's score is below this and it contains none of the query's exact terms.
-NO_MATCH_SCORE = 0.35
+# "No good match": the best hit's cosine similarity is below this (its keyword coverage below
+# NO_MATCH_COVERAGE in keyword mode) and it contains none of the query's exact terms.
+NO_MATCH_SIMILARITY = 0.27
+NO_MATCH_COVERAGE = 0.5
 
 
 def fused_score(similarity: float | None, cover: float, exact: bool) -> float:
@@ -316,6 +339,21 @@ def fused_score(similarity: float | None, cover: float, exact: bool) -> float:
 
 
 def is_good_match(hit: Hit, plan: QueryPlan) -> bool:
-    """Whether a hit answers the query well enough to be listed without being asked: it scores at
-    least NO_MATCH_SCORE, or it contains one of the query's identifiers / quoted phrases."""
-    return hit.score >= NO_MATCH_SCORE or any(t.exact and t.text in hit.matched_terms for t in plan.terms)
+    """Whether a hit answers the query well enough to be listed without being asked: its similarity
+    is at least NO_MATCH_SIMILARITY (keyword mode: coverage at least NO_MATCH_COVERAGE), or it
+    contains one of the query's identifiers, names or quoted phrases."""
+    if any(t.exact and t.text in hit.matched_terms for t in plan.terms):
+        return True
+    if hit.similarity is None:
+        return hit.score >= NO_MATCH_COVERAGE
+    return hit.similarity >= NO_MATCH_SIMILARITY
+
+
+def no_match_note(query: str, hit: Hit) -> str:
+    """What `search_result` says instead of listing hits that are not good matches."""
+    if hit.similarity is None:
+        why = f"it holds {hit.score:.0%} of the query's keyword weight (< {NO_MATCH_COVERAGE:.0%})"
+    else:
+        why = f"similarity {hit.similarity:.2f} < {NO_MATCH_SIMILARITY:g}"
+    return (f"no good match for {query!r}: the closest memory ({hit.memory.id}) is weak ({why}) and contains "
+            "none of the query's names or identifiers; pass --min-score 0 to list the nearest anyway")

@@ -26,8 +26,8 @@ from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
-from .query import (MODES, NO_MATCH_SCORE, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
-                    matched, snippet)
+from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match, matched,
+                    no_match_note, snippet)
 from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
 from .vectors import EXACT_MAX, VectorIndex
 
@@ -247,8 +247,8 @@ class MemoryStore:
         """Search, and say so (`note`, no hits) when nothing is a good match, instead of listing the k
         least bad memories.
 
-        With `min_score` None the cut is automatic: the best hit must score at least
-        query.NO_MATCH_SCORE or contain one of the query's identifiers / quoted phrases. With a
+        With `min_score` None the cut is automatic (query.is_good_match): the best hit must be similar
+        enough to the query or contain one of its names, identifiers or quoted phrases. With a
         `min_score` (0–1, compared with Hit.score) that is the cut; 0 lists everything found.
         """
         if k < 1:
@@ -268,12 +268,8 @@ class MemoryStore:
             kept = [h for h in hits if h.score >= min_score]
             note = None if kept else f"no hit scores {min_score:g} or more (best: {hits[0].score:.2f})"
             return SearchResult(kept, note)
-        best = hits[0]
-        if not is_good_match(best, plan):
-            sim = f"similarity {best.similarity:.2f}, " if best.similarity is not None else ""
-            return SearchResult([], f"no good match for {query!r}: the closest memory ({best.memory.id}; "
-                                    f"{sim}score {best.score:.2f}) is below {NO_MATCH_SCORE:g}; "
-                                    "pass a lower --min-score (e.g. 0) to list the nearest anyway")
+        if not is_good_match(hits[0], plan):
+            return SearchResult([], no_match_note(query, hits[0]))
         return SearchResult(hits, None)
 
     def _ranked(self, plan: QueryPlan, k: int, mode: Mode, filters: Filters) -> list[Hit]:
