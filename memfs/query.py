@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -232,6 +233,7 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(t.lower() for t in _TOKEN.findall(_fold(text)))
 
 
+@functools.lru_cache(maxsize=1024)
 def _term_pattern(tokens: tuple[str, ...]) -> "re.Pattern[str]":
     # Tokens next to each other, separated by anything that is not a letter or digit, as FTS5's
     # unicode61 tokenizer sees them; whole tokens only.

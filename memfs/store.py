@@ -288,11 +288,17 @@ class MemoryStore:
                 for r, i in enumerate(sims, 1):
                     ranks.setdefault(i, {})["semantic"] = r
                 sims.update(self._similarities([i for i in kw_ids if i not in sims], plan.text))
-        entries = self.catalog.get_many(list(ranks))
+        # Which terms a memory holds is read from its text. In hybrid mode, when the keyword index
+        # returned fewer than `depth`, it returned every memory holding any term: the rest hold none.
+        readable = set(kw_ids) if mode == "hybrid" and len(kw_ids) < depth else set(ranks)
+        entries = self.catalog.get_many(list(readable))
+        found = {i: matched(plan, e.memory.content) for i, e in entries.items()}
         scored = []
-        for mem_id, entry in entries.items():
-            found = matched(plan, entry.memory.content)
-            cover = coverage(found, weights)
+        for mem_id in ranks:
+            if mem_id not in entries and mem_id in readable:
+                continue  # removed from the catalog since the index answered
+            terms = found.get(mem_id, ())
+            cover = coverage(terms, weights)
             sim = sims.get(mem_id)
             if mode == "semantic":
                 score = max(0.0, sim or 0.0)
@@ -300,14 +306,18 @@ class MemoryStore:
                 score = cover
             else:
                 score = fused_score(sim, cover, plan.exact)
-            order = (-score, ranks[mem_id].get("keyword", 1 << 30), mem_id)
-            scored.append((order, entry, score, sim, found))
+            scored.append(((-score, ranks[mem_id].get("keyword", 1 << 30), mem_id), score, sim, terms))
         scored.sort(key=lambda x: x[0])
+        top = scored[:k]
+        entries.update(self.catalog.get_many([o[2] for o, *_ in top if o[2] not in entries]))
         hits = []
-        for rank, (_, entry, score, sim, found) in enumerate(scored[:k], 1):
-            terms = tuple(t.text for t in found)
-            hits.append(Hit(entry.memory, round(score, 4), entry.path, ranks[entry.memory.id],
-                            None if sim is None else round(min(1.0, max(0.0, sim)), 4), terms, rank,
+        for (_, _, mem_id), score, sim, found_terms in top:
+            entry = entries.get(mem_id)
+            if entry is None:
+                continue
+            terms = tuple(t.text for t in found_terms)
+            hits.append(Hit(entry.memory, round(score, 4), entry.path, ranks[mem_id],
+                            None if sim is None else round(min(1.0, max(0.0, sim)), 4), terms, len(hits) + 1,
                             snippet(entry.memory.content, terms)))
         return hits
 

@@ -125,6 +125,11 @@ from memfs.query import Hit, analyze, highlight, snippet  # noqa: E402
     ("ValueError from os.path.join", "exact", ["ValueError", "os.path.join"]),
     ("DATABASE_URL", "exact", ["DATABASE_URL"]),
     ("what is it", "natural", ["what", "is", "it"]),  # only stop words: keep them rather than nothing
+    ("video-transcode-jobs queue", "exact", ["video-transcode-jobs", "queue"]),
+    ("a built-in function", "natural", ["built", "function"]),
+    ("Yuki Tanaka", "exact", ["Yuki", "Tanaka"]),                 # a name
+    ("when does Marco's plane leave", "exact", ["Marco", "plane", "leave"]),
+    ("What did we decide", "natural", ["decide"]),               # a capital that only starts the sentence
 ])
 def test_query_classification(text, kind, terms):
     plan = analyze(text)
