@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             modes = args.modes.split(",") + (["exact"] if args.exact else [])
             exact = ExactCosine(store) if args.exact else None
-            store.search("warm up the model and the indexes", k=1, mode="hybrid")
+            t = time.monotonic()
+            store.warm()
+            print(f"warm-up (model + exact-search copy of the vectors) {time.monotonic() - t:.1f} s", file=sys.stderr)
             rows = evaluate(store, queries, modes, exact)
         finally:
             store.close()
