@@ -7,7 +7,7 @@ table, an FTS5 keyword index over the content, the files found invalid, and the 
 
 from __future__ import annotations
 
-import re
+import math
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -20,9 +20,13 @@ import orjson
 
 from .documents import Memory, from_dict
 from .filestore import FileState
-from .query import Filters
+from .query import Filters, QueryPlan, Term, analyze
 
 SCHEMA_VERSION = 1
+
+# Identifiers and quoted phrases weigh this many times their IDF in keyword coverage: a query that names
+# something is about that thing more than about the words around it.
+EXACT_BOOST = 3.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,18 +93,14 @@ def vector_fingerprint(m: Memory) -> str:
 
 
 def _fts_query(text: str) -> str:
-    """Each whitespace-separated word becomes a quoted FTS5 phrase, OR-ed together.
+    """The FTS5 MATCH expression for a query: its terms (query.analyze: stop words dropped, identifiers
+    and quoted phrases kept whole), each a quoted phrase, OR-ed together.
 
     Quoting makes user text safe (no FTS5 syntax errors from `-`, `:` or quotes), and a phrase keeps an
     identifier such as `PROJ-1234` or `E4417` whole: the tokenizer splits `PROJ-1234` into two adjacent
     tokens, which the phrase matches exactly.
     """
-    phrases = []
-    for word in text.split():
-        tokens = re.findall(r"\w+", word)
-        if tokens:
-            phrases.append('"' + " ".join(tokens) + '"')
-    return " OR ".join(dict.fromkeys(phrases))
+    return analyze(text).fts_query()
 
 
 class Catalog:
@@ -113,6 +113,7 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._vocab = False  # temp.fts_vocab created (per connection)
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -278,15 +279,39 @@ class Catalog:
         sql = f"SELECT {cols} FROM docs d WHERE {where} ORDER BY d.created_ts DESC, d.id LIMIT ? OFFSET ?"
         return [self._entry(r) for r in self.db.execute(sql, args + [-1 if limit is None else limit, offset])]
 
-    def keyword(self, text: str, f: Filters, limit: int) -> list[str]:
+    def keyword(self, query: "str | QueryPlan", f: Filters, limit: int) -> list[str]:
         """Ids ranked by BM25 over the content, filters applied inside the query, best first."""
-        match = _fts_query(text)
+        plan = analyze(query) if isinstance(query, str) else query
+        match = plan.fts_query()
         if not match:
             return []
         where, args = self._where(f)
         sql = (f"SELECT d.id FROM fts JOIN docs d ON d.rowid = fts.rowid"
                f" WHERE fts MATCH ? AND {where} ORDER BY bm25(fts), d.id LIMIT ?")
         return [r[0] for r in self.db.execute(sql, [match, *args, limit])]
+
+    def term_weights(self, plan: QueryPlan) -> dict[Term, float]:
+        """Each term's weight: its rarity over the whole catalog (BM25's IDF), identifiers and quoted
+        phrases counted EXACT_BOOST times. A word every memory has weighs almost nothing."""
+        n = self.count()
+        weights: dict[Term, float] = {}
+        for t in plan.terms:
+            df = self._doc_freq(t)
+            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            weights[t] = idf * (EXACT_BOOST if t.exact else 1.0)
+        return weights
+
+    def _doc_freq(self, t: Term) -> int:
+        """How many memories contain the term: the FTS5 vocabulary for one token, a count for a phrase."""
+        with self._lock:
+            if len(t.tokens) == 1:
+                if not self._vocab:
+                    self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_vocab USING fts5vocab(main, fts, row)")
+                    self._vocab = True
+                row = self.db.execute("SELECT doc FROM temp.fts_vocab WHERE term = ?", t.tokens).fetchone()
+                return row[0] if row else 0
+            return self.db.execute("SELECT count(*) FROM fts WHERE fts MATCH ?",
+                                   ['"' + " ".join(t.tokens) + '"']).fetchone()[0]
 
     # -- invalid files ------------------------------------------------------------------------------
 

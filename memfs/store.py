@@ -26,9 +26,10 @@ from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
-from .query import Filters, Hit, Mode, reciprocal_rank_fusion
-from .results import AddResult, InvalidFile, ReconcileReport
-from .vectors import VectorIndex
+from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match, matched,
+                    no_match_note, snippet)
+from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
+from .vectors import EXACT_MAX, VectorIndex
 
 log = logging.getLogger("memfs")
 
@@ -50,6 +51,7 @@ class MemoryStore:
         self.embedder = embedder
         self.lock = lock
         self._mutex = threading.RLock()
+        self._last_query: tuple[str, np.ndarray] | None = None  # search's one-entry query-vector cache
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -233,36 +235,139 @@ class MemoryStore:
         with self._mutex:
             return self.catalog.list(filters, limit, offset)
 
-    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> list[Hit]:
-        """The k best memories for `query`. Filters apply before the cut in every mode."""
+    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters(),
+               min_score: float | None = None) -> list[Hit]:
+        """The k best memories for `query`, best first; with `min_score`, only those scoring at least
+        that. Filters apply before the cut in every mode. Never decides "no good match" on its own:
+        `search_result` does."""
+        return self.search_result(query, k=k, mode=mode, filters=filters,
+                                  min_score=0.0 if min_score is None else min_score).hits
+
+    def search_result(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters(),
+                      min_score: float | None = None) -> SearchResult:
+        """Search, and say so (`note`, no hits) when nothing is a good match, instead of listing the k
+        least bad memories.
+
+        With `min_score` None the cut is automatic (query.is_good_match): the best hit must be similar
+        enough to the query or contain one of its names, identifiers or quoted phrases. With a
+        `min_score` (0–1, compared with Hit.score) that is the cut; 0 lists everything found.
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
+        if mode not in MODES:
+            raise ValueError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
         with self._mutex:
+            self._last_query = None
+            plan = analyze(query)
+            hits = self._ranked(plan, k, mode, filters)
+        if not hits:
+            what = "matches the filters" if not filters.empty else "is stored"
+            if mode == "keyword" and self.catalog.count():
+                return SearchResult([], f"no memory contains any of: {', '.join(t.text for t in plan.terms) or query!r}")
+            return SearchResult([], None if self.catalog.count() else f"no memory {what}")
+        if min_score is not None:
+            kept = [h for h in hits if h.score >= min_score]
+            note = None if kept else f"no hit scores {min_score:g} or more (best: {hits[0].score:.2f})"
+            return SearchResult(kept, note)
+        if not is_good_match(hits[0], plan):
+            return SearchResult([], no_match_note(query, hits[0]))
+        return SearchResult(hits, None)
+
+    def _ranked(self, plan: QueryPlan, k: int, mode: Mode, filters: Filters) -> list[Hit]:
+        """Every figure for the k best, in the mode's order (docs/search.md)."""
+        weights = self.catalog.term_weights(plan)
+        if mode == "semantic":
+            sims = dict(self._semantic(plan.text, k, filters))
+            ranks = {i: {"semantic": r} for r, i in enumerate(sims, 1)}
+        else:
+            depth = k if mode == "keyword" else max(4 * k, 40)
+            kw_ids = self.catalog.keyword(plan, filters, depth)
+            ranks = {i: {"keyword": r} for r, i in enumerate(kw_ids, 1)}
+            sims = {}
+            if mode == "hybrid":
+                sims = dict(self._semantic(plan.text, depth, filters))
+                for r, i in enumerate(sims, 1):
+                    ranks.setdefault(i, {})["semantic"] = r
+                sims.update(self._similarities([i for i in kw_ids if i not in sims], plan.text))
+        # Which terms a memory holds is read from its text. In hybrid mode, when the keyword index
+        # returned fewer than `depth`, it returned every memory holding any term: the rest hold none.
+        readable = set(kw_ids) if mode == "hybrid" and len(kw_ids) < depth else set(ranks)
+        entries = self.catalog.get_many(list(readable))
+        found = {i: matched(plan, e.memory.content) for i, e in entries.items()}
+        scored = []
+        for mem_id in ranks:
+            if mem_id not in entries and mem_id in readable:
+                continue  # removed from the catalog since the index answered
+            terms = found.get(mem_id, ())
+            cover = coverage(terms, weights)
+            sim = sims.get(mem_id)
             if mode == "semantic":
-                ranked = [(i, s, {"semantic": r}) for r, (i, s) in enumerate(self._semantic(query, k, filters), 1)]
+                score = max(0.0, sim or 0.0)
             elif mode == "keyword":
-                ranked = [(i, s, {"keyword": r}) for r, (i, s) in enumerate(self._keyword(query, k, filters), 1)]
-            elif mode == "hybrid":
-                depth = max(4 * k, 40)
-                ranked = reciprocal_rank_fusion({
-                    "semantic": [i for i, _ in self._semantic(query, depth, filters)],
-                    "keyword": [i for i, _ in self._keyword(query, depth, filters)],
-                })[:k]
+                score = cover
             else:
-                raise ValueError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
-            entries = self.catalog.get_many([i for i, _, _ in ranked])
-            return [Hit(entries[i].memory, score, entries[i].path, ranks)
-                    for i, score, ranks in ranked if i in entries]
+                score = fused_score(sim, cover, plan.exact)
+            scored.append(((-score, ranks[mem_id].get("keyword", 1 << 30), mem_id), score, sim, terms))
+        scored.sort(key=lambda x: x[0])
+        top = scored[:k]
+        entries.update(self.catalog.get_many([o[2] for o, *_ in top if o[2] not in entries]))
+        hits = []
+        for (_, _, mem_id), score, sim, found_terms in top:
+            entry = entries.get(mem_id)
+            if entry is None:
+                continue
+            terms = tuple(t.text for t in found_terms)
+            hits.append(Hit(entry.memory, round(score, 4), entry.path, ranks[mem_id],
+                            None if sim is None else round(min(1.0, max(0.0, sim)), 4), terms, len(hits) + 1,
+                            snippet(entry.memory.content, terms)))
+        return hits
+
+    def warm(self) -> None:
+        """Load what the first search would otherwise wait for: the model, and the vectors exact
+        search holds in memory. An owner runs this in the background once it serves (issue #12)."""
+        self.embedder.embed(["warm-up"])
+        with self._mutex:
+            if self.vectors.count() <= EXACT_MAX:
+                self.vectors.load()
+
+    @property
+    def vectors_outdated(self) -> bool:
+        """The vector index was built with older, less exact HNSW parameters (vectors.HNSW)."""
+        with self._mutex:
+            return self.vectors.outdated
+
+    def rebuild_vectors(self, progress: Progress | None = None) -> int:
+        """Make the vector index again with today's parameters, from the embedding cache (content never
+        embedded is embedded). The migration `memfs reindex` runs when `vectors_outdated`."""
+        with self._mutex:
+            self.vectors.reset()
+            self.catalog.mark_unsynced(self.catalog.ids())
+            return self._write_vectors(None, progress=progress)
 
     def _semantic(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
         if self.catalog.count() == 0:
             return []
-        vector = self.embedder.embed([query])[0]
+        vector = self._query_vector(query)
         return self.vectors.query(vector, k, filters)
 
-    def _keyword(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
-        # BM25 scores are not comparable across queries; a rank-based score keeps the output honest.
-        return [(i, 1.0 / r) for r, i in enumerate(self.catalog.keyword(query, filters, k), 1)]
+    def _query_vector(self, query: str) -> np.ndarray:
+        # A hybrid search needs the query's vector twice (index, keyword-only candidates): embed once.
+        cached = self._last_query
+        if cached is not None and cached[0] == query:
+            return cached[1]
+        vector = self.embedder.embed([query])[0]
+        self._last_query = (query, vector)
+        return vector
+
+    def _similarities(self, ids: list[str], query: str) -> dict[str, float]:
+        """Exact cosine similarity to the query for memories the vector index did not return (found by
+        keyword only), from the embedding cache: no model call, no index call."""
+        if not ids:
+            return {}
+        entries = self.catalog.get_many(ids)
+        vectors = self.catalog.cached_vectors(self.embedder.model_id, (e.hash for e in entries.values()))
+        q = self._query_vector(query)
+        return {i: float(vectors[e.hash] @ q) for i, e in entries.items() if e.hash in vectors}
 
     def stats(self) -> dict:
         with self._mutex:
