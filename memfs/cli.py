@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .cmdline import (emit_json, command, json_option, printable, progress_bar, settings, store_options,
                       with_operations)
-from .errors import EXIT_PROBLEMS, InvalidDocumentError, StoreBusyError
+from .errors import EXIT_PROBLEMS, StoreBusyError
 from .query import MODES, Filters
 
 
@@ -27,8 +27,9 @@ def filter_options(fn):
         click.option("--match", type=click.Choice(["any", "all"]), default="any", show_default=True,
                      help="With several --tag: any of them, or all of them."),
         click.option("--type", "mem_type", help="Only memories of this type."),
-        click.option("--since", callback=_time_param, help="Created at or after (2025-01-31 or ISO-8601)."),
-        click.option("--until", callback=_time_param, help="Created before (2025-02-01 or ISO-8601)."),
+        click.option("--since", callback=_time_param,
+                     help="Created at or after: 2025-01-31, ISO-8601, 7d, 12h, 2w, yesterday, 'last week', 'last month'."),
+        click.option("--until", callback=_time_param, help="Created before (the same forms as --since)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -38,12 +39,12 @@ def filter_options(fn):
 def _time_param(ctx, param, value):
     if value is None:
         return None
-    from .documents import parse_time
+    from .timeparse import InvalidTimeError, parse_when
 
     try:
-        return parse_time(value, param.name)
-    except InvalidDocumentError as e:
-        raise click.BadParameter(e.reason) from None
+        return parse_when(value, option=f"--{param.name}")
+    except InvalidTimeError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _filters(tags, match, mem_type, since, until) -> Filters:
@@ -162,21 +163,43 @@ def list_(ops, tags, match, mem_type, since, until, limit, cursor, as_json) -> N
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="semantic (meaning), keyword (exact words, ids like E4417) or hybrid (both, fused).")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=None,
+              help="Only hits scoring at least this (0-1). Without it, a query with no good match says so "
+                   "instead of listing unrelated memories; --min-score 0 lists whatever was found.")
 @filter_options
 @json_option
 @command()
 @with_operations(needs_model=lambda kw: kw["mode"] != "keyword")
-def search(ops, query, k, mode, tags, match, mem_type, since, until, as_json) -> None:
-    """Find the memories that best answer QUERY."""
-    result = ops.search(query, k=k, mode=mode, filters=_filters(tags, match, mem_type, since, until))
+def search(ops, query, k, mode, min_score, tags, match, mem_type, since, until, as_json) -> None:
+    """Find the memories that best answer QUERY.
+
+    Each hit shows its score (0-1: what the list is ordered by), the cosine similarity to the query,
+    the query's words it contains, and a snippet with those words highlighted. --json carries every
+    figure, and each index's own rank.
+    """
+    result = ops.search(query, k=k, mode=mode, filters=_filters(tags, match, mem_type, since, until),
+                        min_score=min_score)
     if as_json:
         emit_json(result.to_dict())
         return
     if not result.hits:
         click.echo(result.note or "no matches", err=True)
-    for n, h in enumerate(result.hits, 1):
-        click.echo(f"{n:>2}. {h.score:.3f}  {printable(h.memory.id)}  [{printable(', '.join(h.memory.tags))}]  "
-                   f"{_one_line(h.memory.content)}")
+    color = sys.stdout.isatty()
+    for h in result.hits:
+        sim = "   -" if h.similarity is None else f"{h.similarity:.2f}"
+        terms = f"  matched: {printable(', '.join(h.matched_terms))}" if h.matched_terms else ""
+        click.echo(f"{h.rank:>2}. score {h.score:.2f}  similarity {sim}  {printable(h.memory.id)}  "
+                   f"[{printable(', '.join(h.memory.tags))}]{terms}")
+        click.echo(f"    {_highlighted(h.snippet or h.memory.content, h.matched_terms, color)}")
+
+
+def _highlighted(text: str, terms, color: bool) -> str:
+    from .query import highlight
+
+    text = _one_line(text, 240)
+    if color:
+        return highlight(text, terms, "\x1b[1m", "\x1b[0m")
+    return highlight(text, terms, "*", "*")
 
 
 @cli.command()

@@ -112,7 +112,7 @@ def _warm_up(owner: Owner) -> None:
     while owner.store is None:
         time.sleep(0.05)
     try:
-        owner.embedder.embed(["warm up"])
+        owner.store.warm()
     except Exception:  # a broken model shows on the first real query, with its message
         log.exception("could not load the model in the background")
 

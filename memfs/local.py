@@ -130,15 +130,20 @@ class LocalOperations:
                         str(offset + limit) if more else None)
 
     @_translated
-    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> SearchResult:
+    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters(),
+               min_score: float | None = None) -> SearchResult:
+        """The k best hits; with `min_score` None, nothing (and a note saying so) when none is a good
+        match; with a `min_score` (0–1), only hits scoring at least that."""
         if not 1 <= k <= MAX_K:
             raise BadRequestError(f"k must be between 1 and {MAX_K}, not {k}")
         if not query.strip():
             raise BadRequestError("the query is empty; say what to look for")
         if mode not in ("semantic", "keyword", "hybrid"):
             raise BadRequestError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
+        if min_score is not None and not 0 <= min_score <= 1:
+            raise BadRequestError(f"min_score must be between 0 and 1, not {min_score}")
         with self.owner.using() as store:
-            return SearchResult(store.search(query, k=k, mode=mode, filters=filters))
+            return store.search_result(query, k=k, mode=mode, filters=filters, min_score=min_score)
 
     # -- the store as a whole -----------------------------------------------------------------------
 

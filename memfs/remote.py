@@ -8,11 +8,12 @@ owner's process had; an error comes back as the same memfs.errors class with the
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import time
 import urllib.parse
 from typing import Any, Iterable
+
+import orjson
 
 from .errors import MemfsError, OwnerUnavailableError, error_class
 from .ops import Progress, Retention
@@ -94,7 +95,7 @@ class RemoteOperations:
         headers = {"Content-Type": "application/json"}
         if self.token and self.url:
             headers["Authorization"] = f"Bearer {self.token}"
-        payload = json.dumps(body).encode() if body is not None else None
+        payload = orjson.dumps(body) if body is not None else None
         conn = self._connection()
         sent = False
         try:
@@ -109,7 +110,7 @@ class RemoteOperations:
         if resp.getheader("connection", "").lower() == "close":
             self.close()
         try:
-            return resp.status, json.loads(raw or b"null")
+            return resp.status, orjson.loads(raw or b"null")
         except ValueError:
             return resp.status, None
 
@@ -151,9 +152,10 @@ class RemoteOperations:
             "tag": f["tags"], "match": f["match"], "type": f["type"], "since": f["since"], "until": f["until"],
             "limit": limit, "cursor": cursor}))
 
-    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters()) -> SearchResult:
-        return SearchResult.from_dict(self.request("POST", "/search", {"query": query, "k": k, "mode": mode,
-                                                                       **filters.to_dict()}))
+    def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters(),
+               min_score: float | None = None) -> SearchResult:
+        return SearchResult.from_dict(self.request("POST", "/search", {
+            "query": query, "k": k, "mode": mode, "min_score": min_score, **filters.to_dict()}))
 
     # -- the store as a whole -----------------------------------------------------------------------
 

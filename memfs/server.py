@@ -13,7 +13,6 @@ import hmac
 import logging
 import secrets
 import time
-from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -28,6 +27,7 @@ from .errors import InternalError, MemfsError
 from .local import LocalOperations
 from .ops import Retention
 from .query import Filters
+from .timeparse import parse_when
 
 log = logging.getLogger("memfs.server")
 
@@ -74,18 +74,24 @@ class FiltersIn(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
     match: Literal["any", "all"] = "any"
     type: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: str | None = Field(default=None, max_length=100)  # ISO-8601, or 7d, yesterday, last week…
+    until: str | None = Field(default=None, max_length=100)
 
     def filters(self) -> Filters:
-        return Filters(tags=tuple(self.tags), match=self.match, type=self.type,
-                       since=_aware(self.since), until=_aware(self.until))
+        return _filters(self.tags, self.match, self.type, self.since, self.until)
+
+
+def _filters(tags, match, type, since: str | None, until: str | None) -> Filters:
+    return Filters(tags=tuple(tags), match=match, type=type,
+                   since=parse_when(since, option="since") if since else None,
+                   until=parse_when(until, option="until") if until else None)
 
 
 class SearchIn(FiltersIn):
     query: str = Field(max_length=10_000)
     k: int = 5
     mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
+    min_score: float | None = None
 
 
 class RetentionIn(BaseModel):
@@ -115,12 +121,6 @@ class ValidateIn(BaseModel):
     backups: bool = False
     fix: bool = False
     backup_dir: str | None = None
-
-
-def _aware(t: datetime | None) -> datetime | None:
-    from datetime import timezone
-
-    return t if t is None or t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _on_unix_socket(request: Request) -> bool:
@@ -234,9 +234,9 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.get("/memories", dependencies=guarded)
     def list_memories(tag: list[str] = Query(default=[]), match: Literal["any", "all"] = "any",
-                      type: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                      type: str | None = None, since: str | None = None, until: str | None = None,
                       limit: int = Query(default=50, ge=1, le=1000), cursor: str | None = None):
-        filters = Filters(tags=tuple(tag), match=match, type=type, since=_aware(since), until=_aware(until))
+        filters = _filters(tag, match, type, since, until)
         return OrjsonResponse(ops.list(filters, limit=limit, cursor=cursor).to_dict())
 
     @app.get("/memories/{mem_id:path}", dependencies=guarded)
@@ -256,7 +256,8 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.post("/search", dependencies=guarded)
     def search(body: SearchIn):
-        return OrjsonResponse(ops.search(body.query, k=body.k, mode=body.mode, filters=body.filters()).to_dict())
+        return OrjsonResponse(ops.search(body.query, k=body.k, mode=body.mode, filters=body.filters(),
+                                         min_score=body.min_score).to_dict())
 
     # -- the store as a whole -----------------------------------------------------------------------
 

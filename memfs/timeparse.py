@@ -38,6 +38,8 @@ class InvalidTimeError(MemfsError, ValueError):
     """A --since / --until value that is neither a relative time nor an ISO-8601 date: a usage error."""
 
     exit_code = EXIT_USAGE
+    http_status = 422
+    code = "bad_request"  # a client of the owner raises BadRequestError: the same exit code and message
 
     def __init__(self, value: str, option: str = "time"):
         self.value = value

@@ -74,7 +74,7 @@ def test_usage_errors_exit_2(memfs):
     memfs("add", code=2)
     memfs("search", "x", "--mode", "fuzzy", code=2)
     result = memfs("list", "--since", "yesterday-ish", code=2)
-    assert "ISO-8601" in result.output
+    assert "ISO date" in result.output and "last week" in result.output
 
 
 def test_reindex_reports_invalid_files_and_exits_1(memfs, root):

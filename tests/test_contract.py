@@ -103,7 +103,8 @@ def test_search_finds_a_paraphrase_and_applies_filters(ops):
     result = ops.search("what theme does the user like", mode="semantic", k=3)
     assert isinstance(result, SearchResult) and result.hits[0].memory.id == target
     assert ops.search("E4417", mode="keyword").hits[0].memory.content.startswith("Error E4417")
-    filtered = ops.search("what theme does the user like", mode="hybrid", filters=Filters(tags=("finance",)))
+    filtered = ops.search("what theme does the user like", mode="hybrid", filters=Filters(tags=("finance",)),
+                          min_score=0)
     assert [h.memory.tags for h in filtered.hits] == [("finance",)]
 
 
@@ -174,3 +175,15 @@ def test_results_have_the_same_json_either_way(root, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+
+
+def test_no_good_match_says_so_and_relative_times(ops):
+    ops.add("The office plants are watered on Fridays")
+    result = ops.search("what is the tax return deadline", mode="semantic")
+    assert result.hits == [] and "no good match" in result.note
+    assert ops.search("what is the tax return deadline", mode="semantic", min_score=0).hits
+    from memfs.timeparse import parse_when
+
+    recent = Filters(since=parse_when("7d"))
+    assert len(ops.list(recent).memories) == 1
+    assert ops.list(Filters(until=parse_when("last week"))).memories == []
