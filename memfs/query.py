@@ -153,14 +153,17 @@ class Term:
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """What the query looks like: `exact` when it names something (an identifier, a quoted phrase)."""
+    """What the query looks like: `exact` when it names something (see `exact`), else `natural`."""
 
     text: str
     terms: tuple[Term, ...]
 
     @property
     def exact(self) -> bool:
-        return any(t.exact for t in self.terms)
+        """An identifier or a quoted phrase, or names for at least half of the terms: "Yuki Tanaka" is
+        a lookup; "is the new search rolled out in Europe" is a question that mentions a place."""
+        names = sum(t.kind == "name" for t in self.terms)
+        return any(t.kind in ("identifier", "phrase") for t in self.terms) or (names and 2 * names >= len(self.terms))
 
     @property
     def kind(self) -> str:
