@@ -214,7 +214,8 @@ def analyze(query: str) -> QueryPlan:
         tokens = _tokens(word)
         if not tokens:
             continue
-        if is_identifier(word):
+        if is_identifier(word) or (len(raws) == 1 and not terms and tokens[0] not in STOP_WORDS):
+            # A query of one word is a lookup (allkeys-lru, ECONNRESET, Crowdin), never a question.
             terms.append(Term(word, tokens, "identifier"))
         elif NAMES and _is_name(word, n, raws) and tokens[0] not in STOP_WORDS:
             terms.append(Term(word.removesuffix("'s").removesuffix("’s"), tokens[:1], "name"))

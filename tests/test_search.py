@@ -126,6 +126,9 @@ from memfs.query import Hit, analyze, highlight, snippet  # noqa: E402
     ("DATABASE_URL", "exact", ["DATABASE_URL"]),
     ("what is it", "natural", ["what", "is", "it"]),  # only stop words: keep them rather than nothing
     ("video-transcode-jobs queue", "exact", ["video-transcode-jobs", "queue"]),
+    ("allkeys-lru", "exact", ["allkeys-lru"]),                   # one word: a lookup
+    ("ECONNRESET", "exact", ["ECONNRESET"]),
+    ("why", "natural", ["why"]),
     ("a built-in function", "natural", ["built", "function"]),
     ("Yuki Tanaka", "exact", ["Yuki", "Tanaka"]),                 # a name
     ("ask Priya Raghunathan", "exact", ["Priya", "Raghunathan", "ask"]),
