@@ -339,6 +339,11 @@ NO_MATCH_SIMILARITY = 0.27
 NO_MATCH_COVERAGE = 0.5
 
 
+def keyword_weight(plan: QueryPlan) -> float:
+    """`a` in the hybrid score for this query."""
+    return ALPHA_EXACT if plan.exact else ALPHA_NATURAL
+
+
 def fused_score(similarity: float | None, cover: float, exact: bool) -> float:
     a = ALPHA_EXACT if exact else ALPHA_NATURAL
     return (1.0 - a) * max(0.0, similarity or 0.0) + a * cover
