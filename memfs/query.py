@@ -153,14 +153,17 @@ class Term:
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """What the query looks like: `exact` when it names something (an identifier, a quoted phrase)."""
+    """What the query looks like: `exact` when it names something (see `exact`), else `natural`."""
 
     text: str
     terms: tuple[Term, ...]
 
     @property
     def exact(self) -> bool:
-        return any(t.exact for t in self.terms)
+        """An identifier or a quoted phrase, or names for at least half of the terms: "Yuki Tanaka" is
+        a lookup; "is the new search rolled out in Europe" is a question that mentions a place."""
+        names = sum(t.kind == "name" for t in self.terms)
+        return any(t.kind in ("identifier", "phrase") for t in self.terms) or (names and 2 * names >= len(self.terms))
 
     @property
     def kind(self) -> str:
@@ -211,7 +214,8 @@ def analyze(query: str) -> QueryPlan:
         tokens = _tokens(word)
         if not tokens:
             continue
-        if is_identifier(word):
+        if is_identifier(word) or (len(raws) == 1 and not terms and tokens[0] not in STOP_WORDS):
+            # A query of one word is a lookup (allkeys-lru, ECONNRESET, Crowdin), never a question.
             terms.append(Term(word, tokens, "identifier"))
         elif NAMES and _is_name(word, n, raws) and tokens[0] not in STOP_WORDS:
             terms.append(Term(word.removesuffix("'s").removesuffix("’s"), tokens[:1], "name"))
@@ -333,6 +337,11 @@ ALPHA_EXACT = 0.5
 # NO_MATCH_COVERAGE in keyword mode) and it contains none of the query's exact terms.
 NO_MATCH_SIMILARITY = 0.27
 NO_MATCH_COVERAGE = 0.5
+
+
+def keyword_weight(plan: QueryPlan) -> float:
+    """`a` in the hybrid score for this query."""
+    return ALPHA_EXACT if plan.exact else ALPHA_NATURAL
 
 
 def fused_score(similarity: float | None, cover: float, exact: bool) -> float:

@@ -26,8 +26,8 @@ from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreBusyError, StoreNotInitializedError
 from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
 from .lock import StoreLock
-from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match, matched,
-                    no_match_note, snippet)
+from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
+                    keyword_weight, matched, no_match_note, snippet)
 from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
 from .vectors import EXACT_MAX, VectorIndex
 
@@ -276,6 +276,9 @@ class MemoryStore:
     def _ranked(self, plan: QueryPlan, k: int, mode: Mode, filters: Filters) -> list[Hit]:
         """Every figure for the k best, in the mode's order (docs/search.md)."""
         weights = self.catalog.term_weights(plan)
+        if mode == "hybrid" and keyword_weight(plan) == 0:
+            # A plain question is ranked by meaning alone (docs/search.md): no keyword round trip.
+            mode = "semantic"
         if mode == "semantic":
             sims = dict(self._semantic(plan.text, k, filters))
             ranks = {i: {"semantic": r} for r, i in enumerate(sims, 1)}

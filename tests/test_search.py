@@ -126,9 +126,13 @@ from memfs.query import Hit, analyze, highlight, snippet  # noqa: E402
     ("DATABASE_URL", "exact", ["DATABASE_URL"]),
     ("what is it", "natural", ["what", "is", "it"]),  # only stop words: keep them rather than nothing
     ("video-transcode-jobs queue", "exact", ["video-transcode-jobs", "queue"]),
+    ("allkeys-lru", "exact", ["allkeys-lru"]),                   # one word: a lookup
+    ("ECONNRESET", "exact", ["ECONNRESET"]),
+    ("why", "natural", ["why"]),
     ("a built-in function", "natural", ["built", "function"]),
     ("Yuki Tanaka", "exact", ["Yuki", "Tanaka"]),                 # a name
-    ("when does Marco's plane leave", "exact", ["Marco", "plane", "leave"]),
+    ("ask Priya Raghunathan", "exact", ["Priya", "Raghunathan", "ask"]),
+    ("when does Marco's plane leave", "natural", ["Marco", "plane", "leave"]),  # mentions a name
     ("What did we decide", "natural", ["decide"]),               # a capital that only starts the sentence
 ])
 def test_query_classification(text, kind, terms):
