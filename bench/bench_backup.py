@@ -27,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from memfs import MemoryStore  # noqa: E402
-from memfs.backup import BackupFile, create_backup, restore_backup, verify_and_extract  # noqa: E402
+from memfs.backups import BackupFile, create_backup  # noqa: E402
+from memfs.restore import restore_backup, verify_and_extract  # noqa: E402
 from memfs.filestore import Layout  # noqa: E402
 from memfs.validate import validate  # noqa: E402
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from .backup import (BackupFile, clean_leftovers, finish_interrupted_restore, list_backups, plan_prune,
-                     prune_backups, prune_summary, restore_backup, restore_summary, verify_and_extract)
+from .backups import BackupFile, clean_leftovers, list_backups, plan_prune, prune_backups, prune_summary
+from .restore import finish_interrupted_restore, restore_backup, restore_summary, verify_and_extract
 from .cli import (CommandError, emit_json, io_error, json_option, log_to_file, owner_client, progress_bar,
                   root_option)
 from .client import RemoteStore

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .backup import (BackupFile, RestoreResult, apply_prune, clean_leftovers, create_backup,
-                     finish_interrupted_restore, plan_prune, prune_backups, restore_backup)
+from .backups import BackupFile, apply_prune, clean_leftovers, create_backup, plan_prune, prune_backups
+from .restore import RestoreResult, finish_interrupted_restore, restore_backup
 from .embedder import Embedder
 from .filestore import Layout
 from .lock import StoreLock

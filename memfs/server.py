@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from . import __version__
-from .backup import CorruptBackupError, list_backups, prune_summary, restore_summary
+from .backups import CorruptBackupError, list_backups, prune_summary
+from .restore import restore_summary
 from .documents import InvalidDocumentError
 from .errors import MemfsError, NotFoundError, StoreBusyError
 from .owner import Owner, backup_summary
@@ -255,7 +256,7 @@ def create_app(owner: Owner, *, token: str | None = None) -> FastAPI:
 
     @app.post("/backups/{name}/restore", dependencies=guarded)
     def restore(name: str, body: RestoreIn | None = None):
-        from .backup import BackupFile
+        from .backups import BackupFile
 
         archive = BackupFile.parse(owner.layout.backups / name)
         if archive is None or not archive.path.is_file():

@@ -80,7 +80,7 @@ class MemoryStore:
         if owned:
             lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
         try:
-            from .backup import finish_interrupted_restore
+            from .restore import finish_interrupted_restore
 
             for note in finish_interrupted_restore(layout):
                 log.warning(note)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import documents
-from .backup import list_backups
+from .backups import list_backups
 from .catalog import Catalog
 from .embedder import MODEL_SHA256, model_file_sha256
 from .errors import InvalidDocumentError

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from memfs import MemoryStore
-from memfs import backup
-from memfs.backup import BackupFile, list_backups, md5_of
+from memfs import archive
+from memfs.backups import BackupFile, list_backups, md5_of
 from memfs.lock import StoreLock
 from memfs.manage import cli
 
@@ -87,7 +87,7 @@ def test_backup_delete_restore_gives_same_files_and_results_without_embedding(ma
 def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_filter_accepts(manage, populated,
                                                                                                   tmp_path):
     """Restore parses our ustar headers itself and applies stricter checks than PEP 706's "data" filter
-    (see backup._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
+    (see archive._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
     of a real backup (with a name over 100 bytes, non-ASCII and a space), and the data filter accepts
     each one unchanged apart from the mode it would also set."""
     odd = populated / "data" / "memories" / ("n" * 120) / "café notes.json"
@@ -101,11 +101,11 @@ def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_fi
                 continue
             header = info.tobuf(tarfile.GNU_FORMAT if len(info.name.encode()) > 100 else tarfile.USTAR_FORMAT,
                                 "utf-8", "surrogateescape")
-            name, kind, size, mode, mtime = backup._parse_header(header[-tarfile.BLOCKSIZE:])
+            name, kind, size, mode, mtime = archive._parse_header(header[-tarfile.BLOCKSIZE:])
             if len(info.name.encode()) > 100:
                 name = info.name  # carried by the GNU long-name member before it
             assert (name, kind, size, mode, mtime) == (info.name, info.type, info.size, info.mode, info.mtime)
-            backup._check_member(name, kind)
+            archive._check_member(name, kind)
             filtered = tarfile.data_filter(info, str(tmp_path))
             assert (filtered.name, filtered.type, filtered.size) == (info.name, info.type, info.size)
             seen.add(name)

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from memfs.backup import create_backup, plan_prune
+from memfs.backups import create_backup, plan_prune
 from memfs.filestore import Layout
 from memfs.retention import Policy, decide
 
@@ -103,5 +103,5 @@ def test_a_reused_second_still_sorts_newest(tmp_path):
     first.path.unlink()
     third = create_backup(layout, now=now)
     assert third.name == "memory_backup_20250101_000000_2.tar.gz"
-    from memfs.backup import list_backups
+    from memfs.backups import list_backups
     assert [b.name for b in list_backups(layout.backups)[0]] == [third.name, second.name]
