@@ -1,28 +1,41 @@
 """The archive codec: tar headers, compression and decompression streams, member rules, the manifest.
 
 Nothing here knows about backup files, naming or the store's layout beyond the parts of data/ an
-archive may hold. backups.py writes archives with it; restore.py reads them.
+archive may hold. backups.py writes archives with it; restore.py and verify read them with
+`read_archive`, which enforces every rule while the stream goes by and writes only through the
+`open_file` callback it is given (none: verification, which writes nothing).
+
+Format 2 (written since issue #11) puts the manifest first, with every member's size and the total,
+and the SHA-256 of every file in a last member, `memfs-checksums.json`. A member missing from the
+manifest, or of another size, is refused as soon as its header is read, so a decompression bomb
+never reaches the disk. Format 1 (manifest last, hashes only) is still read: restore verifies it in a
+first pass that writes nothing, then extracts with the sizes that pass established.
 """
 
 from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import tarfile
 import threading
 import zlib
-from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 import orjson
 
 from .errors import MemfsError, UnsupportedFormatError
 
 BACKUP_FORMAT_NAME = "memfs.backup"
-BACKUP_FORMAT_VERSION = 1
+BACKUP_FORMAT_VERSION = 2
 MANIFEST = "memfs-backup.json"
+CHECKSUMS = "memfs-checksums.json"
 # The derived and true parts of data/ that a backup carries and a restore swaps. logs/ stays behind.
 PARTS = ("memories", "embeddings", "indexes")
+# Bounds on what is read into memory (not staging) from an archive: a manifest, a GNU long name.
+MAX_MANIFEST_BYTES = 256 << 20
+MAX_NAME_BYTES = 4096
 
 # progress(phase, done, total)
 Progress = Callable[[str, int, int], None]
@@ -31,6 +44,12 @@ Progress = Callable[[str, int, int], None]
 class CorruptBackupError(MemfsError):
     """The archive failed a check (checksum, member safety, manifest); nothing was changed."""
 
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control and invisible formatting characters (ESC, newline, C1,
+    bidi overrides, lone surrogates) escaped as repr would escape them. Issue #11 finding 4: a member
+    name must never reach a terminal raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _CHUNK = 1 << 20
@@ -50,7 +69,7 @@ class _CompressingSink:
         elif compression == "zst":
             import zstandard
 
-            self._comp = zstandard.ZstdCompressor(level=3, threads=-1).compressobj()
+            self._comp = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).compressobj()
         else:
             raise ValueError(f"compression must be gz or zst, not {compression!r}")
         self.f = f
@@ -102,34 +121,77 @@ class _CompressingSink:
             raise self._error
 
 
-class _DecompressingSource:
-    """Read and decompress on a worker thread; `next_chunk()` hands out the plain tar stream in pieces."""
+class _Cancelled(Exception):
+    pass
 
-    def __init__(self, path: Path, compression: str):
-        if compression == "gz":
-            self._dec = zlib.decompressobj(31)
-        else:
-            import zstandard
 
-            self._dec = zstandard.ZstdDecompressor().decompressobj()
-        self._path = path
+class DecompressingSource:
+    """Read and decompress on a worker thread; `next_chunk()` hands out the plain tar stream in pieces
+    of at most _CHUNK bytes, whatever the compression ratio (a bomb never sits in memory whole).
+
+    `raw` is the compressed stream (a file, or the plaintext side of a decryption pipe). `close()`
+    stops the worker early: refusing a bomb must not mean decompressing the rest of it.
+    """
+
+    def __init__(self, raw: BinaryIO, compression: str):
+        if compression not in ("gz", "zst"):
+            raise ValueError(f"compression must be gz or zst, not {compression!r}")
+        self._raw = raw
+        self._compression = compression
         self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._done = False
+        self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memfs-decompress", daemon=True)
         self._thread.start()
 
+    def _put(self, item) -> None:
+        while True:
+            if self._cancel.is_set():
+                raise _Cancelled
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _gz(self) -> None:
+        dec = zlib.decompressobj(31)
+        data = b""
+        while not dec.eof:
+            if not data:
+                data = self._raw.read(_CHUNK)
+                if not data:
+                    raise CorruptBackupError("truncated: the compressed stream ends early")
+            out = dec.decompress(data, _CHUNK)  # bounded output: a 1000:1 block never inflates at once
+            data = dec.unconsumed_tail
+            if out:
+                self._put(out)
+
+    def _zst(self) -> None:
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK)
+        while chunk := reader.read(_CHUNK):
+            self._put(chunk)
+
     def _run(self) -> None:
         try:
-            with open(self._path, "rb") as f:
-                while block := f.read(_CHUNK):
-                    self._queue.put(self._dec.decompress(block))
-                    if self._dec.eof:
-                        break
-            if not self._dec.eof:
-                raise EOFError("the compressed stream ends early: the file is truncated")
-            self._queue.put(None)
+            try:
+                self._gz() if self._compression == "gz" else self._zst()
+            except (zlib.error, EOFError) as e:
+                raise CorruptBackupError(f"corrupted: the data does not decompress ({e})") from e
+            except Exception as e:
+                if type(e).__module__.startswith("zstandard") or "Zstd" in type(e).__name__:
+                    raise CorruptBackupError(f"corrupted: the data does not decompress ({e})") from e
+                raise
+            self._put(None)
+        except _Cancelled:
+            pass
         except BaseException as e:
-            self._queue.put(e)
+            try:
+                self._put(e)
+            except _Cancelled:
+                pass
 
     def next_chunk(self) -> bytes | None:
         """The next piece of the tar stream, or None at its end."""
@@ -143,9 +205,10 @@ class _DecompressingSource:
         return item
 
     def close(self) -> None:
-        while not self._done:  # let the worker finish so it never blocks on a full queue
-            item = self._queue.get()
-            self._done = item is None or isinstance(item, BaseException)
+        """Stop the worker, wherever it is, and wait for it."""
+        self._cancel.set()
+        self._done = True
+        self._thread.join()
 
 
 class _StreamReader:
@@ -159,7 +222,7 @@ class _StreamReader:
     def _refill(self) -> None:
         chunk = self._next_chunk()
         if chunk is None:
-            raise EOFError("the tar stream ends in the middle of a member: the archive is truncated")
+            raise CorruptBackupError("truncated: the tar stream ends in the middle of a member")
         self._buf, self._pos = memoryview(chunk), 0
 
     def pieces(self, n: int) -> Iterator[memoryview]:
@@ -215,6 +278,9 @@ def _pad(n: int) -> bytes:
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 _USTAR_MAGIC = b"ustar\x0000"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+# C0 controls, DEL, C1 controls (also as the lone surrogates surrogateescape makes of raw bytes 0x80-0x9f).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f]")
 
 
 def _octal(field: bytes) -> int:
@@ -248,13 +314,16 @@ def _parse_header(h: bytes) -> tuple[str, bytes, int, int, int]:
     return name.decode("utf-8", "surrogateescape"), kind, size, mode, mtime
 
 
-def _next_header(reader: _StreamReader) -> tuple[str, bytes, int, int, int] | None:
+def _next_header(reader: "_StreamReader") -> tuple[str, bytes, int, int, int] | None:
     """The next member's header, None at the end of the archive."""
     header = reader.read(tarfile.BLOCKSIZE)
     if header == _ZERO_BLOCK:
         return None
     name, kind, size, mode, mtime = _parse_header(header)
     if kind == tarfile.GNUTYPE_LONGNAME:  # how tarfile writes names over 100 bytes: the name, then the member
+        if size > MAX_NAME_BYTES:
+            raise CorruptBackupError(f"refusing a GNU long-name member of {size} bytes (a path has at most "
+                                     f"{MAX_NAME_BYTES})")
         name = reader.read(size + -size % tarfile.BLOCKSIZE).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         _, kind, size, mode, mtime = _parse_header(reader.read(tarfile.BLOCKSIZE))
         if kind == tarfile.DIRTYPE:
@@ -270,10 +339,19 @@ def _check_member(name: str, kind: bytes) -> None:
     time). With no link members and files opened O_EXCL|O_NOFOLLOW, no path can resolve outside
     staging. tests/test_backup.py pins this to tarfile: its data filter accepts, unchanged, every member
     of a real backup that this accepts; and each hostile member of the issue is refused here.
+    Names with control characters are refused too (issue #11 finding 4: they reached the terminal).
     """
-    if name == MANIFEST:
+    if kind in _PAX_TYPES:
+        raise CorruptBackupError(
+            "refusing a PAX extended header: memfs writes plain ustar/GNU members and never PAX ones, which "
+            "come from GNU tar --format=posix, bsdtar/libarchive or Python's tarfile. This is not an archive "
+            "that `manage_data.py backup` made; restore from one of those, or re-create it with "
+            "`tar --format=gnu`")
+    if _CONTROL.search(name):
+        raise CorruptBackupError(f"refusing member {printable(name)!r}: its name holds control characters")
+    if name in (MANIFEST, CHECKSUMS):
         if kind not in _FILE_TYPES:
-            raise CorruptBackupError(f"the manifest member {name!r} is not a regular file")
+            raise CorruptBackupError(f"the member {name!r} is not a regular file")
         return
     parts = name.split("/")
     if name.startswith("/") or ".." in parts or "\\" in name:
@@ -287,20 +365,183 @@ def _check_member(name: str, kind: bytes) -> None:
         raise CorruptBackupError(f"refusing member {name!r}: not a plain path under data/{{{','.join(PARTS)}}}/")
 
 
-def _check_manifest(archive, manifest: dict | None, hashes: dict[str, str]) -> None:
-    if not isinstance(manifest, dict):
-        raise CorruptBackupError(f"{archive.name} has no manifest ({MANIFEST}); it is not a memfs backup "
-                                 "or it is truncated")
+# -- the manifest -------------------------------------------------------------------------------------
+
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def manifest_bytes(*, memfs_version: str, created_at: str, kind: str, host: str, memory_count: int,
+                   model_id: str, sizes: dict[str, int], dirs: list[str]) -> bytes:
+    """The first member of a format-2 archive: what it holds and how big each file is."""
+    return orjson.dumps({
+        "format": f"{BACKUP_FORMAT_NAME}/{BACKUP_FORMAT_VERSION}", "memfs_version": memfs_version,
+        "created_at": created_at, "kind": kind, "host": host, "memory_count": memory_count,
+        "model_id": model_id, "total_bytes": sum(sizes.values()), "dirs": dirs, "sizes": sizes,
+    }, option=orjson.OPT_INDENT_2)
+
+
+def checksums_bytes(hashes: dict[str, str]) -> bytes:
+    """The last member of a format-2 archive: the SHA-256 of every file, computed as it was written."""
+    return orjson.dumps({"files": hashes}, option=orjson.OPT_INDENT_2)
+
+
+def _load_json(data: bytes, what: str) -> dict:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise CorruptBackupError(f"the {what} is not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise CorruptBackupError(f"the {what} is not a JSON object")
+    return value
+
+
+def check_manifest_header(manifest: dict) -> int:
+    """The manifest's format version, after refusing an unknown or newer format and odd fields."""
     fmt = str(manifest.get("format", ""))
     name, _, version = fmt.rpartition("/")
     if name != BACKUP_FORMAT_NAME or not version.isdigit():
-        raise CorruptBackupError(f"{archive.name}: unknown backup format {fmt!r}")
+        raise CorruptBackupError(f"unknown backup format {printable(fmt)!r}")
     if int(version) > BACKUP_FORMAT_VERSION:
-        raise UnsupportedFormatError(f"{archive.name} was written by a newer memfs (format {fmt}); "
-                                     "upgrade memfs to restore it", str(archive.path))
-    expected = manifest.get("files", {})
+        raise UnsupportedFormatError(f"written by a newer memfs (format {printable(fmt)}, this one reads up to "
+                                     f"/{BACKUP_FORMAT_VERSION}); upgrade memfs to restore it")
+    if not isinstance(manifest.get("memory_count", 0), int) or not _TIME.match(str(manifest.get("created_at", ""))):
+        raise CorruptBackupError("the manifest's memory_count or created_at is malformed")
+    if int(version) >= 2:
+        sizes, dirs = manifest.get("sizes"), manifest.get("dirs")
+        if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()) \
+                or not isinstance(dirs, list) or manifest.get("total_bytes") != sum(sizes.values()):
+            raise CorruptBackupError("the manifest's sizes, dirs or total_bytes are malformed")
+        for name in list(sizes) + dirs:
+            _check_member(str(name), tarfile.REGTYPE if name in sizes else tarfile.DIRTYPE)
+    return int(version)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+class MemberWriter(Protocol):
+    def write(self, piece: memoryview) -> None: ...
+    def close(self) -> None: ...
+
+
+# open_file(name, mode, mtime) -> a writer for the member's data (restore), or None (verification)
+OpenFile = Callable[[str, int, int], "MemberWriter | None"]
+
+
+@dataclass
+class ArchiveContents:
+    """What a complete, checked read of an archive established."""
+
+    manifest: dict
+    version: int
+    hashes: dict[str, str] = field(default_factory=dict)  # SHA-256 of every file member, as read
+    sizes: dict[str, int] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)
+    members: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile | None = None,
+                 bounds: dict[str, int] | None = None, on_manifest: Callable[[dict], None] | None = None,
+                 progress: Progress | None = None) -> ArchiveContents:
+    """Walk a decompressed tar stream, checking every member; raise CorruptBackupError on anything wrong.
+
+    Each file's data goes to `open_file(...)`'s writer, or nowhere when it returns None or no
+    open_file is given (then nothing at all is written: a deep verify). Sizes are bounded before any
+    data is read: by the format-2 manifest (first member), or by `bounds` (a format-1 archive's sizes
+    from a first, writing-nothing pass). `on_manifest` sees a format-2 manifest before any file is
+    written (restore checks free space against its total there).
+    """
+    reader = _StreamReader(next_chunk)
+    out: ArchiveContents | None = None
+    trailer: dict | None = None
+    v1_manifest: dict | None = None
+    hashes: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    dirs: list[str] = []
+    n = 0
+    while member := _next_header(reader):
+        name, kind, size, mode, mtime = member
+        _check_member(name, kind)
+        if trailer is not None or v1_manifest is not None:
+            raise CorruptBackupError(f"member {name!r} comes after the archive's last member")
+        if name in (MANIFEST, CHECKSUMS):
+            if size > MAX_MANIFEST_BYTES:
+                raise CorruptBackupError(f"the member {name} is {size} bytes, more than any real manifest")
+            value = _load_json(reader.read(size), name)
+            reader.skip(-size % tarfile.BLOCKSIZE)
+            if name == MANIFEST and n == 0:
+                version = check_manifest_header(value)
+                if version >= 2:
+                    bounds = value["sizes"]
+                    out = ArchiveContents(value, version)
+                    if on_manifest:
+                        on_manifest(value)
+                else:
+                    v1_manifest = value  # a format-1 manifest first: only a lone manifest; it must be last
+            elif name == MANIFEST and out is None:
+                v1_manifest = value
+            elif name == CHECKSUMS and out is not None:
+                trailer = value
+            else:
+                raise CorruptBackupError(f"the member {name} is out of place")
+            n += 1
+            continue
+        n += 1
+        if kind == tarfile.DIRTYPE:  # directories carry no data
+            if out is not None and name not in out.manifest["dirs"] and name.count("/") > 1:
+                raise CorruptBackupError(f"refusing directory {name!r}: it is not in the manifest")
+            dirs.append(name)
+            continue
+        if name in sizes:
+            raise CorruptBackupError(f"member {name!r} appears twice in the archive")
+        if bounds is not None:
+            if name not in bounds:
+                raise CorruptBackupError(f"refusing member {name!r}: it is not in the manifest")
+            if size != bounds[name]:
+                raise CorruptBackupError(f"refusing member {name!r}: it is {size} bytes, the manifest says "
+                                         f"{bounds[name]}")
+        sizes[name] = size
+        writer = open_file(name, mode, mtime) if open_file else None
+        sha = hashlib.sha256()
+        try:
+            for piece in reader.pieces(size):
+                sha.update(piece)
+                if writer is not None:
+                    writer.write(piece)
+        finally:
+            if writer is not None:
+                writer.close()
+        hashes[name] = sha.hexdigest()
+        reader.skip(-size % tarfile.BLOCKSIZE)
+        if progress and n % 500 == 0:
+            progress("verify", n, 0)
+    return _finish(out, v1_manifest, trailer, hashes, sizes, dirs, n)
+
+
+def _finish(out: ArchiveContents | None, v1_manifest: dict | None, trailer: dict | None,
+            hashes: dict[str, str], sizes: dict[str, int], dirs: list[str], n: int) -> ArchiveContents:
+    """The checks only the whole archive allows: a manifest, every member present, every hash equal."""
+    if out is None:
+        if v1_manifest is None:
+            raise CorruptBackupError(f"no manifest ({MANIFEST}): not a memfs backup, or truncated")
+        out = ArchiveContents(v1_manifest, 1)
+        expected = v1_manifest.get("files")
+    else:
+        if trailer is None:
+            raise CorruptBackupError(f"no {CHECKSUMS} at the end: the archive is truncated")
+        expected = trailer.get("files")
+        missing = sorted(set(out.manifest["sizes"]) - set(sizes))
+        if missing:
+            raise CorruptBackupError(f"member {missing[0]!r} is in the manifest but not in the archive "
+                                     f"({len(missing)} missing): the archive is truncated or damaged")
+    if not isinstance(expected, dict):
+        raise CorruptBackupError("the manifest has no list of file checksums")
     if expected != hashes:
         bad = sorted(set(expected) ^ set(hashes)) or sorted(k for k in expected if expected[k] != hashes.get(k))
-        raise CorruptBackupError(f"{archive.name}: contents differ from its manifest (e.g. {bad[0]}); "
-                                 "the archive is damaged. Nothing was changed")
-
+        raise CorruptBackupError(f"contents differ from the manifest (e.g. {bad[0]!r}): the archive is damaged")
+    out.hashes, out.sizes, out.dirs, out.members = hashes, sizes, dirs, n
+    return out

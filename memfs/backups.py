@@ -14,14 +14,14 @@ import socket
 import stat
 import tarfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-import orjson
+from typing import Sequence
 
 from . import __version__
-from .archive import (BACKUP_FORMAT_NAME, BACKUP_FORMAT_VERSION, MANIFEST, PARTS, CorruptBackupError,  # noqa: F401
-                      Progress, _CHUNK, _CompressingSink, _pad, _tar_header)
+from .archive import (CHECKSUMS, MANIFEST, PARTS, CorruptBackupError, Progress, _CHUNK,  # noqa: F401
+                      _CompressingSink, _pad, _tar_header, checksums_bytes, manifest_bytes)
+from .encryption import AgeWriter
 from .documents import format_time
 from .embedder import MODEL_ID
 from .errors import MemfsError
@@ -30,7 +30,9 @@ from .retention import Decision, Policy, decide
 
 KINDS = {"memory_backup": "backup", "pre_restore": "pre-restore"}
 _NAME = re.compile(r"^(?P<prefix>memory_backup|pre_restore)_(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?"
-                   r"\.tar\.(?P<comp>gz|zst)$")
+                   r"\.tar\.(?P<comp>gz|zst)(?P<age>\.age)?$")
+# What an operator would take for a backup: anything so named that _NAME does not accept is a stray.
+_LOOKS_LIKE = re.compile(r"^(memory_backup|pre_restore)_.*\.tar\.(gz|zst)(\.age)?$")
 PARTIAL = re.compile(r"^\.(memory_backup|pre_restore)_.*\.partial$")
 STAGING_PREFIX = ".restore-"
 
@@ -45,6 +47,7 @@ class BackupFile:
     created: datetime  # UTC, from the name (the same instant the manifest records)
     compression: str  # "gz" or "zst"
     seq: int = 0  # the _N suffix of a second backup within the same second
+    encrypted: bool = False  # an age file (`….tar.gz.age`): the compressed archive, encrypted
 
     @property
     def name(self) -> str:
@@ -60,11 +63,15 @@ class BackupFile:
 
     @classmethod
     def parse(cls, path: Path) -> "BackupFile | None":
+        """The backup a name describes, or None if it is not one of ours (an impossible date included)."""
         m = _NAME.match(path.name)
         if not m:
             return None
-        created = datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
-        return cls(path, KINDS[m["prefix"]], created, m["comp"], int(m["seq"] or 0))
+        try:
+            created = datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
+        except ValueError:  # issue #11 finding 1: `…_20251340_250000…` killed every command
+            return None
+        return cls(path, KINDS[m["prefix"]], created, m["comp"], int(m["seq"] or 0), bool(m["age"]))
 
     def checksum_state(self, verify: bool = False) -> str:
         """ok / mismatch / missing / unverified (an .md5 exists but was not re-read)."""
@@ -76,31 +83,72 @@ class BackupFile:
         return "ok" if md5_of(self.path) == expected else "mismatch"
 
 
-def list_backups(backup_dir: Path) -> tuple[list[BackupFile], list[Path]]:
-    """(backups newest first, incomplete leftovers). Only our naming pattern is ever considered."""
+@dataclass(frozen=True)
+class Stray:
+    """A file in the backup directory named like a backup that is not one. Listed, never touched."""
+
+    path: Path
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def describe(self) -> str:
+        return f"not a memfs backup ({self.reason})"
+
+
+@dataclass(frozen=True)
+class BackupDir:
+    backups: list[BackupFile]  # newest first
+    leftovers: list[Path]  # partial archives of interrupted runs
+    strays: list[Stray]  # named like backups, but not ones
+
+
+def _stray_reason(p: Path) -> str:
+    if not p.is_file():
+        return "not a regular file"
+    m = _NAME.match(p.name)
+    if m:
+        return f"impossible date {m['stamp']}"
+    return "the name does not follow memory_backup_YYYYMMDD_HHMMSS[_N].tar.gz|zst[.age]"
+
+
+def scan_backup_dir(backup_dir: Path) -> BackupDir:
+    """Everything in backup_dir that concerns backups. Only our naming pattern is ever a candidate for
+    anything; a stray (issue #11 finding 1) is reported so that it can be listed, and otherwise ignored."""
     if not backup_dir.is_dir():
-        return [], []
-    backups, leftovers = [], []
+        return BackupDir([], [], [])
+    backups, leftovers, strays = [], [], []
     for p in backup_dir.iterdir():
         b = BackupFile.parse(p)
         if b is not None and p.is_file():
             backups.append(b)
         elif PARTIAL.match(p.name):
             leftovers.append(p)
+        elif _LOOKS_LIKE.match(p.name):
+            strays.append(Stray(p, _stray_reason(p)))
     backups.sort(key=lambda b: (b.created, b.seq), reverse=True)
-    return backups, sorted(leftovers)
+    return BackupDir(backups, sorted(leftovers), sorted(strays, key=lambda s: s.name))
 
 
-def _new_name(backup_dir: Path, prefix: str, now: datetime, compression: str) -> str:
+def list_backups(backup_dir: Path) -> tuple[list[BackupFile], list[Path]]:
+    """(backups newest first, incomplete leftovers): scan_backup_dir without the strays."""
+    found = scan_backup_dir(backup_dir)
+    return found.backups, found.leftovers
+
+
+def _new_name(backup_dir: Path, prefix: str, now: datetime, compression: str, encrypted: bool = False) -> str:
     """Unique, and sorting after every backup of the same second (even ones since pruned or renamed)."""
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
     taken = [m for p in backup_dir.iterdir()
              if (m := _NAME.match(p.name.removeprefix(".").removesuffix(".partial")))
              and m["prefix"] == prefix and m["stamp"] == stamp]
+    suffix = f".tar.{compression}" + (".age" if encrypted else "")
     if not taken:
-        return f"{prefix}_{stamp}.tar.{compression}"
+        return f"{prefix}_{stamp}{suffix}"
     seq = max(int(m["seq"] or 0) for m in taken) + 1
-    return f"{prefix}_{stamp}_{seq}.tar.{compression}"
+    return f"{prefix}_{stamp}_{seq}{suffix}"
 
 
 # -- checksums --------------------------------------------------------------------------------------
@@ -156,60 +204,85 @@ def _members(layout: Layout) -> list[tuple[str, str, os.stat_result]]:
     return out
 
 
+class _Changed(Exception):
+    """A file's size changed between listing and archiving (a hand edit meanwhile): start again, since
+    the manifest at the front already promised its size."""
+
+
 def create_backup(layout: Layout, *, backup_dir: Path | None = None, compression: str = "gz",
-                  kind: str = "backup", progress: Progress | None = None,
-                  now: datetime | None = None) -> BackupFile:
+                  kind: str = "backup", progress: Progress | None = None, now: datetime | None = None,
+                  recipients: Sequence | None = None, passphrase: str | None = None) -> BackupFile:
     """Archive data/ into backup_dir. The caller holds the store's lock.
 
     Written as `.<name>.partial`, fsynced, its .md5 written, then renamed into place: a crash never
-    leaves a file that looks like a good backup. Each member is read once: its SHA-256 for the
-    manifest is computed on the bytes as they go into the archive.
+    leaves a file that looks like a good backup. Each member is read once: its SHA-256 is computed on
+    the bytes as they go into the archive. With `recipients` (parsed by encryption.parse_recipients)
+    or a `passphrase`, the archive is an age file (`….tar.gz.age`) and the .md5 covers the ciphertext.
     """
     backup_dir = backup_dir or layout.backups
     backup_dir.mkdir(parents=True, exist_ok=True)
     now = now or datetime.now(timezone.utc)
+    encrypted = bool(recipients or passphrase)
     prefix = {v: k for k, v in KINDS.items()}[kind]
-    name = _new_name(backup_dir, prefix, now, compression)
+    name = _new_name(backup_dir, prefix, now, compression, encrypted)
     partial = backup_dir / f".{name}.partial"
-    members = list(_members(layout))
-    files: dict[str, str] = {}
-    memory_count = 0
     try:
-        with open(partial, "wb") as raw_file:
-            sink = _CompressingSink(raw_file, compression)
+        for attempt in range(3):
             try:
-                for n, (path, arcname, st) in enumerate(members, 1):
-                    if stat.S_ISDIR(st.st_mode):
-                        sink.write(_tar_header(arcname, st.st_mode & 0o7777, 0, int(st.st_mtime), is_dir=True))
-                    elif stat.S_ISREG(st.st_mode):
-                        files[arcname] = _add_file(sink, path, arcname, st)
-                        if arcname.startswith("data/memories/") and not is_ignored_name(arcname.rpartition("/")[2]):
-                            memory_count += 1
-                    if progress and (n % 200 == 0 or n == len(members)):
-                        progress("backup", n, len(members))
-                manifest = orjson.dumps({
-                    "format": f"{BACKUP_FORMAT_NAME}/{BACKUP_FORMAT_VERSION}",
-                    "memfs_version": __version__,
-                    "created_at": format_time(now),
-                    "kind": kind,
-                    "host": socket.gethostname(),
-                    "memory_count": memory_count,
-                    "model_id": MODEL_ID,
-                    "files": files,
-                }, option=orjson.OPT_INDENT_2)
-                sink.write(_tar_header(MANIFEST, 0o644, len(manifest), int(now.timestamp())), manifest,
-                           _pad(len(manifest)), b"\0" * (2 * tarfile.BLOCKSIZE))  # and the end of the archive
-            finally:
-                sink.close()
-            raw_file.flush()
-            os.fsync(raw_file.fileno())
-        atomic_write(backup_dir / f"{name}.md5", f"{sink.md5.hexdigest()}  {name}\n".encode())
+                digest = _write_archive(layout, partial, compression, kind, now, progress, recipients, passphrase)
+                break
+            except _Changed as e:
+                changed = e
+        else:
+            raise MemfsError(f"{changed} changed size during each of 3 attempts to back it up; is a process "
+                             "rewriting data/ continuously? Try again when it is idle")
+        atomic_write(backup_dir / f"{name}.md5", f"{digest}  {name}\n".encode())
         os.replace(partial, backup_dir / name)
         fsync_dir(backup_dir)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return BackupFile(backup_dir / name, kind, now.replace(microsecond=0), compression)
+    return BackupFile(backup_dir / name, kind, now.replace(microsecond=0), compression, 0, encrypted)
+
+
+def _write_archive(layout: Layout, partial: Path, compression: str, kind: str, now: datetime,
+                   progress: Progress | None, recipients, passphrase) -> str:
+    """Write the format-2 archive to `partial`; returns the MD5 of the bytes on disk."""
+    members = list(_members(layout))
+    sizes = {arc: st.st_size for _, arc, st in members if stat.S_ISREG(st.st_mode)}
+    dirs = [arc for _, arc, st in members if stat.S_ISDIR(st.st_mode)]
+    memory_count = sum(1 for arc in sizes
+                       if arc.startswith("data/memories/") and not is_ignored_name(arc.rpartition("/")[2]))
+    manifest = manifest_bytes(memfs_version=__version__, created_at=format_time(now), kind=kind,
+                              host=socket.gethostname(), memory_count=memory_count, model_id=MODEL_ID,
+                              sizes=sizes, dirs=dirs)
+    stamp = int(now.timestamp())
+    hashes: dict[str, str] = {}
+    with open(partial, "wb") as raw_file:
+        out = AgeWriter(raw_file, recipients=recipients, passphrase=passphrase) \
+            if (recipients or passphrase) else raw_file
+        try:
+            sink = _CompressingSink(out, compression)
+            try:
+                sink.write(_tar_header(MANIFEST, 0o644, len(manifest), stamp), manifest, _pad(len(manifest)))
+                for n, (path, arcname, st) in enumerate(members, 1):
+                    if stat.S_ISDIR(st.st_mode):
+                        sink.write(_tar_header(arcname, st.st_mode & 0o7777, 0, int(st.st_mtime), is_dir=True))
+                    elif stat.S_ISREG(st.st_mode):
+                        hashes[arcname] = _add_file(sink, path, arcname, st)
+                    if progress and (n % 200 == 0 or n == len(members)):
+                        progress("backup", n, len(members))
+                trailer = checksums_bytes(hashes)
+                sink.write(_tar_header(CHECKSUMS, 0o644, len(trailer), stamp), trailer, _pad(len(trailer)),
+                           b"\0" * (2 * tarfile.BLOCKSIZE))  # and the end of the archive
+            finally:
+                sink.close()
+        finally:
+            if out is not raw_file:
+                out.close()
+        raw_file.flush()
+        os.fsync(raw_file.fileno())
+    return (out.md5 if out is not raw_file else sink.md5).hexdigest()
 
 
 def _add_file(sink: _CompressingSink, path: str, arcname: str, st: os.stat_result) -> str:
@@ -218,10 +291,8 @@ def _add_file(sink: _CompressingSink, path: str, arcname: str, st: os.stat_resul
     try:
         if st.st_size <= _CHUNK:
             data = os.read(fd, st.st_size + 1)  # one byte more notices a file that grew since it was listed
-            if len(data) != st.st_size:  # a hand edit meanwhile: archive the file as it is now
-                while block := os.read(fd, _CHUNK):
-                    data += block
-                st = os.fstat(fd)
+            if len(data) != st.st_size:
+                raise _Changed(path)
             sink.write(_tar_header(arcname, st.st_mode & 0o7777, len(data), int(st.st_mtime)), data, _pad(len(data)))
             return hashlib.sha256(data).hexdigest()
         # Large files (Chroma's, the catalog) stream; the lock guarantees nobody writes them meanwhile.
@@ -231,7 +302,7 @@ def _add_file(sink: _CompressingSink, path: str, arcname: str, st: os.stat_resul
         while left:
             block = os.read(fd, min(_CHUNK, left))
             if not block:
-                raise MemfsError(f"{path} shrank while being backed up; is another process writing the store?")
+                raise _Changed(path)
             sha.update(block)
             sink.write(block)
             left -= len(block)
@@ -265,9 +336,19 @@ class PruneItem:
     decision: Decision
 
 
-def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3) -> list[PruneItem]:
-    """Regular backups under GFS; pre-restore snapshots by their own count, never displacing others."""
-    backups, _ = list_backups(backup_dir)
+def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3, *,
+               now: datetime | None = None) -> list[PruneItem]:
+    """The retention plan for the backups in backup_dir (strays are never in it)."""
+    return plan_backups(list_backups(backup_dir)[0], policy, keep_pre_restore, now=now)
+
+
+def plan_backups(backups: list[BackupFile], policy: Policy, keep_pre_restore: int = 3, *,
+                 now: datetime | None = None) -> list[PruneItem]:
+    """Regular backups under GFS (encrypted or not alike); pre-restore snapshots by their own count,
+    never displacing others, and never while younger than policy.pre_restore_days (issue #11 finding 3:
+    a fourth restore's next backup deleted the data from before the first one, silently)."""
+    now = now or datetime.now(timezone.utc)
+    backups = sorted(backups, key=lambda b: (b.created, b.seq), reverse=True)
     regular = [b for b in backups if b.kind == "backup"]
     pre = [b for b in backups if b.kind == "pre-restore"]
     plan = [PruneItem(b, d) for b, d in zip(regular, decide([b.created for b in regular], policy))]
@@ -275,11 +356,23 @@ def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3) -> l
         # Trigger: a policy of all zeros. Why: retention must never delete the only fresh backup
         # (restic refuses such a policy outright). Outcome: the newest backup is always kept.
         plan[0] = PruneItem(plan[0].backup, Decision(plan[0].backup.created, True, ("newest backup",)))
+    young = timedelta(days=policy.pre_restore_days)
     for n, b in enumerate(pre):
-        keep = n < keep_pre_restore
-        plan.append(PruneItem(b, Decision(b.created, keep, (f"pre-restore {n + 1} of {keep_pre_restore}",) if keep else ())))
+        reasons = []
+        if n < keep_pre_restore:
+            reasons.append(f"pre-restore {n + 1} of {keep_pre_restore}")
+        if now - b.created < young:
+            reasons.append(f"pre-restore younger than {policy.pre_restore_days} days")
+        plan.append(PruneItem(b, Decision(b.created, bool(reasons), tuple(reasons))))
     plan.sort(key=lambda item: (item.backup.created, item.backup.seq), reverse=True)
     return plan
+
+
+def prune_messages(deleted: list[BackupFile]) -> list[str]:
+    """One line per deleted backup for the log and non-quiet output; a pre-restore snapshot is named
+    as what it is, the data from before a restore."""
+    return [f"pruned pre-restore snapshot {b.name} (the data replaced by a restore on "
+            f"{b.created:%Y-%m-%d %H:%M} UTC)" if b.kind == "pre-restore" else f"pruned {b.name}" for b in deleted]
 
 
 def prune_summary(plan: list[PruneItem], dry_run: bool) -> dict:
@@ -288,9 +381,9 @@ def prune_summary(plan: list[PruneItem], dry_run: bool) -> dict:
 
 
 def prune_backups(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3,
-                  dry_run: bool = False) -> tuple[list[PruneItem], list[BackupFile]]:
+                  dry_run: bool = False, *, now: datetime | None = None) -> tuple[list[PruneItem], list[BackupFile]]:
     """(the plan, the backups deleted). The caller holds the store's lock."""
-    plan = plan_prune(backup_dir, policy, keep_pre_restore)
+    plan = plan_prune(backup_dir, policy, keep_pre_restore, now=now)
     return plan, ([] if dry_run else apply_prune(plan))
 
 
