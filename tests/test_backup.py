@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from memfs import MemoryStore
 from memfs import archive
-from memfs.backups import BackupFile, list_backups, md5_of
+from memfs.backups import BackupFile, list_backups, md5_of, scan_backup_dir
 from memfs.lock import StoreLock
 from memfs.manage import cli
 
@@ -181,6 +181,23 @@ def test_backup_while_another_process_owns_the_store_exits_4(manage, populated):
         holder.kill()
         holder.wait()
     manage("backup")
+
+
+def test_a_stray_with_an_impossible_date_breaks_no_command_and_is_left_alone(manage, populated):
+    """Issue #11 finding 1: `memory_backup_20251340_250000.tar.gz` made backup, list, prune, restore latest
+    and validate --backups die with a traceback (exit 1), so a nightly cron backup stopped."""
+    stray = populated / "backups" / "memory_backup_20251340_250000.tar.gz"
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"not a backup")
+    manage("backup")
+    manage("list")
+    manage("list", "--verify")
+    manage("prune")
+    manage("restore", "latest", "--yes")
+    assert "no problems" in manage("validate", "--backups").output
+    assert stray.read_bytes() == b"not a backup"
+    assert [s.describe() for s in scan_backup_dir(populated / "backups").strays] == [
+        "not a memfs backup (impossible date 20251340_250000)"]
 
 
 def test_quiet_success_prints_nothing_and_logs_one_line(manage, populated):
