@@ -396,3 +396,11 @@ def apply_prune(plan: list[PruneItem]) -> list[BackupFile]:
             deleted.append(item.backup)
     return deleted
 
+
+
+def describe_policy(policy: Policy, keep_pre_restore: int = 3) -> str:
+    """The retention policy in force, in words, for the header of `manage_data.py list`."""
+    return (f"retention (UTC): the newest backup of each of the last {policy.daily} days, {policy.weekly} ISO "
+            f"weeks and {policy.monthly} months that have backups, and always the newest; pre-restore "
+            f"snapshots: the newest {keep_pre_restore}, and every one younger than {policy.pre_restore_days} "
+            "days. Encrypted and plain backups count alike.")

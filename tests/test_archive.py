@@ -317,3 +317,34 @@ def test_verify_and_extract_into_staging_holds_no_more_than_the_manifest_total(l
     counts = Counting(monkeypatch)
     manifest = verify_and_extract(made, tmp_path / "staging")
     assert counts.peak == manifest["total_bytes"]
+
+
+def test_a_file_edited_during_the_backup_restarts_it_so_the_manifest_stays_true(layout, monkeypatch):
+    """The manifest (first member) promises each file's size; a hand edit meanwhile restarts the archive."""
+    from memfs import backups
+
+    real, calls = backups._add_file, []
+
+    def add_file(sink, path, arcname, st):
+        calls.append(arcname)
+        if len(calls) == 1:  # while the first file goes in, someone appends to a later one
+            with open(layout.memories / "m19.json", "a") as f:
+                f.write(" ")
+        return real(sink, path, arcname, st)
+
+    monkeypatch.setattr(backups, "_add_file", add_file)
+    made = create_backup(layout)
+    assert verify_backup(made).status == "ok"
+    assert calls.count("data/memories/m19.json") == 2  # the first attempt refused it, the second took it
+    assert not list(layout.backups.glob(".*.partial"))
+
+
+def test_the_list_header_says_the_policy_and_what_each_status_means():
+    from memfs.backups import describe_policy
+    from memfs.restore import STATUS_MEANINGS
+    from memfs.retention import Policy
+
+    text = describe_policy(Policy(7, 4, 12, pre_restore_days=5), 2)
+    assert "7 days, 4 ISO weeks and 12 months" in text and "younger than 5 days" in text
+    assert {"ok", "checksum ok", "encrypted", "missing", "mismatch", "corrupt", "newer format",
+            "wrong key"} <= set(STATUS_MEANINGS)
