@@ -44,7 +44,10 @@ from memfs import restore as restore_mod  # noqa: E402
 from memfs.encryption import generate_identity, parse_identities, parse_recipients  # noqa: E402
 from memfs.restore import verify_backup  # noqa: E402
 
-GEN = HERE.parent.parent / "shared" / "bench" / "gen_corpus.py"
+# The shared corpus generator: beside the checkout, or (from a git worktree) at /work/shared.
+GEN = next((p for p in (HERE.parent.parent / "shared" / "bench" / "gen_corpus.py",
+                         Path("/work/shared/bench/gen_corpus.py")) if p.exists()),
+           HERE.parent.parent / "shared" / "bench" / "gen_corpus.py")
 PARTS = ["data/memories", "data/embeddings", "data/indexes"]
 
 
