@@ -163,3 +163,40 @@ def test_an_archive_encrypted_by_the_age_tool_restores(layout, key, tmp_path):
     shutil.rmtree(layout.memories)
     restore_backup(layout, archive, identities=parse_identities(path.read_text()))
     assert state(layout) == before
+
+
+def _age_decrypt_with_passphrase(path, out, passphrase: str) -> tuple[int, bytes]:
+    """`age -d` reads a passphrase only from a terminal: give it one (a pty), and type it."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: age on the pty as its controlling terminal
+        os.execvp("age", ["age", "-d", "-o", str(out), str(path)])
+    seen, typed, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if b"passphrase" in seen.lower() and not typed:
+            os.write(fd, passphrase.encode() + b"\n")
+            typed = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen
+
+
+@needs_age
+def test_the_age_tool_alone_opens_a_passphrase_backup(layout, tmp_path):
+    made = create_backup(layout, passphrase="correct horse battery staple")
+    code, seen = _age_decrypt_with_passphrase(made.path, tmp_path / "plain.tar.gz", "correct horse battery staple")
+    assert code == 0, seen
+    listing = subprocess.run(["tar", "-tzf", str(tmp_path / "plain.tar.gz")], capture_output=True, text=True)
+    assert "data/memories/m29.json" in listing.stdout.split()
