@@ -434,8 +434,12 @@ def restore_backup(layout: Layout, archive: BackupFile, *, verify_md5: bool = Tr
     _step("staged")
     pre = None
     if any((layout.data / part).exists() for part in PARTS):
-        pre = create_backup(layout, compression=compression, kind="pre-restore", progress=progress,
-                            recipients=snapshot_recipients, passphrase=snapshot_passphrase)
+        try:
+            pre = create_backup(layout, compression=compression, kind="pre-restore", progress=progress,
+                                recipients=snapshot_recipients, passphrase=snapshot_passphrase)
+        except BaseException:  # e.g. the backup disk is full: nothing was changed, and no staging is left
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     _step("snapshot")
     swap_in(layout, staging)
     return RestoreResult(archive, pre, int(manifest.get("memory_count", 0)))

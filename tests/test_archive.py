@@ -348,3 +348,16 @@ def test_the_list_header_says_the_policy_and_what_each_status_means():
     assert "7 days, 4 ISO weeks and 12 months" in text and "younger than 5 days" in text
     assert {"ok", "checksum ok", "encrypted", "missing", "mismatch", "corrupt", "newer format",
             "wrong key"} <= set(STATUS_MEANINGS)
+
+
+def test_a_failed_pre_restore_snapshot_changes_nothing_and_leaves_no_staging(layout, monkeypatch):
+    made = create_backup(layout)
+    before = state(layout)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(restore, "create_backup", full_disk)
+    with pytest.raises(OSError):
+        restore_backup(layout, made)
+    assert state(layout) == before and not list(layout.data.glob(".restore-*"))
