@@ -227,3 +227,23 @@ class DecryptingReader:
         self._plain.close()  # a decrypting thread blocked on a full pipe gets EPIPE and ends
         if self._thread is not None:
             self._thread.join()
+
+
+def read_identity_file(path: Path) -> list:
+    """Identities from an identity file (`--identity FILE` or env MEMFS_AGE_IDENTITY, resolved by the caller)."""
+    try:
+        return parse_identities(Path(path).read_text())
+    except OSError as e:
+        raise EncryptionKeyError(f"cannot read the identity file {path}: {e.strerror or e}") from e
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The passphrase in a file's first line (`--passphrase-file FILE`; never a command-line value)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise EncryptionKeyError(f"cannot read the passphrase file {path}: {e.strerror or e}") from e
+    passphrase = text.splitlines()[0] if text.strip() else ""
+    if not passphrase:
+        raise EncryptionKeyError(f"the passphrase file {path} is empty")
+    return passphrase

@@ -200,3 +200,17 @@ def test_the_age_tool_alone_opens_a_passphrase_backup(layout, tmp_path):
     assert code == 0, seen
     listing = subprocess.run(["tar", "-tzf", str(tmp_path / "plain.tar.gz")], capture_output=True, text=True)
     assert "data/memories/m29.json" in listing.stdout.split()
+
+
+def test_identity_and_passphrase_files(tmp_path, key):
+    from memfs.encryption import read_identity_file, read_passphrase_file
+
+    path, _ = key
+    assert len(read_identity_file(path)) == 1
+    (tmp_path / "pass").write_text("two words\n")
+    assert read_passphrase_file(tmp_path / "pass") == "two words"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(EncryptionKeyError, match="empty"):
+        read_passphrase_file(tmp_path / "empty")
+    with pytest.raises(EncryptionKeyError, match="cannot read"):
+        read_identity_file(tmp_path / "nope")
