@@ -176,15 +176,19 @@ class DecryptingReader:
     Damaged ciphertext raises CorruptBackupError when the reader reaches it.
     """
 
-    def __init__(self, path: Path, *, identities: Sequence | None = None, passphrase: str | None = None):
+    def __init__(self, path: Path, *, identities: Sequence | None = None, passphrase: str | None = None,
+                 source: BinaryIO | None = None):
+        """`source`: the age file already opened (read on the decrypting thread); else `path` is opened."""
         self._name = path.name
+        self._source = source
         self._error: BaseException | None = None
         if not identities and not passphrase:
             raise DecryptionError(f"{path.name} is encrypted: give an identity file (--identity, env "
                                   "MEMFS_AGE_IDENTITY) or a passphrase file to open it; nothing was changed")
         if passphrase:  # pyrage has no streaming scrypt API (see the module docstring)
             try:
-                self._plain: BinaryIO = io.BytesIO(_pyrage().passphrase.decrypt(path.read_bytes(), passphrase))
+                ciphertext = source.read() if source is not None else path.read_bytes()
+                self._plain: BinaryIO = io.BytesIO(_pyrage().passphrase.decrypt(ciphertext, passphrase))
             except _pyrage().DecryptError as e:
                 raise self._translate(e) from e
             self._thread = None
@@ -205,8 +209,11 @@ class DecryptingReader:
 
     def _decrypt(self, path: Path, identities: list) -> None:
         try:
-            with open(path, "rb") as f:
-                _pyrage().decrypt_io(f, self._pipe_in, identities)
+            if self._source is not None:
+                _pyrage().decrypt_io(self._source, self._pipe_in, identities)
+            else:
+                with open(path, "rb") as f:
+                    _pyrage().decrypt_io(f, self._pipe_in, identities)
         except BaseException as e:
             self._error = e
         finally:

@@ -32,12 +32,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from .archive import (PARTS, ArchiveContents, CorruptBackupError, DecompressingSource, Progress, printable,
                       read_archive)
@@ -67,27 +68,54 @@ def _step(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _plain_stream(archive: BackupFile, identities: Sequence | None, passphrase: str | None
-                  ) -> Iterator[DecompressingSource]:
-    """The archive's tar stream: decrypted (if an age file) and decompressed, each on its own thread."""
-    raw = DecryptingReader(archive.path, identities=identities, passphrase=passphrase) if archive.encrypted \
-        else open(archive.path, "rb")
+def _plain_stream(archive: BackupFile, identities: Sequence | None, passphrase: str | None,
+                  source: BinaryIO | None = None) -> Iterator[DecompressingSource]:
+    """The archive's tar stream: decrypted (if an age file) and decompressed, each on its own thread.
+    `source` is the archive file already opened (verify hashes what is read through it)."""
+    file = source or open(archive.path, "rb")
     try:
-        source = DecompressingSource(raw, archive.compression)
+        raw = DecryptingReader(archive.path, identities=identities, passphrase=passphrase, source=file) \
+            if archive.encrypted else file
         try:
-            yield source
+            stream = DecompressingSource(raw, archive.compression)
+            try:
+                yield stream
+            finally:
+                stream.close()
         finally:
-            source.close()
+            if raw is not file:
+                raw.close()
     finally:
-        raw.close()
+        if source is None:
+            file.close()
+
+
+class _HashingReader:
+    """Reads through to a file, keeping the MD5 of what was read: one pass checks the .md5 and the
+    contents together."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.md5 = hashlib.md5()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.md5.update(data)
+        return data
+
+    def finish(self) -> str:
+        """Read what the decoder left (after an early refusal, or trailing bytes); the MD5 of it all."""
+        while block := self.f.read(1 << 20):
+            self.md5.update(block)
+        return self.md5.hexdigest()
 
 
 def read_backup(archive: BackupFile, *, identities: Sequence | None = None, passphrase: str | None = None,
-                progress: Progress | None = None, **read_options) -> ArchiveContents:
+                progress: Progress | None = None, source: BinaryIO | None = None, **read_options) -> ArchiveContents:
     """read_archive over a backup file; every refusal names the archive and says nothing was changed."""
     try:
-        with _plain_stream(archive, identities, passphrase) as source:
-            return read_archive(source.next_chunk, progress=progress, **read_options)
+        with _plain_stream(archive, identities, passphrase, source) as stream:
+            return read_archive(stream.next_chunk, progress=progress, **read_options)
     except CorruptBackupError as e:
         raise CorruptBackupError(f"{archive.name}: {e}. Nothing was changed; pick another backup "
                                  "(`manage_data.py list --verify`)") from e
@@ -160,21 +188,33 @@ def verify_backup(archive: BackupFile, *, deep: bool = True, identities: Sequenc
     Not deep (`--quick`): the .md5 alone.
     """
     expected = read_md5_file(archive.md5_path)
-    if expected is not None and md5_of(archive.path) != expected:
-        return VerifyReport(archive, "mismatch", "the archive does not match its .md5")
     if not deep:
-        return VerifyReport(archive, "checksum ok" if expected else "missing")
+        if expected is None:
+            return VerifyReport(archive, "missing")
+        if md5_of(archive.path) != expected:
+            return VerifyReport(archive, "mismatch", "the archive does not match its .md5")
+        return VerifyReport(archive, "checksum ok")
     if archive.encrypted and not identities and not passphrase:
-        return VerifyReport(archive, "encrypted" if expected else "missing",
-                            "contents not read: no identity given")
-    try:
-        contents = read_backup(archive, identities=identities, passphrase=passphrase, progress=progress)
-    except DecryptionError as e:
-        return VerifyReport(archive, "wrong key", printable(str(e)))
-    except UnsupportedFormatError as e:
-        return VerifyReport(archive, "newer format", printable(str(e)))
-    except CorruptBackupError as e:
-        return VerifyReport(archive, "corrupt", printable(str(e)))
+        if expected is not None and md5_of(archive.path) != expected:
+            return VerifyReport(archive, "mismatch", "the archive does not match its .md5")
+        return VerifyReport(archive, "encrypted" if expected else "missing", "contents not read: no identity given")
+    contents, failed = None, None
+    with open(archive.path, "rb") as f:  # one read: the MD5 of the bytes as they go to the decoder
+        hashed = _HashingReader(f)
+        try:
+            contents = read_backup(archive, identities=identities, passphrase=passphrase, progress=progress,
+                                   source=hashed)
+        except DecryptionError as e:
+            failed = VerifyReport(archive, "wrong key", printable(str(e)))
+        except UnsupportedFormatError as e:
+            failed = VerifyReport(archive, "newer format", printable(str(e)))
+        except CorruptBackupError as e:
+            failed = VerifyReport(archive, "corrupt", printable(str(e)))
+        digest = hashed.finish()
+    if expected is not None and digest != expected:
+        return VerifyReport(archive, "mismatch", "the archive does not match its .md5")
+    if failed is not None:
+        return failed
     m = contents.manifest
     return VerifyReport(archive, "ok" if expected else "missing", "" if expected else "no .md5 beside it",
                         m.get("memory_count"), m.get("created_at"), contents.total_bytes, contents.members)
