@@ -98,6 +98,19 @@ def generate_identity() -> tuple[str, str]:
     return str(ident), str(ident.to_public())
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe with a 1 MiB buffer (Linux F_SETPIPE_SZ) rather than 64 KiB: far fewer wake-ups between
+    the compressing and the encrypting thread."""
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size: the default buffer works, only slower
+    return r, w
+
+
 class _HashingFile:
     """Writes through to `f`, keeping the MD5 of every byte (the `.md5` covers the ciphertext)."""
 
@@ -127,7 +140,7 @@ class AgeWriter:
         if passphrase:
             self._buffer = io.BytesIO()
             return
-        r, w = os.pipe()
+        r, w = _pipe()
         self._pipe_in = os.fdopen(w, "wb", buffering=0)
         self._pipe_out = os.fdopen(r, "rb", buffering=0)
         self._thread = threading.Thread(target=self._encrypt, args=(list(recipients),), name="memfs-age",
@@ -193,7 +206,7 @@ class DecryptingReader:
                 raise self._translate(e) from e
             self._thread = None
             return
-        r, w = os.pipe()
+        r, w = _pipe()
         self._plain = os.fdopen(r, "rb", buffering=0)
         self._pipe_in = os.fdopen(w, "wb", buffering=0)
         self._thread = threading.Thread(target=self._decrypt, args=(path, list(identities)),
