@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Iterable
 
 from . import __version__
-from .backup import (BackupFile, apply_prune, clean_leftovers, create_backup, list_backups, plan_prune, prune_backups,
-                     restore_backup, verify_and_extract)
+from .backups import (BackupFile, apply_prune, clean_leftovers, create_backup, list_backups, plan_prune,
+                      prune_backups)
+from .restore import restore_backup, verify_and_extract
 from .errors import BadRequestError, NotFoundError, io_error
 from .filestore import Layout
 from .ops import Progress, Retention

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .backup import finish_interrupted_restore
+from .restore import finish_interrupted_restore
 from .embedder import Embedder
 from .filestore import Layout
 from .lock import StoreLock

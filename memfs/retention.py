@@ -18,6 +18,8 @@ class Policy:
     daily: int = 7
     weekly: int = 4
     monthly: int = 12
+    # A pre-restore snapshot younger than this is never pruned, whatever --keep-pre-restore says.
+    pre_restore_days: int = 7
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import documents
-from .backup import list_backups
+from .backups import list_backups
 from .catalog import Catalog
 from .embedder import MODEL_SHA256, model_file_sha256
 from .errors import InvalidDocumentError
@@ -131,14 +131,22 @@ def _check_vectors(layout: Layout, catalog_ids: set[str] | None) -> list[Problem
     return problems
 
 
-def _check_backups(layout: Layout, backup_dir: Path) -> list[Problem]:
+def _check_backups(layout: Layout, backup_dir: Path, *, deep: bool = True, identities=None,
+                   passphrase: str | None = None) -> list[Problem]:
+    """Every backup must be restorable: with `deep`, each archive is read whole (decrypted when an
+    identity is given), writing nothing, and checked as a restore would check it (issue #11 finding 6:
+    a truncated archive with a recomputed .md5 passed an MD5-only check). Strays named like backups are
+    not problems: they are listed by `list` and left alone."""
+    from .restore import verify_backup
+
     backups, leftovers = list_backups(backup_dir)
     problems = [Problem("backup", str(p), "incomplete backup left by an interrupted run; the next backup "
                                           "removes it", True) for p in leftovers]
     for b in backups:
-        state = b.checksum_state(verify=True)
-        if state != "ok":
-            problems.append(Problem("backup", str(b.path), f"checksum {state}"))
+        report = verify_backup(b, deep=deep, identities=identities, passphrase=passphrase)
+        if not report.ok:
+            detail = f": {report.reason}" if report.reason else ""
+            problems.append(Problem("backup", str(b.path), f"{report.status}{detail}"))
     return problems
 
 

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from memfs import MemoryStore
-from memfs import backup
-from memfs.backup import BackupFile, list_backups, md5_of
+from memfs import archive
+from memfs.backups import BackupFile, list_backups, md5_of, scan_backup_dir
 from memfs.lock import StoreLock
 from memfs.manage import cli
 
@@ -87,7 +87,7 @@ def test_backup_delete_restore_gives_same_files_and_results_without_embedding(ma
 def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_filter_accepts(manage, populated,
                                                                                                   tmp_path):
     """Restore parses our ustar headers itself and applies stricter checks than PEP 706's "data" filter
-    (see backup._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
+    (see archive._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
     of a real backup (with a name over 100 bytes, non-ASCII and a space), and the data filter accepts
     each one unchanged apart from the mode it would also set."""
     odd = populated / "data" / "memories" / ("n" * 120) / "café notes.json"
@@ -101,11 +101,11 @@ def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_fi
                 continue
             header = info.tobuf(tarfile.GNU_FORMAT if len(info.name.encode()) > 100 else tarfile.USTAR_FORMAT,
                                 "utf-8", "surrogateescape")
-            name, kind, size, mode, mtime = backup._parse_header(header[-tarfile.BLOCKSIZE:])
+            name, kind, size, mode, mtime = archive._parse_header(header[-tarfile.BLOCKSIZE:])
             if len(info.name.encode()) > 100:
                 name = info.name  # carried by the GNU long-name member before it
             assert (name, kind, size, mode, mtime) == (info.name, info.type, info.size, info.mode, info.mtime)
-            backup._check_member(name, kind)
+            archive._check_member(name, kind)
             filtered = tarfile.data_filter(info, str(tmp_path))
             assert (filtered.name, filtered.type, filtered.size) == (info.name, info.type, info.size)
             seen.add(name)
@@ -181,6 +181,23 @@ def test_backup_while_another_process_owns_the_store_exits_4(manage, populated):
         holder.kill()
         holder.wait()
     manage("backup")
+
+
+def test_a_stray_with_an_impossible_date_breaks_no_command_and_is_left_alone(manage, populated):
+    """Issue #11 finding 1: `memory_backup_20251340_250000.tar.gz` made backup, list, prune, restore latest
+    and validate --backups die with a traceback (exit 1), so a nightly cron backup stopped."""
+    stray = populated / "backups" / "memory_backup_20251340_250000.tar.gz"
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"not a backup")
+    manage("backup")
+    manage("list")
+    manage("list", "--verify")
+    manage("prune")
+    manage("restore", "latest", "--yes")
+    assert "no problems" in manage("validate", "--backups").output
+    assert stray.read_bytes() == b"not a backup"
+    assert [s.describe() for s in scan_backup_dir(populated / "backups").strays] == [
+        "not a memfs backup (impossible date 20251340_250000)"]
 
 
 def test_quiet_success_prints_nothing_and_logs_one_line(manage, populated):

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from memfs.backup import create_backup, plan_prune
+from memfs.backups import create_backup, plan_prune
 from memfs.filestore import Layout
 from memfs.retention import Policy, decide
 
@@ -103,5 +103,53 @@ def test_a_reused_second_still_sorts_newest(tmp_path):
     first.path.unlink()
     third = create_backup(layout, now=now)
     assert third.name == "memory_backup_20250101_000000_2.tar.gz"
-    from memfs.backup import list_backups
+    from memfs.backups import list_backups
     assert [b.name for b in list_backups(layout.backups)[0]] == [third.name, second.name]
+
+
+def test_a_pre_restore_snapshot_younger_than_7_days_is_never_pruned(tmp_path):
+    """Issue #11 finding 3: after a fourth restore, the next `backup --quiet` deleted the data from before
+    the first restore without a word."""
+    from memfs.backups import apply_prune, prune_messages
+
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    (layout.memories / "m.json").write_text('{"content": "x"}')
+    now = t("2025-03-10 12:00")
+    create_backup(layout, now=now - timedelta(hours=1))
+    recent = [create_backup(layout, kind="pre-restore", now=now - timedelta(days=d)) for d in (1, 2, 3, 4)]
+    plan = plan_prune(layout.backups, Policy(), keep_pre_restore=3, now=now)
+    by_name = {i.backup.name: i.decision for i in plan}
+    assert all(by_name[b.name].keep for b in recent)
+    assert by_name[recent[-1].name].reasons == ("pre-restore younger than 7 days",)
+    # Older than the window and beyond the count: pruned, and named as what it is.
+    old = create_backup(layout, kind="pre-restore", now=now - timedelta(days=8))
+    plan = plan_prune(layout.backups, Policy(), keep_pre_restore=3, now=now)
+    deleted = apply_prune(plan)
+    assert [b.name for b in deleted] == [old.name]
+    assert prune_messages(deleted) == [f"pruned pre-restore snapshot {old.name} (the data replaced by a restore "
+                                       "on 2025-03-02 12:00 UTC)"]
+    # The window is configurable.
+    plan = plan_prune(layout.backups, Policy(pre_restore_days=2), keep_pre_restore=0, now=now)
+    assert [i.decision.keep for i in plan if i.backup.kind == "pre-restore"] == [True, False, False, False]
+
+
+def test_a_stray_named_like_a_backup_is_listed_as_one_and_never_a_candidate(tmp_path):
+    """Issue #11 finding 1: an impossible date in a backup-like name killed every command."""
+    from memfs.backups import apply_prune, scan_backup_dir
+
+    layout = Layout(tmp_path / "root")
+    layout.create()
+    made = create_backup(layout, now=t("2025-01-01 00:00"))
+    strays = {"memory_backup_20251340_250000.tar.gz": "impossible date 20251340_250000",
+              "pre_restore_2025.tar.zst": "the name does not follow memory_backup_YYYYMMDD_HHMMSS[_N].tar.gz|zst[.age]",
+              "memory_backup_20250101_000001.tar.gz": "not a regular file"}
+    for name in strays:
+        (layout.backups / name).mkdir() if "000001" in name else (layout.backups / name).write_text("x")
+    found = scan_backup_dir(layout.backups)
+    assert [b.name for b in found.backups] == [made.name]
+    assert {s.name: s.reason for s in found.strays} == strays
+    assert found.strays[0].describe().startswith("not a memfs backup (")
+    assert apply_prune(plan_prune(layout.backups, Policy(0, 0, 0), keep_pre_restore=0)) == []
+    assert create_backup(layout, now=t("2025-01-02 00:00")).name == "memory_backup_20250102_000000.tar.gz"
+    assert all((layout.backups / name).exists() for name in strays)

@@ -1,0 +1,192 @@
+"""Issue #11 capability 9: off-site copies through the real rclone, to its local backend and to a real
+SFTP server (Debian's sshd, started here on 127.0.0.1)."""
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from memfs.backups import create_backup, list_backups, md5_of, prune_backups
+from memfs.filestore import Layout
+from memfs.offsite import Rclone, copy_offsite, list_remote, offsite_sync
+from memfs.retention import Policy
+
+pytestmark = pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed "
+                                "(scripts/test.sh installs Debian's rclone when it runs as root)")
+NOW = datetime(2025, 3, 20, 12, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    layout = Layout(tmp_path / "store")
+    layout.create()
+    for i in range(10):
+        (layout.memories / f"m{i}.json").write_text(orjson.dumps({"content": f"memory {i}"}).decode())
+    return layout
+
+
+def daily(layout: Layout, days: int) -> list:
+    return [create_backup(layout, now=NOW - timedelta(days=d)) for d in range(days)]
+
+
+def names_at(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()} if directory.exists() else set()
+
+
+def test_sync_to_a_local_remote_copies_verifies_and_is_idempotent(layout, tmp_path):
+    made = daily(layout, 3)
+    dest = tmp_path / "offsite" / "memfs"
+    report = offsite_sync(layout.backups, str(dest), Policy(), now=NOW)
+    assert report.ok, report.to_dict()
+    assert sorted(c.name for c in report.copied) == sorted(b.name for b in made)
+    assert {c.verified_by for c in report.copied} == {"md5"}
+    assert names_at(dest) == {n for b in made for n in (b.name, b.md5_path.name)}
+    check = subprocess.run("md5sum -c *.md5", shell=True, cwd=dest, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    again = offsite_sync(layout.backups, str(dest), Policy(), now=NOW)
+    assert again.ok and again.copied == [] and len(again.already_there) == 3
+
+
+def test_the_same_retention_applies_to_the_remote_copies(layout, tmp_path):
+    dest = tmp_path / "offsite"
+    daily(layout, 6)
+    assert offsite_sync(layout.backups, str(dest), Policy(7, 0, 0), now=NOW).ok
+    # Locally retention keeps 3 days now; the remote follows, deleting archive and .md5 together.
+    prune_backups(layout.backups, Policy(3, 0, 0), now=NOW)
+    report = offsite_sync(layout.backups, str(dest), Policy(3, 0, 0), now=NOW)
+    assert report.ok and len(report.deleted) == 3
+    local = {b.name for b in list_backups(layout.backups)[0]}
+    assert {b.name for b in list_remote(str(dest)).backups} == local
+    assert len(names_at(dest)) == 6
+    # A copy the remote keeps for longer (monthly) survives there though it is gone locally.
+    old = create_backup(layout, now=NOW - timedelta(days=40))
+    assert offsite_sync(layout.backups, str(dest), Policy(3, 0, 2), now=NOW).ok
+    old.path.unlink()
+    old.md5_path.unlink()
+    report = offsite_sync(layout.backups, str(dest), Policy(3, 0, 2), now=NOW)
+    assert report.ok and old.name in {b.name for b in list_remote(str(dest)).backups}
+    # Files there that are not ours are never touched.
+    (dest / "README.txt").write_text("ops notes")
+    offsite_sync(layout.backups, str(dest), Policy(1, 0, 0), now=NOW)
+    assert (dest / "README.txt").read_text() == "ops notes"
+
+
+def test_a_damaged_remote_copy_is_found_by_checksum_and_uploaded_again(layout, tmp_path):
+    dest = tmp_path / "offsite"
+    made = daily(layout, 1)[0]
+    assert offsite_sync(layout.backups, str(dest), now=NOW).ok
+    copy = dest / made.name
+    data = bytearray(copy.read_bytes())
+    data[100] ^= 0xFF  # same size, different bytes
+    copy.write_bytes(bytes(data))
+    report = offsite_sync(layout.backups, str(dest), now=NOW)
+    assert report.ok and [c.name for c in report.copied] == [made.name]
+    assert md5_of(copy) == md5_of(made.path)
+
+
+def test_a_failed_copy_is_reported_and_the_local_backup_stands(layout, tmp_path):
+    made = daily(layout, 1)[0]
+    report = offsite_sync(layout.backups, "no-such-remote:backups", now=NOW)
+    assert not report.ok and report.errors and "no-such-remote" in report.errors[0]
+    assert made.path.exists() and made.md5_path.exists()
+    missing = offsite_sync(layout.backups, str(tmp_path / "x"), rclone=Rclone(binary="no-such-rclone-binary"))
+    assert not missing.ok and "rclone is not installed" in missing.errors[0]
+    # A destination that cannot be written (a file where the directory should be): the upload fails,
+    # the result says which backup and why.
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    copy = copy_offsite(made, str(tmp_path / "blocked" / "sub"))
+    assert not copy.ok and copy.name == made.name and "upload failed" in copy.error
+
+
+def test_a_dry_run_uploads_and_deletes_nothing(layout, tmp_path):
+    daily(layout, 2)
+    dest = tmp_path / "offsite"
+    report = offsite_sync(layout.backups, str(dest), dry_run=True, now=NOW)
+    assert len(report.copied) == 2 and names_at(dest) == set()
+
+
+# -- a real SFTP server -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sftp(tmp_path):
+    """Debian's sshd on 127.0.0.1 (key login for the current user), and an rclone config reaching it."""
+    sshd = "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server is not installed (scripts/test.sh installs it when it runs as root)")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = _free_port()
+    (d / "sshd_config").write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / 'host'}
+PidFile {d / 'sshd.pid'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+""")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.skip(f"sshd could not start here: {proc.stderr.read().strip()[-300:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.skip("sshd did not listen within 10 s")
+    conf = d / "rclone.conf"
+    conf.write_text(f"[memfs-sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {port}\nuser = {getpass.getuser()}\n"
+                    f"key_file = {d / 'client'}\n")
+    yield Rclone(config=conf), tmp_path / "sftp-remote"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_sync_to_a_real_sftp_server(layout, sftp):
+    rclone, remote_dir = sftp
+    dest = f"memfs-sftp:{remote_dir}"
+    made = daily(layout, 4)
+    report = offsite_sync(layout.backups, dest, Policy(7, 0, 0), rclone=rclone, now=NOW)
+    assert report.ok, report.to_dict()
+    assert {c.verified_by for c in report.copied} <= {"md5", "download"} and len(report.copied) == 4
+    for b in made:
+        assert md5_of(remote_dir / b.name) == md5_of(b.path)
+        assert (remote_dir / b.md5_path.name).read_text() == b.md5_path.read_text()
+    prune_backups(layout.backups, Policy(2, 0, 0), now=NOW)
+    report = offsite_sync(layout.backups, dest, Policy(2, 0, 0), rclone=rclone, now=NOW)
+    assert report.ok and len(report.deleted) == 2 and len(list(remote_dir.iterdir())) == 4
+    # An unreachable server: reported, nothing raised, local backups intact.
+    down = Rclone(config=rclone.config, flags=("--contimeout", "2s", "--retries", "1", "--low-level-retries", "1"))
+    bad = rclone.config.read_text().replace("host = 127.0.0.1", "host = 127.0.0.2")
+    rclone.config.write_text(bad)
+    report = offsite_sync(layout.backups, dest, Policy(2, 0, 0), rclone=down, now=NOW)
+    assert not report.ok and all(b.path.exists() for b in list_backups(layout.backups)[0])
