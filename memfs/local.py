@@ -7,50 +7,24 @@ the MCP tools reach it either directly (this process owns the store) or through 
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import Iterable
 
 from . import __version__
-from .backups import (BackupFile, apply_prune, clean_leftovers, create_backup, list_backups, plan_prune,
-                      prune_backups)
-from .restore import restore_backup, verify_and_extract
-from .errors import BadRequestError, NotFoundError, io_error
+from .admin import AdminOperations, translated
+from .errors import BadRequestError, io_error
 from .filestore import Layout
-from .ops import Progress, Retention
+from .ops import Progress
 from .owner import Owner
 from .query import Filters, Mode
-from .results import (AddResult, BackupInfo, BackupList, BackupResult, Health, ListPage, MemoryRecord,
-                      OwnerStatus, Problem, PruneEntry, PruneResult, ReconcileReport, RestoreSummary,
-                      SearchResult, Stats, ValidationResult)
-from .retention import Policy
+from .results import (AddResult, Health, ListPage, MemoryRecord,
+                      OwnerStatus, ReconcileReport, SearchResult, Stats)
 
 
 MAX_K = 1000  # hits one search may return
-
-
-def _translated(fn):
-    """OSError / sqlite3.Error -> a MemfsError with advice, so every way in reports it the same."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (OSError, sqlite3.Error) as e:
-            raise io_error(e) from e
-    return wrapper
-
-
-def relative_to_root(layout: Layout, path: Path) -> str:
-    """A path as responses show it: relative to the store root when inside it (no absolute paths leak)."""
-    try:
-        return str(Path(path).resolve().relative_to(layout.root.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -61,7 +35,7 @@ def parse_cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-class LocalOperations:
+class LocalOperations(AdminOperations):
     """Operations over an Owner in this process. `close()` closes the owner when this object made it."""
 
     def __init__(self, owner: Owner, *, owns: bool = False):
@@ -92,19 +66,19 @@ class LocalOperations:
 
     # -- memories -----------------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def add(self, content: str, *, tags: Iterable[str] = (), type: str = "note", metadata: dict | None = None,
             allow_duplicate: bool = False) -> AddResult:
         with self.owner.using() as store:
             return store.add(content, tags=tags, type=type, metadata=metadata, allow_duplicate=allow_duplicate)
 
-    @_translated
+    @translated
     def get(self, mem_id: str) -> MemoryRecord:
         with self.owner.using() as store:
             entry = store._entry(mem_id)
             return MemoryRecord(store.get(mem_id), entry.path)
 
-    @_translated
+    @translated
     def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,
                add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (), type: str | None = None,
                metadata: dict | None = None) -> MemoryRecord:
@@ -113,13 +87,13 @@ class LocalOperations:
                              type=type, metadata=metadata)
             return MemoryRecord(m, store.catalog.path_for_id(m.id) or "")
 
-    @_translated
+    @translated
     def remove(self, mem_id: str) -> MemoryRecord:
         with self.owner.using() as store:
             path = store.catalog.path_for_id(mem_id)
             return MemoryRecord(store.remove(mem_id), path or "")
 
-    @_translated
+    @translated
     def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage:
         if limit < 1:
             raise BadRequestError("limit must be at least 1")
@@ -130,7 +104,7 @@ class LocalOperations:
         return ListPage([MemoryRecord(e.memory, e.path) for e in entries[:limit]],
                         str(offset + limit) if more else None)
 
-    @_translated
+    @translated
     def search(self, query: str, *, k: int = 5, mode: Mode = "hybrid", filters: Filters = Filters(),
                min_score: float | None = None) -> SearchResult:
         """The k best hits; with `min_score` None, nothing (and a note saying so) when none is a good
@@ -148,12 +122,12 @@ class LocalOperations:
 
     # -- the store as a whole -----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def reindex(self, *, progress: Progress | None = None) -> ReconcileReport:
         with self.owner.using() as store:
             return store.reconcile(verify_vectors=True, progress=progress)
 
-    @_translated
+    @translated
     def stats(self) -> Stats:
         with self.owner.using() as store:
             return Stats(**store.stats())
@@ -194,123 +168,3 @@ class LocalOperations:
                            since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(o.started)),
                            uptime=time.time() - o.started, idle_exit=o.idle_exit, idle_left=idle_left,
                            ready=o.ready, model_loaded=self.health(details=False).model_loaded)
-
-    # -- backups ------------------------------------------------------------------------------------
-
-    def _backup_dir(self, backup_dir: str | None) -> Path:
-        return Path(backup_dir) if backup_dir else self.layout.backups
-
-    def _info(self, b: BackupFile, reasons: list[str], verify: bool) -> BackupInfo:
-        return BackupInfo(b.name, relative_to_root(self.layout, b.path), b.kind,
-                          b.created.strftime("%Y-%m-%dT%H:%M:%SZ"), b.size, b.compression,
-                          b.checksum_state(verify), reasons)
-
-    @_translated
-    def backup(self, *, compression: str = "gz", prune: bool = True, retention: Retention = Retention(),
-               backup_dir: str | None = None, progress: Progress | None = None) -> BackupResult:
-        """A consistent backup: writes wait (they do not fail) until the snapshot is taken. Catalog and
-        vectors are levelled with the files first, so restoring the archive embeds nothing."""
-        if compression not in ("gz", "zst"):
-            raise BadRequestError(f"compression must be gz or zst, not {compression!r}")
-        directory = self._backup_dir(backup_dir)
-        with self.owner.exclusive() as store:
-            clean_leftovers(self.layout, directory)
-            store.reconcile(verify_vectors=True)
-            made = create_backup(self.layout, backup_dir=directory, compression=compression, progress=progress)
-        # The backup just made is never a candidate, whatever the clock or the policy says.
-        pruned = []
-        if prune:
-            pruned = apply_prune([i for i in plan_prune(directory, _policy(retention), retention.pre_restore)
-                                  if i.backup.path != made.path])
-        return BackupResult(relative_to_root(self.layout, made.path), made.name, made.size,
-                            relative_to_root(self.layout, made.md5_path), [b.name for b in pruned])
-
-    @_translated
-    def list_backups(self, *, retention: Retention = Retention(), verify: bool = False,
-                     backup_dir: str | None = None) -> BackupList:
-        directory = self._backup_dir(backup_dir)
-        plan = plan_prune(directory, _policy(retention), retention.pre_restore)
-        _, leftovers = list_backups(directory)
-        rows = [self._info(i.backup, list(i.decision.reasons) if i.decision.keep else ["would be pruned"], verify)
-                for i in plan]
-        return BackupList(relative_to_root(self.layout, directory), rows, [p.name for p in leftovers])
-
-    @_translated
-    def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
-              backup_dir: str | None = None) -> PruneResult:
-        plan, _ = prune_backups(self._backup_dir(backup_dir), _policy(retention), retention.pre_restore, dry_run)
-        return PruneResult(dry_run, [PruneEntry(i.backup.name, i.decision.keep, list(i.decision.reasons))
-                                     for i in plan])
-
-    def _resolve(self, archive: str, backup_dir: str | None) -> BackupFile:
-        directory = self._backup_dir(backup_dir)
-        if archive == "latest":
-            regular = [b for b in list_backups(directory)[0] if b.kind == "backup"]
-            if not regular:
-                raise NotFoundError(f"no backups in {relative_to_root(self.layout, directory)}; "
-                                    "`manage_data.py backup` makes one")
-            return regular[0]
-        path = Path(archive)
-        if not path.is_absolute() and not path.exists():
-            path = directory / archive
-        b = BackupFile.parse(path)
-        if b is None or not path.is_file():
-            raise NotFoundError(f"{archive}: not a backup file (expected memory_backup_YYYYMMDD_HHMMSS.tar.gz or "
-                                ".tar.zst); `manage_data.py list` shows what there is")
-        return b
-
-    @_translated
-    def restore(self, archive: str, *, verify: bool = True, dry_run: bool = False, backup_dir: str | None = None,
-                progress: Progress | None = None) -> RestoreSummary:
-        """Verify the archive completely, save the current data as a pre-restore backup, swap, reindex."""
-        b = self._resolve(archive, backup_dir)
-        name = relative_to_root(self.layout, b.path)
-        if dry_run:
-            staging = self.layout.data / f".restore-dry-run-{time.time_ns()}"
-            try:
-                manifest = verify_and_extract(b, staging, verify_md5=verify, progress=progress)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            return RestoreSummary(name, manifest.get("memory_count"), dry_run=True,
-                                  created_at=manifest.get("created_at"))
-        with self.owner.swapping():
-            done = restore_backup(self.layout, b, verify_md5=verify, progress=progress)
-        embedded = self.owner.wait_until_indexed()
-        with self.owner.exclusive() as store:
-            if self.owner.watcher is None:
-                embedded = store.reconcile(verify_vectors=True).embedded
-            problems = self._validate(False, None, None).problems
-        return RestoreSummary(name, done.memory_count, embedded,
-                              relative_to_root(self.layout, done.pre_restore.path) if done.pre_restore else None,
-                              problems)
-
-    def _validate(self, backups: bool, backup_dir: str | None, progress: Progress | None) -> ValidationResult:
-        from .validate import validate as run_validation
-
-        report = run_validation(self.layout, backups=backups,
-                                backup_dir=Path(backup_dir) if backup_dir else None, progress=progress)
-        return ValidationResult(report.ok, report.memory_files, report.seconds,
-                                [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
-
-    @_translated
-    def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
-                 progress: Progress | None = None) -> ValidationResult:
-        """Report every problem; with `fix`, repair what is derived (never a memory file) and re-check."""
-        with self.owner.exclusive() as store:
-            result = self._validate(backups, backup_dir, progress)
-            if not fix or not any(p.fixable for p in result.problems):
-                return result
-            self.layout.create()
-            clean_leftovers(self.layout, self._backup_dir(backup_dir))
-            store.reconcile(verify_vectors=True)
-            after = self._validate(backups, backup_dir, None)
-        return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
-                                fixed=len(result.problems) - len(after.problems))
-
-
-def _policy(r: Retention) -> Policy:
-    for name in ("daily", "weekly", "monthly", "pre_restore"):
-        if getattr(r, name) < 0:
-            raise BadRequestError(f"keep-{name.replace('_', '-')} must be 0 or more")
-    return Policy(r.daily, r.weekly, r.monthly)
-

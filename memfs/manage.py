@@ -24,8 +24,9 @@ def retention_options(fn):
     """--keep-daily/--keep-weekly/--keep-monthly/--keep-pre-restore arrive as one `retention`."""
 
     @functools.wraps(fn)
-    def wrapper(*args, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, **kwargs):
-        return fn(*args, retention=Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore), **kwargs)
+    def wrapper(*args, keep_daily, keep_weekly, keep_monthly, keep_pre_restore, keep_pre_restore_days, **kwargs):
+        return fn(*args, retention=Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore,
+                                             keep_pre_restore_days), **kwargs)
 
     for option in reversed([
         click.option("--keep-daily", default=7, show_default=True, type=click.IntRange(0),
@@ -34,6 +35,8 @@ def retention_options(fn):
         click.option("--keep-monthly", default=12, show_default=True, type=click.IntRange(0), help="… of this many months."),
         click.option("--keep-pre-restore", default=3, show_default=True, type=click.IntRange(0),
                      help="Pre-restore snapshots to keep."),
+        click.option("--keep-pre-restore-days", default=7, show_default=True, type=click.IntRange(0),
+                     help="A pre-restore snapshot younger than this many days is never pruned."),
     ]):
         wrapper = option(wrapper)
     return wrapper
@@ -46,6 +49,29 @@ def backup_dir_option(fn):
 
 def _dir(backup_dir: Path | None) -> str | None:
     return str(backup_dir.resolve()) if backup_dir is not None else None
+
+
+def _dest(dest: str | None) -> str | None:
+    """An rclone remote (`name:path`) as given; a plain folder made absolute, as the owner must see it."""
+    return dest if dest is None or ":" in dest.split("/", 1)[0] else str(Path(dest).resolve())
+
+
+def _file(path: Path | None) -> str | None:
+    """A file named on the command line, as the owner (whose working directory is /) can open it."""
+    return str(path.resolve()) if path is not None else None
+
+
+def identity_option(fn):
+    return click.option("--identity", "identity", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                        envvar="MEMFS_AGE_IDENTITY",
+                        help="age identity file (AGE-SECRET-KEY-1… or an OpenSSH private key) that opens encrypted "
+                             "backups (env MEMFS_AGE_IDENTITY). Never give a key on the command line.")(fn)
+
+
+def passphrase_option(fn):
+    return click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                        envvar="MEMFS_BACKUP_PASSPHRASE_FILE",
+                        help="A file whose first line is the backup passphrase (env MEMFS_BACKUP_PASSPHRASE_FILE).")(fn)
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -78,48 +104,97 @@ def cli(ctx, root: Path, url: str | None, token: str | None, no_daemon: bool) ->
 @backup_dir_option
 @retention_options
 @click.option("--no-prune", is_flag=True, help="Do not apply retention after the backup.")
+@click.option("--encrypt", is_flag=True, help="Encrypt in the age format (the `age` tool alone can open it), to "
+                                              "--recipient keys or with --passphrase-file.")
+@click.option("--recipient", "recipients", multiple=True, metavar="KEY|FILE",
+              help="An age1… or ssh public key, or a file of them (repeatable; env MEMFS_BACKUP_RECIPIENTS, "
+                   "space-separated).", envvar="MEMFS_BACKUP_RECIPIENTS")
+@passphrase_option
+@click.option("--copy-to", metavar="DEST", envvar="MEMFS_BACKUP_COPY_TO",
+              help="Then copy the backups retention keeps to an rclone remote or folder (s3:bucket/memfs, "
+                   "sftp:host/path, /mnt/disk/memfs), verified by checksum, the same retention applied there.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron); errors still go to stderr.")
 @json_option
 @command(outcome_log=AUDIT_LOG)
 @with_operations()
-def backup(ops, compression, backup_dir, retention, no_prune, quiet, as_json):
-    """Archive data/ (not logs/) with a manifest and an .md5, then apply retention."""
+def backup(ops, compression, backup_dir, retention, no_prune, encrypt, recipients, passphrase_file, copy_to, quiet,
+           as_json):
+    """Archive data/ (not logs/) with a manifest and an .md5, then apply retention.
+
+    A failed off-site copy (--copy-to) keeps the local backup, says why, and exits 1.
+    """
+    if encrypt and not recipients and passphrase_file is None:
+        raise click.UsageError("--encrypt needs --recipient KEY|FILE or --passphrase-file FILE")
+    if (recipients or passphrase_file) and not encrypt:
+        raise click.UsageError("--recipient/--passphrase-file encrypt the backup: add --encrypt to say so")
+    keys = [r if r.startswith(("age1", "ssh-")) else str(Path(r).resolve()) for r in recipients]
     with progress_bar(not quiet and not as_json) as progress:
-        out = ops.backup(compression=compression, prune=not no_prune, retention=retention,
-                         backup_dir=_dir(backup_dir), progress=progress)
+        out = ops.backup(compression=compression, prune=not no_prune, retention=retention, backup_dir=_dir(backup_dir),
+                         recipients=keys, passphrase_file=_file(passphrase_file), copy_to=_dest(copy_to), progress=progress)
     if as_json:
         emit_json(out.to_dict())
     else:
-        _say(quiet, f"backup {out.backup} ({human_size(out.size)}), checksum {Path(out.md5).name}")
+        lock = " (encrypted)" if out.encrypted else ""
+        _say(quiet, f"backup {out.backup}{lock} ({human_size(out.size)}), checksum {Path(out.md5).name}")
         for name in out.pruned:
             _say(quiet, f"pruned {name}")
-    return f"{out.name} {out.size}B pruned={len(out.pruned)}"
+        for note in out.notes:
+            _say(quiet, note)
+        if out.offsite is not None:
+            _print_offsite(out.offsite, quiet)
+    if out.offsite is not None and not out.offsite.ok:
+        _problems_exit()
+    off = "" if out.offsite is None else f" offsite={'ok' if out.offsite.ok else 'FAILED: ' + '; '.join(out.offsite.errors)}"
+    return f"{out.name} {out.size}B pruned={','.join(out.pruned) or 0}{off}"
+
+
+def _print_offsite(r, quiet: bool) -> None:
+    for name in r.copied:
+        _say(quiet, f"copied {name} to {printable(r.dest)} (verified)")
+    for name in r.deleted:
+        _say(quiet, f"pruned {name} from {printable(r.dest)}")
+    for error in r.errors:
+        click.echo(f"off-site copy failed: {printable(error)} (the local backup is kept)", err=True)
 
 
 @cli.command("list")
 @backup_dir_option
 @retention_options
-@click.option("--verify", is_flag=True, help="Re-read every archive and compare it with its .md5.")
+@click.option("--verify", is_flag=True, help="Prove each backup restorable: read it whole, decompress and check "
+                                             "every member against its manifest, writing nothing.")
+@click.option("--quick", is_flag=True, help="With --verify: compare each archive with its .md5 only.")
+@identity_option
 @json_option
 @command(outcome_log=AUDIT_LOG)
 @with_operations()
-def list_(ops, backup_dir, retention, verify, as_json):
-    """Show backups: created (UTC), size, retention reasons, checksum state."""
-    out = ops.list_backups(retention=retention, verify=verify, backup_dir=_dir(backup_dir))
+def list_(ops, backup_dir, retention, verify, quick, identity, as_json):
+    """Show backups: created (UTC), size, status, why retention keeps each. Exit 1 if one is bad."""
+    if quick and not verify:
+        raise click.UsageError("--quick goes with --verify")
+    out = ops.list_backups(retention=retention, verify=("quick" if quick else "deep") if verify else None,
+                           identity_file=_file(identity), backup_dir=_dir(backup_dir))
     if as_json:
         emit_json(out.to_dict())
     else:
+        click.echo(f"backups in {out.backup_dir}; {out.policy}")
         if not out.backups:
-            click.echo(f"no backups in {out.backup_dir}")
+            click.echo("no backups yet")
+        else:
+            click.echo(f"{'NAME':<48} {'CREATED (UTC)':<20} {'SIZE':>9}  {'STATUS':<12} KEPT BECAUSE")
         for r in out.backups:
-            click.echo(f"{printable(r.name):<44} {r.created}  {human_size(r.size):>9}  {r.checksum:<10} "
-                       f"{', '.join(r.retention)}")
+            name = printable(r.name) + (" [age]" if r.encrypted else "")
+            click.echo(f"{name:<48} {r.created:<20} {human_size(r.size):>9}  {r.status:<12} {', '.join(r.retention)}")
+            if r.reason:
+                click.echo(f"    {printable(r.reason)}")
+        for s in out.strays:
+            click.echo(f"{printable(s.name)}  {printable(s.reason)}; left alone")
         for name in out.incomplete:
             click.echo(f"{printable(name)}  INCOMPLETE (left by an interrupted backup; the next backup removes it)")
-    bad = [r for r in out.backups if r.checksum in ("mismatch", "missing")]
-    if bad:
+        shown = {r.status for r in out.backups}
+        click.echo("status: " + "; ".join(f"{k}: {v}" for k, v in out.statuses.items() if k in shown))
+    if out.bad:
         _problems_exit()
-    return f"{len(out.backups)} backups, {len(bad)} bad"
+    return f"{len(out.backups)} backups, {len(out.bad)} bad, {len(out.strays)} strays"
 
 
 @cli.command()
@@ -128,9 +203,11 @@ def list_(ops, backup_dir, retention, verify, as_json):
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Verify the archive completely, change nothing.")
 @click.option("--no-verify", is_flag=True, help="Restore even without a matching .md5 (the manifest is still checked).")
+@identity_option
+@passphrase_option
 @json_option
 @command(outcome_log=AUDIT_LOG)
-def restore(which, backup_dir, yes, dry_run, no_verify, as_json):
+def restore(which, backup_dir, yes, dry_run, no_verify, identity, passphrase_file, as_json):
     """Restore a backup over the current data, safely.
 
     The archive is verified completely before anything changes; the current data is saved as a
@@ -142,15 +219,15 @@ def restore(which, backup_dir, yes, dry_run, no_verify, as_json):
             raise click.UsageError("not asking on a non-interactive run: add --yes to restore")
         click.confirm(f"Replace the data in {root} with {which}? (the current data is saved as a pre-restore "
                       "backup first)", abort=True)
-    return _restore(which, backup_dir, dry_run, no_verify, as_json)
+    return _restore(which, backup_dir, dry_run, no_verify, identity, passphrase_file, as_json)
 
 
-@with_operations()
-def _restore(ops, which, backup_dir, dry_run, no_verify, as_json):
+@with_operations(create=True)  # disaster recovery: data/memories/ itself may be gone
+def _restore(ops, which, backup_dir, dry_run, no_verify, identity, passphrase_file, as_json):
     archive = str(Path(which).resolve()) if "/" in which or Path(which).exists() else which
     with progress_bar(not as_json) as progress:
         result = ops.restore(archive, verify=not no_verify, dry_run=dry_run, backup_dir=_dir(backup_dir),
-                             progress=progress)
+                             identity_file=_file(identity), passphrase_file=_file(passphrase_file), progress=progress)
     if as_json:
         emit_json(result.to_dict())
     elif dry_run:
@@ -169,16 +246,19 @@ def _restore(ops, which, backup_dir, dry_run, no_verify, as_json):
 
 
 @cli.command()
-@click.option("--backups", "check_backups", is_flag=True, help="Also verify every backup's checksum.")
+@click.option("--backups", "check_backups", is_flag=True,
+              help="Also prove every backup restorable (each read whole, as `list --verify` does).")
 @backup_dir_option
+@identity_option
 @click.option("--fix", is_flag=True, help="Repair what is derived (indexes, embeddings); never memory files.")
 @json_option
 @command(outcome_log=AUDIT_LOG)
-@with_operations()
-def validate(ops, check_backups, backup_dir, fix, as_json):
+@with_operations(level=False)
+def validate(ops, check_backups, backup_dir, identity, fix, as_json):
     """Check everything and report every problem; exit 1 if any."""
     with progress_bar(not as_json) as progress:
-        out = ops.validate(backups=check_backups, fix=fix, backup_dir=_dir(backup_dir), progress=progress)
+        out = ops.validate(backups=check_backups, fix=fix, backup_dir=_dir(backup_dir),
+                           identity_file=_file(identity), progress=progress)
     if as_json:
         emit_json(out.to_dict())
     else:
@@ -210,6 +290,35 @@ def prune(ops, backup_dir, retention, dry_run, as_json):
             verdict = "keep  " if i.keep else ("delete" if dry_run else "deleted")
             click.echo(f"{verdict} {printable(i.name)}  {', '.join(i.reasons)}")
     return f"deleted={sum(not i.keep for i in out.backups)} dry_run={dry_run}"
+
+
+@cli.group()
+def offsite() -> None:
+    """Off-site copies of the backups through rclone (any remote: S3, B2, SFTP, a mounted disk)."""
+
+
+@offsite.command("sync")
+@click.argument("dest")
+@backup_dir_option
+@retention_options
+@click.option("--no-prune", is_flag=True, help="Do not delete remote copies that retention no longer keeps.")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied and deleted; change nothing.")
+@json_option
+@command(outcome_log=AUDIT_LOG)
+@with_operations()
+def offsite_sync(ops, dest, backup_dir, retention, no_prune, dry_run, as_json):
+    """Give DEST a checksum-verified copy of every backup retention keeps, and apply the same retention
+    there. Exit 1 if a copy failed (what was copied stays)."""
+    out = ops.offsite_sync(_dest(dest), retention=retention, prune=not no_prune, dry_run=dry_run, backup_dir=_dir(backup_dir))
+    if as_json:
+        emit_json(out.to_dict())
+    else:
+        _print_offsite(out, False)
+        click.echo(f"{printable(out.dest)}: {len(out.copied)} copied, {len(out.already_there)} already there, "
+                   f"{len(out.deleted)} pruned" + (" (dry run)" if out.dry_run else ""))
+    if not out.ok:
+        _problems_exit()
+    return f"{dest} copied={len(out.copied)} deleted={len(out.deleted)} ok={out.ok}"
 
 
 def main() -> None:

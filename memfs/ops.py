@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from .query import Filters, Mode
-from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OwnerStatus,
+from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
                       PruneResult, ReconcileReport, RemoveResult, RestoreSummary, SearchResult, Stats,
                       ValidationResult)
 
@@ -30,6 +30,7 @@ class Retention:
     weekly: int = 4
     monthly: int = 12
     pre_restore: int = 3
+    pre_restore_days: int = 7  # a pre-restore snapshot younger than this is never pruned
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -67,20 +68,27 @@ class Operations(Protocol):
     def status(self) -> OwnerStatus: ...
 
     # -- backups --------------------------------------------------------------------------------------
+    # Files named here (identity, passphrase, a backup directory) are paths on the owner's machine:
+    # the owner takes them only from a local client (its Unix socket), never over TCP.
     def backup(self, *, compression: str = "gz", prune: bool = True, retention: Retention = Retention(),
-               backup_dir: str | None = None, progress: Progress | None = None) -> BackupResult: ...
+               backup_dir: str | None = None, recipients: Iterable[str] = (), passphrase_file: str | None = None,
+               copy_to: str | None = None, progress: Progress | None = None) -> BackupResult: ...
 
-    def list_backups(self, *, retention: Retention = Retention(), verify: bool = False,
-                     backup_dir: str | None = None) -> BackupList: ...
+    def list_backups(self, *, retention: Retention = Retention(), verify: str | None = None,
+                     identity_file: str | None = None, backup_dir: str | None = None) -> BackupList: ...
 
     def restore(self, archive: str, *, verify: bool = True, dry_run: bool = False, backup_dir: str | None = None,
+                identity_file: str | None = None, passphrase_file: str | None = None,
                 progress: Progress | None = None) -> RestoreSummary: ...
 
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
-                 progress: Progress | None = None) -> ValidationResult: ...
+                 identity_file: str | None = None, progress: Progress | None = None) -> ValidationResult: ...
 
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult: ...
+
+    def offsite_sync(self, dest: str, *, retention: Retention = Retention(), prune: bool = True,
+                     dry_run: bool = False, backup_dir: str | None = None) -> OffsiteResult: ...
 
     def close(self) -> None: ...
 

@@ -45,7 +45,7 @@ def socket_path(layout: Layout) -> Path:
 class Owner:
     def __init__(self, layout: Layout, *, started_by: str, watch: bool = True, polling: bool = False,
                  reconcile_every: float = 300.0, embedder: Embedder | None = None, url: str | None = None,
-                 socket: Path | None = None, idle_exit: float | None = None):
+                 socket: Path | None = None, idle_exit: float | None = None, level_on_open: bool = True):
         self.layout = layout
         self.started_by = started_by
         self.watch = watch
@@ -55,6 +55,7 @@ class Owner:
         self.url = url
         self.socket = socket
         self.idle_exit = idle_exit
+        self.level_on_open = level_on_open  # without a watcher: reconcile (stat-only) when opening
         self.started = time.time()
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
@@ -84,7 +85,7 @@ class Owner:
             from .watcher import Watcher
 
             self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
-        else:
+        elif self.level_on_open:
             self.store.reconcile(verify_vectors=False)  # pick up hand edits made since the last run
 
     def _close_store(self) -> None:

@@ -18,7 +18,7 @@ import orjson
 from .errors import MemfsError, OwnerUnavailableError, error_class
 from .ops import Progress, Retention
 from .query import Filters, Mode
-from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OwnerStatus,
+from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
                       PruneResult, ReconcileReport, RestoreSummary, SearchResult, Stats, ValidationResult)
 
 
@@ -178,29 +178,38 @@ class RemoteOperations:
     # -- backups ------------------------------------------------------------------------------------
 
     def backup(self, *, compression: str = "gz", prune: bool = True, retention: Retention = Retention(),
-               backup_dir: str | None = None, progress: Progress | None = None) -> BackupResult:
+               backup_dir: str | None = None, recipients: Iterable[str] = (), passphrase_file: str | None = None,
+               copy_to: str | None = None, progress: Progress | None = None) -> BackupResult:
         return BackupResult.from_dict(self.request("POST", "/backups", {
-            "compression": compression, "prune": prune, "backup_dir": backup_dir, **_retention(retention)}))
+            "compression": compression, "prune": prune, "backup_dir": backup_dir, "recipients": list(recipients),
+            "passphrase_file": passphrase_file, "copy_to": copy_to, **_retention(retention)}))
 
-    def list_backups(self, *, retention: Retention = Retention(), verify: bool = False,
-                     backup_dir: str | None = None) -> BackupList:
+    def list_backups(self, *, retention: Retention = Retention(), verify: str | None = None,
+                     identity_file: str | None = None, backup_dir: str | None = None) -> BackupList:
         return BackupList.from_dict(self.request("GET", "/backups", query={
-            "verify": str(verify).lower(), "backup_dir": backup_dir, **_retention(retention)}))
+            "verify": verify, "identity_file": identity_file, "backup_dir": backup_dir, **_retention(retention)}))
 
     def restore(self, archive: str, *, verify: bool = True, dry_run: bool = False, backup_dir: str | None = None,
+                identity_file: str | None = None, passphrase_file: str | None = None,
                 progress: Progress | None = None) -> RestoreSummary:
         return RestoreSummary.from_dict(self.request("POST", "/backups/restore", {
-            "archive": archive, "verify": verify, "dry_run": dry_run, "backup_dir": backup_dir}))
+            "archive": archive, "verify": verify, "dry_run": dry_run, "backup_dir": backup_dir,
+            "identity_file": identity_file, "passphrase_file": passphrase_file}))
 
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
-                 progress: Progress | None = None) -> ValidationResult:
+                 identity_file: str | None = None, progress: Progress | None = None) -> ValidationResult:
         return ValidationResult.from_dict(self.request("POST", "/validate", {
-            "backups": backups, "fix": fix, "backup_dir": backup_dir}))
+            "backups": backups, "fix": fix, "backup_dir": backup_dir, "identity_file": identity_file}))
 
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult:
         return PruneResult.from_dict(self.request("POST", "/backups/prune", {
             "backup_dir": backup_dir, **_retention(retention)}, query={"dry_run": str(dry_run).lower()}))
+
+    def offsite_sync(self, dest: str, *, retention: Retention = Retention(), prune: bool = True,
+                     dry_run: bool = False, backup_dir: str | None = None) -> OffsiteResult:
+        return OffsiteResult.from_dict(self.request("POST", "/offsite/sync", {
+            "dest": dest, "prune": prune, "dry_run": dry_run, "backup_dir": backup_dir, **_retention(retention)}))
 
 
 def _memory_path(mem_id: str) -> str:
@@ -209,4 +218,4 @@ def _memory_path(mem_id: str) -> str:
 
 def _retention(r: Retention) -> dict:
     return {"keep_daily": r.daily, "keep_weekly": r.weekly, "keep_monthly": r.monthly,
-            "keep_pre_restore": r.pre_restore}
+            "keep_pre_restore": r.pre_restore, "keep_pre_restore_days": r.pre_restore_days}

