@@ -167,7 +167,7 @@ def log_to_file(path: Path, logger: logging.Logger, fmt: str, max_bytes: int, ke
             click.echo(f"warning: could not write {path}: {e.strerror}", err=True)
 
 
-def with_operations(*, needs_model=False, create: bool = False, level: bool = True):
+def with_operations(*, needs_model=False, create: bool = False, level: bool = True, open_store: bool = True):
     """Hand the command `ops` (memfs.ops.Operations) for its store, closed when it returns.
 
     `needs_model`: True, or a function of the command's keyword arguments, for commands that embed;
@@ -191,7 +191,7 @@ def with_operations(*, needs_model=False, create: bool = False, level: bool = Tr
 
                 ops = connect(o["layout"], url=o["url"], token=o["token"], daemon=o["daemon"], needs_model=model,
                               idle_exit=o["idle_exit"] or DEFAULT_IDLE_EXIT, wait=o["lock_wait"], create=create,
-                              level=level, on_local=local)
+                              level=level, open_store=open_store, on_local=local)
                 stack.callback(ops.close)
                 return ctx.invoke(fn, ops, *args, **kwargs)
         return wrapper

@@ -27,10 +27,12 @@ _NOT_RETRIED_AFTER_SEND = frozenset({"restore", "prune", "remove"})
 
 def connect(where: Layout | Path | str, *, url: str | None = None, token: str | None = None, daemon: bool = True,
             needs_model: bool = False, idle_exit: float = DEFAULT_IDLE_EXIT, wait: float = 60.0,
-            create: bool = False, level: bool = True, on_local: Callable[[Any], None] | None = None):
+            create: bool = False, level: bool = True, open_store: bool = True,
+            on_local: Callable[[Any], None] | None = None):
     """Operations on the store at `where` (see the module docstring). `on_local(ops)` is called when
     this process ends up owning the store (the CLI sends its log to data/logs/ then). `level=False`:
-    if this process owns the store, it does not pick up hand edits on opening (validate reports them)."""
+    if this process owns the store, it does not pick up hand edits on opening (validate reports them);
+    `open_store=False`: nor does it open the store before the operation needs it (restore)."""
     if url is not None:
         return RemoteOperations(url=url, token=token)
     layout = Layout.of(where)
@@ -43,12 +45,13 @@ def connect(where: Layout | Path | str, *, url: str | None = None, token: str | 
 
     def find():
         return _find_or_start(layout, daemon=daemon and needs_model, idle_exit=idle_exit, wait=wait,
-                              level=level, on_local=on_local)
+                              level=level, open_store=open_store, on_local=on_local)
 
     return Client(find, wait)
 
 
-def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: float, level: bool, on_local):
+def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: float, level: bool, open_store: bool,
+                   on_local):
     from .local import LocalOperations  # imported only when this process may own the store
 
     deadline = time.monotonic() + wait
@@ -66,7 +69,7 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
                 spawned_at = time.monotonic()
         else:
             try:
-                ops = LocalOperations.open(layout, lock_timeout=0.2, level_on_open=level)
+                ops = LocalOperations.open(layout, lock_timeout=0.2, level_on_open=level, open_store=open_store)
             except StoreBusyError:
                 pass  # another process took it between the look and the grab: look again
             else:

@@ -222,7 +222,8 @@ def restore(which, backup_dir, yes, dry_run, no_verify, identity, passphrase_fil
     return _restore(which, backup_dir, dry_run, no_verify, identity, passphrase_file, as_json)
 
 
-@with_operations(create=True)  # disaster recovery: data/memories/ itself may be gone
+# Disaster recovery: data/memories/ itself may be gone, the indexes damaged beyond opening.
+@with_operations(create=True, open_store=False)
 def _restore(ops, which, backup_dir, dry_run, no_verify, identity, passphrase_file, as_json):
     archive = str(Path(which).resolve()) if "/" in which or Path(which).exists() else which
     with progress_bar(not as_json) as progress:

@@ -45,7 +45,8 @@ def socket_path(layout: Layout) -> Path:
 class Owner:
     def __init__(self, layout: Layout, *, started_by: str, watch: bool = True, polling: bool = False,
                  reconcile_every: float = 300.0, embedder: Embedder | None = None, url: str | None = None,
-                 socket: Path | None = None, idle_exit: float | None = None, level_on_open: bool = True):
+                 socket: Path | None = None, idle_exit: float | None = None, level_on_open: bool = True,
+                 open_store: bool = True):
         self.layout = layout
         self.started_by = started_by
         self.watch = watch
@@ -56,6 +57,9 @@ class Owner:
         self.socket = socket
         self.idle_exit = idle_exit
         self.level_on_open = level_on_open  # without a watcher: reconcile (stat-only) when opening
+        # False: take the lock but open the store only after a swap (a restore must work when the
+        # current indexes are damaged beyond opening).
+        self.open_store = open_store
         self.started = time.time()
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
@@ -72,7 +76,8 @@ class Owner:
         try:
             for note in finish_interrupted_restore(self.layout):
                 log.warning(note)
-            self._open()
+            if self.open_store:
+                self._open()
         except BaseException:
             self.lock.release()
             raise
@@ -120,15 +125,29 @@ class Owner:
 
     @contextlib.contextmanager
     def swapping(self) -> Iterator[None]:
-        """Close the store (requests wait), let the caller replace data/, then open it again."""
+        """Close the store (requests wait), let the caller replace data/, then open it again.
+
+        If the caller fails (an archive refused: nothing changed), the store is reopened as it was, and
+        a failure to reopen it is logged, never put in the place of the caller's own error.
+        """
         with self._swap:
+            was_open = self.store is not None
             self._close_store()
             try:
                 yield
-            finally:
-                for note in finish_interrupted_restore(self.layout):
-                    log.warning(note)
-                self._open()
+            except BaseException:
+                if was_open:
+                    try:
+                        self._reopen()
+                    except Exception:
+                        log.exception("could not reopen the store after a failed swap")
+                raise
+            self._reopen()
+
+    def _reopen(self) -> None:
+        for note in finish_interrupted_restore(self.layout):
+            log.warning(note)
+        self._open()
 
     @property
     def ready(self) -> bool:

@@ -325,7 +325,7 @@ def test_kill_during_backup_leaves_nothing_that_looks_good(manage, populated, de
         assert b.checksum_state(verify=True) == "ok", b.name  # anything listed as a backup is whole
     manage("backup")
     listed = orjson.loads(manage("list", "--verify", "--json").stdout)
-    assert listed["incomplete"] == [] and all(r["checksum"] == "ok" for r in listed["backups"])
+    assert listed["incomplete"] == [] and all(r["status"] == "ok" for r in listed["backups"])
 
 
 @pytest.mark.parametrize("delay", [0.5, 1.2, 2.0, 2.8, 3.6])

@@ -125,8 +125,9 @@ def test_backups(ops, root):
     ops.add("kept in the backup")
     made = ops.backup(compression="zst")
     assert made.backup.startswith("backups/") and (root / made.backup).is_file() and made.pruned == []
-    listed = ops.list_backups(verify=True)
-    assert isinstance(listed, BackupList) and listed.backups[0].checksum == "ok"
+    listed = ops.list_backups(verify="deep")
+    assert isinstance(listed, BackupList) and listed.backups[0].status == "ok" and listed.bad == []
+    assert ops.list_backups(verify="quick").backups[0].status == "checksum ok"
     assert listed.backups[0].retention == ["daily " + listed.backups[0].created[:10],
                                            "weekly " + "%04d-W%02d" % _iso_week(listed.backups[0].created),
                                            "monthly " + listed.backups[0].created[:7]]
