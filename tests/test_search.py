@@ -312,3 +312,11 @@ def test_rebuild_vectors_migrates_an_old_index(tmp_path):
         assert not s.vectors_outdated
         assert s.vectors.hnsw_config()["max_neighbors"] == HNSW["max_neighbors"]
         assert s.search(PARAPHRASE, k=1, mode="semantic")[0].memory.content == DARK
+
+
+def test_empty_results_say_why(corpus, store):
+    s, _ = corpus
+    assert store.search_result("anything").note == "no memory is stored"
+    none = Filters(type="no-such-type")
+    r = s.search_result(PARAPHRASE, filters=none)
+    assert r.hits == [] and r.note == "no memory matches the filters"
