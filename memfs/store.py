@@ -261,10 +261,11 @@ class MemoryStore:
             plan = analyze(query)
             hits = self._ranked(plan, k, mode, filters)
         if not hits:
-            what = "matches the filters" if not filters.empty else "is stored"
-            if mode == "keyword" and self.catalog.count():
+            if not self.catalog.count():
+                return SearchResult([], "no memory is stored")
+            if mode == "keyword":
                 return SearchResult([], f"no memory contains any of: {', '.join(t.text for t in plan.terms) or query!r}")
-            return SearchResult([], None if self.catalog.count() else f"no memory {what}")
+            return SearchResult([], None if filters.empty else "no memory matches the filters")
         if min_score is not None:
             kept = [h for h in hits if h.score >= min_score]
             note = None if kept else f"no hit scores {min_score:g} or more (best: {hits[0].score:.2f})"

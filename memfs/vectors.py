@@ -223,6 +223,7 @@ class _Mirror:
         self.ts = np.zeros(0, dtype=np.float64)
         self.types = np.zeros(0, dtype=object)
         self.tags: list[tuple[str, ...]] = []
+        self.tag_rows: dict[str, set[int]] = {}  # tag -> rows holding it, for filter masks
         self.ids: list[str | None] = []
         self.row: dict[str, int] = {}
         self.free: list[int] = []
@@ -258,7 +259,10 @@ class _Mirror:
             self.alive[r] = True
             self.ts[r] = meta.get("created_ts", 0.0)
             self.types[r] = meta.get("type")
+            self._untag(r)
             self.tags[r] = tuple(meta.get("tags") or ())
+            for t in self.tags[r]:
+                self.tag_rows.setdefault(t, set()).add(r)
             self.ids[r] = mem_id
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -267,7 +271,17 @@ class _Mirror:
             if r is not None:
                 self.alive[r] = False
                 self.ids[r] = None
+                self._untag(r)
                 self.free.append(r)
+
+    def _untag(self, r: int) -> None:
+        for t in self.tags[r]:
+            rows = self.tag_rows.get(t)
+            if rows is not None:
+                rows.discard(r)
+                if not rows:
+                    del self.tag_rows[t]
+        self.tags[r] = ()
 
     def mask(self, f: Filters) -> np.ndarray:
         n = self.size
@@ -279,10 +293,11 @@ class _Mirror:
         if f.until is not None:
             m &= self.ts[:n] < _ts(f.until)
         if f.tags:
-            wanted = set(f.tags)
-            test = (lambda t: wanted.issubset(t)) if f.match == "all" else (lambda t: not wanted.isdisjoint(t))
-            rows = np.flatnonzero(m)
-            m[rows] = [test(self.tags[r]) for r in rows]
+            sets = [self.tag_rows.get(t, set()) for t in dict.fromkeys(f.tags)]
+            rows = set.intersection(*sets) if f.match == "all" else set().union(*sets)
+            tagged = np.zeros(n, dtype=bool)
+            tagged[np.fromiter(rows, dtype=np.int64, count=len(rows))] = True
+            m &= tagged
         return m
 
     def query(self, vector: np.ndarray, k: int, f: Filters) -> list[tuple[str, float]]:

@@ -312,3 +312,55 @@ def test_rebuild_vectors_migrates_an_old_index(tmp_path):
         assert not s.vectors_outdated
         assert s.vectors.hnsw_config()["max_neighbors"] == HNSW["max_neighbors"]
         assert s.search(PARAPHRASE, k=1, mode="semantic")[0].memory.content == DARK
+
+
+def test_empty_results_say_why(corpus, store):
+    s, _ = corpus
+    assert store.search_result("anything").note == "no memory is stored"
+    none = Filters(type="no-such-type")
+    r = s.search_result(PARAPHRASE, filters=none)
+    assert r.hits == [] and r.note == "no memory matches the filters"
+
+
+def test_exact_copy_plumbing_matches_brute_force():
+    """Plumbing (random vectors, no model): after upserts, re-tags and deletes that reuse rows, the
+    in-memory copy answers exactly what brute force over the live rows answers, filters included."""
+    import random
+
+    import numpy as np
+
+    from memfs.vectors import _Mirror
+
+    rnd = random.Random(3)
+    rng = np.random.default_rng(3)
+    live: dict[str, tuple[np.ndarray, dict]] = {}
+    m = _Mirror()
+
+    def put(ids):
+        vecs = rng.normal(size=(len(ids), 8)).astype(np.float32)
+        metas = [{"created_ts": float(rnd.randrange(100)), "type": rnd.choice(["a", "b"]),
+                  "tags": rnd.sample(["x", "y", "z"], rnd.randrange(3))} for _ in ids]
+        m.upsert(ids, vecs, metas)
+        live.update({i: (v, meta) for i, v, meta in zip(ids, vecs, metas)})
+
+    put([f"m{i}" for i in range(3000)])
+    for _ in range(5):
+        gone = rnd.sample(sorted(live), 400)
+        m.delete(gone)
+        for i in gone:
+            del live[i]
+        put([f"n{rnd.randrange(10**9)}" for _ in range(300)] + rnd.sample(sorted(live), 200))
+    assert len(m) == len(live)
+    q = rng.normal(size=8).astype(np.float32)
+    for f in (Filters(), Filters(tags=("x",)), Filters(tags=("x", "y"), match="all"), Filters(tags=("y", "z")),
+              Filters(type="a", since=datetime.fromtimestamp(30, timezone.utc))):
+        def ok(meta):
+            tags = set(meta.get("tags", ()))
+            if f.tags and not (set(f.tags) <= tags if f.match == "all" else tags & set(f.tags)):
+                return False
+            if f.type and meta["type"] != f.type:
+                return False
+            return not (f.since and meta["created_ts"] < f.since.timestamp())
+        want = sorted(((float(v @ q), i) for i, (v, meta) in live.items() if ok(meta)), reverse=True)[:10]
+        got = m.query(q, 10, f)
+        assert [i for i, _ in got] == [i for _, i in want]
