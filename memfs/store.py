@@ -569,7 +569,7 @@ class MemoryStore:
             todo.append({m.content_hash: m.content for m in batch if m.content_hash in uncached})
             uncached -= todo[-1].keys()  # a later round with the same content finds it cached by then
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") if any(todo) else None
-        encoded = [pool.submit(self._encode, list(texts.values())) if pool and texts else None for texts in todo]
+        encoded = [pool.submit(self._encode, texts) if pool and texts else None for texts in todo]
         try:
             if meanwhile:
                 meanwhile()
@@ -577,8 +577,7 @@ class MemoryStore:
             for batch, texts, future in zip(rounds, todo, encoded):
                 if future is not None:
                     with self._mutex.released():
-                        vectors = future.result()
-                    self.catalog.cache_vectors(model, dict(zip(texts, vectors)))
+                        future.result()
                 written += self._sync_vectors([m.id for m in batch])
                 if progress:
                     progress(phase, written, len(memories))
@@ -587,10 +586,18 @@ class MemoryStore:
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        """The model's work, serialised among writers; searches embed their query beside it."""
+    def _encode(self, texts: dict[str, str]) -> None:
+        """Encode content (hash -> text) into the embedding cache, unless a writer did meanwhile.
+
+        Serialised among writers, and run without the state lock: searches embed their query beside
+        it. The cache is written here, before the next writer looks, so that one writer's content is
+        never encoded again by another that was waiting for the model (the watcher seeing an add's file).
+        """
+        model = self.embedder.model_id
         with self._embed_lock:
-            return self.embedder.embed(texts)
+            todo = {h: texts[h] for h in self.catalog.uncached(model, texts)}
+            if todo:
+                self.catalog.cache_vectors(model, dict(zip(todo, self.embedder.embed(list(todo.values())))))
 
     def _sync_vectors(self, ids: list[str]) -> int:
         """Upsert the catalog's current rows for these ids that Chroma lacks; encode what is uncached."""
@@ -604,8 +611,7 @@ class MemoryStore:
             missing = {e.hash: e.memory.content for e in entries if e.hash not in vectors}
             if missing:
                 with self._mutex.released():
-                    fresh = self._encode(list(missing.values()))
-                self.catalog.cache_vectors(model, dict(zip(missing, fresh)))
+                    self._encode(missing)
                 continue
             self.vectors.upsert([e.memory for e in entries], np.stack([vectors[e.hash] for e in entries]))
             self.catalog.mark_synced([e.memory.id for e in entries])
