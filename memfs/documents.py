@@ -220,8 +220,8 @@ def from_bytes(data: bytes, *, default_id: str, default_time: datetime) -> Memor
     parser do; the file itself is left as it is (issue #14, finding 7).
     """
     check_file_size(len(data))
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
+    skipped = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+    data = data[skipped:]
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -230,7 +230,7 @@ def from_bytes(data: bytes, *, default_id: str, default_time: datetime) -> Memor
         except UnicodeDecodeError as u:
             # orjson says "surrogates not allowed" for any bad byte; say where the bad byte is.
             raise InvalidDocumentError(
-                f"not UTF-8 (byte {u.start}: {data[u.start:u.start + 1].hex()}); save the file as UTF-8"
+                f"not UTF-8 (byte {skipped + u.start}: {data[u.start:u.start + 1].hex()}); save the file as UTF-8"
             ) from None
         raise InvalidDocumentError(f"invalid JSON ({e}); fix the file by hand or restore it") from None
     return from_dict(doc, default_id=default_id, default_time=default_time)
