@@ -336,10 +336,13 @@ class Catalog:
         return Invalid(row[0], row[5], FileState(row[1], row[2], row[3], row[4] or 0), row[6]) if row else None
 
     def orphaned_duplicates(self) -> list[str]:
-        """Files refused as duplicates of an id no file holds any longer (issue #14, finding 1)."""
+        """Files refused as duplicates of an id that no valid file holds any longer: its row is gone, or
+        serves the last good version of a file now invalid (issue #14, finding 1)."""
         return [r[0] for r in self.db.execute(
-            "SELECT path FROM invalid WHERE dup_id IS NOT NULL AND dup_id NOT IN (SELECT id FROM docs)"
-            " ORDER BY path")]
+            "SELECT i.path FROM invalid i WHERE i.dup_id IS NOT NULL AND ("
+            " NOT EXISTS (SELECT 1 FROM docs d WHERE d.id = i.dup_id)"
+            " OR EXISTS (SELECT 1 FROM docs d JOIN invalid j ON j.path = d.path WHERE d.id = i.dup_id))"
+            " ORDER BY i.path")]
 
     def forget_invalid(self, paths: Iterable[str]) -> None:
         with self._lock:

@@ -466,6 +466,8 @@ class MemoryStore:
             path = self.catalog.path_for_id(mem_id)
             if path is None or path in parsed or (path in indexed and path not in present):
                 return None
+            if self.catalog.invalid_at(path) is not None:
+                return None  # a last good version gives way to a valid file that says the same id
             return path
 
         claimed: dict[str, str] = {}
