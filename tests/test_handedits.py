@@ -347,6 +347,8 @@ def test_get_serves_the_last_good_version_with_a_warning(store):
     assert rec.warning.startswith("g.json is invalid (invalid JSON") and str(mem) not in rec.warning
     assert rec.to_dict()["warning"] == rec.warning
     assert store.get("G").content == "the gecko fact"
+    # The served last good version is not drift: validate reports the file, and promises no fix.
+    assert [(p.check, p.path, p.fixable) for p in validate(store.layout).problems] == [("memory", "g.json", False)]
     # Unreadable (root reads a chmod 000 file, so a directory in its place stands in for it here).
     (mem / "g.json").unlink()
     (mem / "g.json").mkdir()
@@ -454,3 +456,22 @@ def test_invalid_utf8_is_reported_with_its_byte(root):
     r = memfs(root, "reindex")
     assert r.returncode == 1
     assert "latin1.json: not UTF-8 (byte 16: e9)" in r.stderr and "surrogates" not in r.stderr
+
+
+# -- the catalog's schema 2 ---------------------------------------------------------------------------
+
+
+def test_a_schema_1_catalog_is_migrated_and_each_file_read_once_without_embedding(root):
+    with MemoryStore.open(root, create=True) as s:
+        s.add("the heron memory")
+    db = sqlite3.connect(root / "data/indexes/catalog.sqlite")
+    db.executescript("ALTER TABLE docs DROP COLUMN ctime_ns; ALTER TABLE invalid DROP COLUMN ctime_ns;"
+                     "ALTER TABLE invalid DROP COLUMN dup_id; UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+    db.close()
+    with MemoryStore.open(root) as s:
+        assert s.catalog.get_meta("schema_version") == "2"
+        assert [e.state.ctime_ns for e in s.list()] == [0]
+        report = s.reconcile()
+        assert (report.added, report.updated, report.removed, report.embedded) == (0, 0, 0, 0)
+        assert [e.state.ctime_ns > 0 for e in s.list()] == [True]
+        assert keyword(s, "heron") == [s.list()[0].memory.id]
