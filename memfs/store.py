@@ -40,6 +40,8 @@ Progress = Callable[[str, int, int], None]
 
 # How many documents go through one embed + index round in bulk work.
 BULK_BATCH = 256
+# How many vectors one Chroma upsert takes under the state lock; searches may run between two.
+SYNC_ROUND = 64
 
 
 class StoreMutex:
@@ -381,7 +383,9 @@ class MemoryStore:
         started = time.monotonic()
         with self._mutex, _gc_paused():
             report = ReconcileReport()
-            embedded_before = self.embedder.embedded
+            # What this call encoded; the embedder's own counter also counts other writers' work,
+            # which runs while this one waits for the model without the lock.
+            report.embedded = 0
             reread = set(reread)
             if paths is None:
                 temps: list[tuple[str, float]] = []
@@ -406,11 +410,10 @@ class MemoryStore:
                     files.update(more)
                     stale += self._reconcile_files(more, orphans, orphans, report, progress)
             self.vectors.delete(stale)
-            report.vectors_written += self._write_vectors(None, progress=progress)
+            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
             if verify_vectors:
                 self._verify_vectors(report, progress)
             report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
-            report.embedded = self.embedder.embedded - embedded_before
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one
                 self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
@@ -543,12 +546,13 @@ class MemoryStore:
         self.vectors.delete(sorted(orphans))
         if missing:
             self.catalog.mark_unsynced(missing)
-            report.vectors_written += self._write_vectors(None, progress=progress)
+            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
 
     # -- vectors ------------------------------------------------------------------------------------
 
     def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
-                       meanwhile: Callable[[], None] | None = None, phase: str = "embed") -> int:
+                       meanwhile: Callable[[], None] | None = None, phase: str = "embed",
+                       report: ReconcileReport | None = None) -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
         Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
@@ -579,8 +583,10 @@ class MemoryStore:
             for batch, texts, future in zip(rounds, todo, encoded):
                 if future is not None:
                     with self._mutex.released():
-                        future.result()
-                written += self._sync_vectors([m.id for m in batch])
+                        encoded_now = future.result()
+                    if report is not None:
+                        report.embedded += encoded_now
+                written += self._sync_vectors([m.id for m in batch], report)
                 if progress:
                     progress(phase, written, len(memories))
             return written
@@ -588,7 +594,7 @@ class MemoryStore:
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
-    def _encode(self, texts: dict[str, str]) -> None:
+    def _encode(self, texts: dict[str, str]) -> int:
         """Encode content (hash -> text) into the embedding cache, unless a writer did meanwhile.
 
         Serialised among writers, and run without the state lock: searches embed their query beside
@@ -600,8 +606,9 @@ class MemoryStore:
             todo = {h: texts[h] for h in self.catalog.uncached(model, texts)}
             if todo:
                 self.catalog.cache_vectors(model, dict(zip(todo, self.embedder.embed(list(todo.values())))))
+            return len(todo)
 
-    def _sync_vectors(self, ids: list[str]) -> int:
+    def _sync_vectors(self, ids: list[str], report: ReconcileReport | None = None) -> int:
         """Upsert the catalog's current rows for these ids that Chroma lacks; encode what is uncached."""
         model = self.embedder.model_id
         written = 0
@@ -613,11 +620,21 @@ class MemoryStore:
             missing = {e.hash: e.memory.content for e in entries if e.hash not in vectors}
             if missing:
                 with self._mutex.released():
-                    self._encode(missing)
+                    encoded_now = self._encode(missing)
+                if report is not None:
+                    report.embedded += encoded_now
                 continue
-            self.vectors.upsert([e.memory for e in entries], np.stack([vectors[e.hash] for e in entries]))
-            self.catalog.mark_synced([e.memory.id for e in entries])
-            written += len(entries)
+            for start in range(0, len(entries), SYNC_ROUND):
+                if start:
+                    with self._mutex.released():
+                        time.sleep(0)  # let a waiting search in between rounds
+                # Another writer may have got in while we stepped out: read these rows again.
+                part = self.catalog.unsynced_among([e.memory.id for e in entries[start:start + SYNC_ROUND]])
+                part = [e for e in part if e.hash in vectors]
+                if part:
+                    self.vectors.upsert([e.memory for e in part], np.stack([vectors[e.hash] for e in part]))
+                    self.catalog.mark_synced([e.memory.id for e in part])
+                    written += len(part)
         return written
 
     # -- helpers ------------------------------------------------------------------------------------
