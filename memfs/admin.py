@@ -200,30 +200,33 @@ class AdminOperations:
         with self.owner.exclusive() as store:
             if self.owner.watcher is None:
                 embedded = store.reconcile(verify_vectors=True).embedded
-            problems = self._validate(False, None, None, None).problems
+            problems = self._validate(False, None, None, None)[1].problems
         return RestoreSummary(self._rel(b.path), done.memory_count, embedded,
                               self._rel(done.pre_restore.path) if done.pre_restore else None, problems)
 
-    def _validate(self, backups: bool, backup_dir: str | None, identities, progress) -> ValidationResult:
+    def _validate(self, backups: bool, backup_dir: str | None, identities, progress):
+        """(the validation report, as a result)."""
         from .validate import validate as run_validation
 
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
                                 progress=progress, identities=identities)
-        return ValidationResult(report.ok, report.memory_files, report.seconds,
-                                [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
+        return report, ValidationResult(report.ok, report.memory_files, report.seconds,
+                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
 
     @translated
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
                  identity_file: str | None = None, progress: Progress | None = None) -> ValidationResult:
         """Report every problem; with `fix`, repair what is derived (never a memory file) and re-check."""
+        from .validate import fix as repair
+
         identities, _ = _secrets(identity_file, None)
         with self.owner.exclusive() as store:
-            result = self._validate(backups, backup_dir, identities, progress)
+            report, result = self._validate(backups, backup_dir, identities, progress)
             if not fix or not any(p.fixable for p in result.problems):
                 return result
             self.layout.create()
             clean_leftovers(self.layout, self._backup_dir(backup_dir))
-            store.reconcile(verify_vectors=True)
-            after = self._validate(backups, backup_dir, identities, None)
+            repair(store, report)
+            _, after = self._validate(backups, backup_dir, identities, None)
         return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
                                 fixed=len(result.problems) - len(after.problems))

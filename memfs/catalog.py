@@ -22,7 +22,13 @@ from .documents import Memory, from_dict
 from .filestore import FileState
 from .query import Filters, QueryPlan, Term, analyze
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema 2 (issue #14): the files' ctime (docs, invalid), and the id a duplicate was refused for.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE docs ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invalid ADD COLUMN ctime_ns INTEGER;
+ALTER TABLE invalid ADD COLUMN dup_id TEXT;
+"""
 
 # Identifiers and quoted phrases weigh this many times their IDF in keyword coverage: a query that names
 # something is about that thing more than about the words around it.
@@ -38,6 +44,7 @@ CREATE TABLE IF NOT EXISTS docs (
     size       INTEGER NOT NULL,
     mtime_ns   INTEGER NOT NULL,
     ino        INTEGER NOT NULL,
+    ctime_ns   INTEGER NOT NULL DEFAULT 0,
     type       TEXT NOT NULL,
     created_ts REAL NOT NULL,
     updated_ts REAL NOT NULL,
@@ -56,7 +63,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     content, content='docs', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS invalid (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, reason TEXT NOT NULL
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, reason TEXT NOT NULL,
+    ctime_ns INTEGER,
+    dup_id TEXT     -- set when the file was refused because another file holds this id
 );
 -- A rowid table on purpose: WITHOUT ROWID packs 1.5 KB vectors into its key B-tree at a third of
 -- the density (94 MB instead of ~40 MB at 20k memories, measured).
@@ -81,6 +90,7 @@ class Invalid:
     path: str
     reason: str
     state: FileState
+    dup_id: str | None = None  # refused because another file holds this id
 
 
 def _ts(t: datetime) -> float:
@@ -112,11 +122,16 @@ class Catalog:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        version = self._schema_version()
         self.db.executescript(_SCHEMA)
         self._vocab = False  # temp.fts_vocab created (per connection)
-        version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) == 1:
+            # Every row's ctime is unknown (0), so the next reconcile re-reads each file once; the
+            # embedding cache keeps that from embedding anything.
+            self.db.executescript(f"BEGIN; {_MIGRATE_1_TO_2} UPDATE meta SET value = '2' "
+                                  "WHERE key = 'schema_version'; COMMIT;")
         elif int(version) > SCHEMA_VERSION:
             from .errors import UnsupportedFormatError
 
@@ -125,6 +140,11 @@ class Catalog:
                 "upgrade memfs, or delete data/indexes/ and run `memfs reindex` to rebuild it",
                 str(path),
             )
+
+    def _schema_version(self) -> str | None:
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return None
+        return self.get_meta("schema_version")
 
     def close(self) -> None:
         self.db.close()
@@ -156,20 +176,20 @@ class Catalog:
             old = self.db.execute("SELECT rowid, content, synced_fp FROM docs WHERE id = ?", (m.id,)).fetchone()
             body = m.to_dict()
             del body["content"]
-            values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, m.type,
-                      _ts(m.created_at), _ts(m.updated_at), m.content, orjson.dumps(body),
+            values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, state.ctime_ns,
+                      m.type, _ts(m.created_at), _ts(m.updated_at), m.content, orjson.dumps(body),
                       vector_fingerprint(m))
             if old:
                 rowid = old[0]
                 self.db.execute("INSERT INTO fts(fts, rowid, content) VALUES ('delete', ?, ?)", (rowid, old[1]))
                 self.db.execute(
-                    "UPDATE docs SET id=?, path=?, hash=?, size=?, mtime_ns=?, ino=?, type=?, created_ts=?,"
+                    "UPDATE docs SET id=?, path=?, hash=?, size=?, mtime_ns=?, ino=?, ctime_ns=?, type=?, created_ts=?,"
                     " updated_ts=?, content=?, body=?, vec_fp=? WHERE rowid=?", values + (rowid,))
                 self.db.execute("DELETE FROM doc_tags WHERE doc = ?", (rowid,))
             else:
                 rowid = self.db.execute(
-                    "INSERT INTO docs(id, path, hash, size, mtime_ns, ino, type, created_ts, updated_ts,"
-                    " content, body, vec_fp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", values).lastrowid
+                    "INSERT INTO docs(id, path, hash, size, mtime_ns, ino, ctime_ns, type, created_ts, updated_ts,"
+                    " content, body, vec_fp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", values).lastrowid
             self.db.execute("INSERT INTO fts(rowid, content) VALUES (?, ?)", (rowid, m.content))
             self.db.executemany("INSERT INTO doc_tags(tag, doc) VALUES (?, ?)", [(t, rowid) for t in m.tags])
             self.db.execute("DELETE FROM invalid WHERE path = ?", (path,))
@@ -178,9 +198,18 @@ class Catalog:
     def set_state(self, mem_id: str, path: str, state: FileState) -> None:
         """The file moved or was touched but says the same thing: record where and how it is now."""
         with self._lock:
-            self.db.execute("UPDATE docs SET path=?, size=?, mtime_ns=?, ino=? WHERE id=?",
-                            (path, state.size, state.mtime_ns, state.ino, mem_id))
+            self.db.execute("UPDATE docs SET path=?, size=?, mtime_ns=?, ino=?, ctime_ns=? WHERE id=?",
+                            (path, state.size, state.mtime_ns, state.ino, state.ctime_ns, mem_id))
             self.db.execute("DELETE FROM invalid WHERE path = ?", (path,))
+
+    def move_row(self, mem_id: str, path: str) -> None:
+        """The row's file moved but is invalid now: the last good version follows it to `path`.
+
+        The row keeps the state it was read from, so it never matches the invalid file: when the file
+        is fixed, reconcile reads it again.
+        """
+        with self._lock:
+            self.db.execute("UPDATE docs SET path=? WHERE id=?", (path, mem_id))
 
     def release_paths(self, ids: Iterable[str]) -> None:
         """Park these rows on placeholder paths; the caller gives each its new path next."""
@@ -197,16 +226,16 @@ class Catalog:
                 self.db.execute("DELETE FROM doc_tags WHERE doc = ?", (row[0],))
                 self.db.execute("DELETE FROM docs WHERE rowid = ?", (row[0],))
 
-    _COLUMNS = "id, path, hash, size, mtime_ns, ino, content, body"
+    _COLUMNS = "id, path, hash, size, mtime_ns, ino, ctime_ns, content, body"
 
     @staticmethod
     def _entry(row) -> Entry:
-        mem_id, path, h, size, mtime_ns, ino, content, body = row
+        mem_id, path, h, size, mtime_ns, ino, ctime_ns, content, body = row
         doc = orjson.loads(body)
         doc["content"] = content
         # Rows are only written from documents that parsed, so this cannot fail on our own data.
-        m = from_dict(doc, default_id=mem_id, default_time=datetime.now(timezone.utc))
-        return Entry(m, path, h, FileState(size, mtime_ns, ino))
+        m = from_dict(doc, default_id=mem_id, default_time=datetime.now(timezone.utc), check_limits=False)
+        return Entry(m, path, h, FileState(size, mtime_ns, ino, ctime_ns))
 
     def get(self, mem_id: str) -> Entry | None:
         row = self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id = ?", (mem_id,)).fetchone()
@@ -230,13 +259,14 @@ class Catalog:
 
     def file_index(self, paths: Iterable[str] | None = None) -> dict[str, tuple[str, FileState]]:
         """path -> (id, state as last indexed), for reconcile: every row, or just these paths'."""
-        sql = "SELECT path, id, size, mtime_ns, ino FROM docs"
+        sql = "SELECT path, id, size, mtime_ns, ino, ctime_ns FROM docs"
         if paths is None:
             rows = self.db.execute(sql)
         else:
             chunks = _chunks(sorted(paths), 500)
             rows = (r for c in chunks for r in self.db.execute(f"{sql} WHERE path IN ({','.join('?' * len(c))})", c))
-        return {path: (mem_id, FileState(size, mtime_ns, ino)) for path, mem_id, size, mtime_ns, ino in rows}
+        return {path: (mem_id, FileState(size, mtime_ns, ino, ctime_ns))
+                for path, mem_id, size, mtime_ns, ino, ctime_ns in rows}
 
     def path_for_id(self, mem_id: str) -> str | None:
         row = self.db.execute("SELECT path FROM docs WHERE id = ?", (mem_id,)).fetchone()
@@ -315,14 +345,29 @@ class Catalog:
 
     # -- invalid files ------------------------------------------------------------------------------
 
-    def set_invalid(self, path: str, state: FileState, reason: str) -> None:
+    def set_invalid(self, path: str, state: FileState, reason: str, dup_id: str | None = None) -> None:
         with self._lock:
-            self.db.execute("INSERT OR REPLACE INTO invalid(path, size, mtime_ns, ino, reason) VALUES (?,?,?,?,?)",
-                            (path, state.size, state.mtime_ns, state.ino, reason))
+            self.db.execute("INSERT OR REPLACE INTO invalid(path, size, mtime_ns, ino, ctime_ns, reason, dup_id)"
+                            " VALUES (?,?,?,?,?,?,?)",
+                            (path, state.size, state.mtime_ns, state.ino, state.ctime_ns, reason, dup_id))
 
     def invalid(self) -> list[Invalid]:
-        return [Invalid(p, r, FileState(s, m, i)) for p, s, m, i, r
-                in self.db.execute("SELECT path, size, mtime_ns, ino, reason FROM invalid ORDER BY path")]
+        return [Invalid(p, r, FileState(s, m, i, c or 0), d) for p, s, m, i, c, r, d in self.db.execute(
+            "SELECT path, size, mtime_ns, ino, ctime_ns, reason, dup_id FROM invalid ORDER BY path")]
+
+    def invalid_at(self, path: str) -> Invalid | None:
+        row = self.db.execute("SELECT path, size, mtime_ns, ino, ctime_ns, reason, dup_id FROM invalid"
+                              " WHERE path = ?", (path,)).fetchone()
+        return Invalid(row[0], row[5], FileState(row[1], row[2], row[3], row[4] or 0), row[6]) if row else None
+
+    def orphaned_duplicates(self) -> list[str]:
+        """Files refused as duplicates of an id that no valid file holds any longer: its row is gone, or
+        serves the last good version of a file now invalid (issue #14, finding 1)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT i.path FROM invalid i WHERE i.dup_id IS NOT NULL AND ("
+            " NOT EXISTS (SELECT 1 FROM docs d WHERE d.id = i.dup_id)"
+            " OR EXISTS (SELECT 1 FROM docs d JOIN invalid j ON j.path = d.path WHERE d.id = i.dup_id))"
+            " ORDER BY i.path")]
 
     def forget_invalid(self, paths: Iterable[str]) -> None:
         with self._lock:
@@ -334,6 +379,15 @@ class Catalog:
         """Rows whose vector-index record is missing or out of date."""
         return [self._entry(r) for r in self.db.execute(
             f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp")]
+
+    def unsynced_among(self, ids: list[str]) -> list[Entry]:
+        """unsynced(), for just these ids."""
+        found: list[Entry] = []
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            found += [self._entry(r) for r in self.db.execute(
+                f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp AND id IN ({marks})", chunk)]
+        return found
 
     def mark_synced(self, ids: Iterable[str]) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .errors import InvalidDocumentError, UnsupportedFormatError
+from .limits import MAX_CONTENT_CHARS, MAX_FILE_BYTES
 
 FORMAT_NAME = "memfs.memory"
 FORMAT_VERSION = 1
@@ -154,8 +155,11 @@ def _optional_str(doc: dict, name: str) -> str | None:
 _BAD_ID = re.compile(r"[\x00-\x1f\x7f]|^\s|\s$")
 
 
-def from_dict(doc: Any, *, default_id: str, default_time: datetime) -> Memory:
-    """Build a Memory from parsed JSON, filling the defaults a bare file leaves out."""
+def from_dict(doc: Any, *, default_id: str, default_time: datetime, check_limits: bool = True) -> Memory:
+    """Build a Memory from parsed JSON, filling the defaults a bare file leaves out.
+
+    `check_limits=False` is for rows the catalog already holds: they were checked when they came in.
+    """
     if not isinstance(doc, dict):
         raise InvalidDocumentError(f"a memory must be a JSON object, got {type(doc).__name__}")
     if "format" in doc:
@@ -165,6 +169,10 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime) -> Memory:
         raise InvalidDocumentError("missing 'content' (a memory needs at least {\"content\": \"…\"})")
     if not content.strip():
         raise InvalidDocumentError("'content' is empty")
+    if len(content) > MAX_CONTENT_CHARS and check_limits:
+        raise InvalidDocumentError(
+            f"'content' is {len(content):,} characters, over the limit of {MAX_CONTENT_CHARS:,} "
+            "(memfs.limits.MAX_CONTENT_CHARS); split it into several memories")
     mem_id = doc.get("id", default_id)
     if not isinstance(mem_id, str) or not mem_id or _BAD_ID.search(mem_id):
         raise InvalidDocumentError(f"'id' must be a non-empty string without control characters, got {mem_id!r}")
@@ -194,10 +202,35 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime) -> Memory:
     )
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def check_file_size(size: int) -> None:
+    """A memory file over MAX_FILE_BYTES is refused before it is read (issue #14, finding 4)."""
+    if size > MAX_FILE_BYTES:
+        raise InvalidDocumentError(
+            f"the file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for a memory file "
+            "(memfs.limits.MAX_FILE_BYTES); split it into several memories")
+
+
 def from_bytes(data: bytes, *, default_id: str, default_time: datetime) -> Memory:
-    """Parse a memory file's bytes; raises InvalidDocumentError with a reason a person can act on."""
+    """Parse a memory file's bytes; raises InvalidDocumentError with a reason a person can act on.
+
+    A leading UTF-8 byte order mark (Windows Notepad writes one) is skipped, as RFC 8259 §8.1 lets a
+    parser do; the file itself is left as it is (issue #14, finding 7).
+    """
+    check_file_size(len(data))
+    skipped = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+    data = data[skipped:]
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as u:
+            # orjson says "surrogates not allowed" for any bad byte; say where the bad byte is.
+            raise InvalidDocumentError(
+                f"not UTF-8 (byte {skipped + u.start}: {data[u.start:u.start + 1].hex()}); save the file as UTF-8"
+            ) from None
         raise InvalidDocumentError(f"invalid JSON ({e}); fix the file by hand or restore it") from None
     return from_dict(doc, default_id=default_id, default_time=default_time)

@@ -15,6 +15,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .limits import EMBED_INPUT_CHARS
+
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_DIM = 384
 # The package's model.safetensors is the same file as upstream's; `validate` and a test check it.
@@ -67,8 +69,22 @@ def _load_model():
     return _model
 
 
+def model_input(text: str) -> str:
+    """What the model is given of a text: at most its first EMBED_INPUT_CHARS characters.
+
+    all-MiniLM-L6-v2 reads the first 256 word pieces and drops the rest, but the tokenizer would still
+    split the whole text first: 7 s for a 5.5 MB memory, under the store's lock (issue #14, finding 4).
+    16 Ki characters hold far more than 256 word pieces of any real text, so the vector is unchanged.
+    """
+    return text if len(text) <= EMBED_INPUT_CHARS else text[:EMBED_INPUT_CHARS]
+
+
 class MiniLMEmbedder:
-    """The real embedder. Vectors are L2-normalised float32, so cosine similarity is a dot product."""
+    """The real embedder. Vectors are L2-normalised float32, so cosine similarity is a dot product.
+
+    `embed` may run in two threads at once (a search's query beside the indexer's batch): the model
+    holds no state between calls, and the tokenizer's settings never change after the first call.
+    """
 
     model_id = MODEL_ID
     dim = MODEL_DIM
@@ -85,7 +101,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = _load_model().encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            [model_input(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
         self.embedded += len(texts)

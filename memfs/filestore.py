@@ -79,19 +79,38 @@ def is_ignored_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class FileState:
-    """What reconcile compares to decide whether a file needs reading again."""
+    """What reconcile compares to decide whether a file needs reading again.
+
+    The ctime is part of it (issue #14, findings 2 and 3): `chmod` changes only the ctime, and a
+    same-size edit whose mtime is put back (`touch -r`, tools that copy timestamps) changes the ctime
+    too, because no one can set a ctime. A rename changes it as well, which costs a re-read (no
+    re-embedding: the content hash is in the cache). 0 means "not known" (catalogs before schema 2).
+    """
 
     size: int
     mtime_ns: int
     ino: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, st: os.stat_result) -> "FileState":
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+    def same_file(self, other: "FileState") -> bool:
+        """The same inode with the same size and mtime: what a rename keeps (the ctime it changes)."""
+        return (self.ino, self.size, self.mtime_ns) == (other.ino, other.size, other.mtime_ns)
 
 
-def scan(memories: Path) -> dict[str, FileState]:
-    """Every memory file under `memories`, as POSIX relative path -> FileState. Only stats, no reads."""
+# atomic_write's temp files: `.<name>.<8 hex digits>.tmp` beside the target (docs/storage.md).
+TEMP_NAME = re.compile(r"^\..+\.json\.[0-9a-f]{8}\.tmp$")
+
+
+def scan(memories: Path, temps: list[tuple[str, float]] | None = None) -> dict[str, FileState]:
+    """Every memory file under `memories`, as POSIX relative path -> FileState. Only stats, no reads.
+
+    With `temps`, the temp files atomic_write leaves when a process dies mid-write are appended to it
+    as (relative path, mtime), for the owner to remove and `validate` to report (issue #14, finding 6).
+    """
     found: dict[str, FileState] = {}
     stack = [(memories, "")]
     while stack:
@@ -110,7 +129,30 @@ def scan(memories: Path) -> dict[str, FileState]:
                         found[prefix + entry.name] = FileState.of(entry.stat())
                 except FileNotFoundError:
                     continue
+            elif temps is not None and TEMP_NAME.match(entry.name):
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        temps.append((prefix + entry.name, entry.stat(follow_symlinks=False).st_mtime))
+                except FileNotFoundError:
+                    continue
     return found
+
+
+def remove_stale_temps(memories: Path, temps: list[tuple[str, float]], before: float) -> list[str]:
+    """Remove the temp files (from `scan(temps=…)`) last written before `before` (a time.time()).
+
+    Only the lock holder writes temp files, so one older than the moment it took the lock was left by
+    a process that died mid-write; a younger one may be a write in flight and is left alone.
+    """
+    removed = []
+    for rel, mtime in temps:
+        if mtime < before and TEMP_NAME.match(rel.rsplit("/", 1)[-1]):
+            try:
+                (memories / rel).unlink()
+                removed.append(rel)
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def is_ignored_path(rel: str) -> bool:

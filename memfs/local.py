@@ -75,8 +75,7 @@ class LocalOperations(AdminOperations):
     @translated
     def get(self, mem_id: str) -> MemoryRecord:
         with self.owner.using() as store:
-            entry = store._entry(mem_id)
-            return MemoryRecord(store.get(mem_id), entry.path)
+            return store.record(mem_id)
 
     @translated
     def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +25,13 @@ from .catalog import Catalog, Entry
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
 from .errors import InvalidDocumentError, NotFoundError, StoreBusyError, StoreNotInitializedError
-from .filestore import FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath, scan, stat_paths
+from .filestore import (FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath,
+                        remove_stale_temps, scan, stat_paths)
+from .limits import MAX_FILE_BYTES
 from .lock import StoreLock
 from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
                     keyword_weight, matched, no_match_note, snippet)
-from .results import AddResult, InvalidFile, ReconcileReport, SearchResult
+from .results import AddResult, InvalidFile, MemoryRecord, ReconcileReport, SearchResult
 from .vectors import EXACT_MAX, VectorIndex
 
 log = logging.getLogger("memfs")
@@ -38,6 +41,57 @@ Progress = Callable[[str, int, int], None]
 
 # How many documents go through one embed + index round in bulk work.
 BULK_BATCH = 256
+# How many vectors one Chroma upsert takes under the state lock; searches may run between two.
+SYNC_ROUND = 64
+
+
+class StoreMutex:
+    """The store's state lock: a re-entrant lock that knows how deep its owner holds it.
+
+    Searches, lists and every catalog or Chroma change take it; backup and validate hold it to keep
+    writes out. The model's slow encoding never runs under it (issue #14, finding 4: a 5.5 MB file
+    made every search wait 7 s): a writer steps out with `released()` while it waits for vectors, but
+    only when it is the outermost holder. A caller that holds the lock around a write (a backup's
+    reconcile) keeps it, so what it wanted excluded stays excluded.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._owner = threading.get_ident()
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+        self._lock.release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def held(self) -> bool:
+        return self._owner == threading.get_ident()
+
+    @contextlib.contextmanager
+    def released(self):
+        """Let others in for the duration, if this thread holds the lock exactly once."""
+        if not (self.held() and self._depth == 1):
+            yield
+            return
+        self.release()
+        try:
+            yield
+        finally:
+            self.acquire()
 
 
 class MemoryStore:
@@ -50,8 +104,12 @@ class MemoryStore:
         self.vectors = vectors
         self.embedder = embedder
         self.lock = lock
-        self._mutex = threading.RLock()
+        self._mutex = StoreMutex()
         self._last_query: tuple[str, np.ndarray] | None = None  # search's one-entry query-vector cache
+        self._embed_lock = threading.Lock()  # never take _mutex while holding it
+        # Temp files older than this were left by a process that died mid-write: only the lock's holder
+        # writes them, and we hold it since before now (issue #14, finding 6).
+        self._opened_at = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -223,9 +281,30 @@ class MemoryStore:
     # -- reads --------------------------------------------------------------------------------------
 
     def get(self, mem_id: str) -> Memory:
-        """The memory as its file says now."""
+        """The memory as its file says now, or its last good version while the file is invalid."""
+        return self.record(mem_id).memory
+
+    def record(self, mem_id: str) -> MemoryRecord:
+        """The memory and its path; while its file is invalid, unreadable or gone, the last good version
+        with a `warning` saying why (issue #14, finding 5: get gave 422 or 500 where search served it).
+
+        A file that parses is read as it is now, so an edit the watcher has not indexed yet shows.
+        """
         with self._mutex:
-            return self._read(self._entry(mem_id).path)
+            entry = self._entry(mem_id)
+        try:
+            m = self._read(entry.path)
+        except NotFoundError:
+            warning = f"{entry.path} is gone; this is the version last indexed (`memfs reindex` catches up)"
+        except InvalidDocumentError as e:
+            warning = f"{entry.path} is invalid ({e.reason}); this is its last good version"
+        except OSError as e:
+            warning = f"{entry.path} is unreadable ({e.strerror or e}); this is its last good version"
+        else:
+            if m.id == mem_id:
+                return MemoryRecord(m, entry.path)
+            warning = f"{entry.path} now holds id {m.id!r}; this is the last version with id {mem_id!r}"
+        return MemoryRecord(entry.memory, entry.path, warning)
 
     def path_of(self, mem_id: str) -> Path:
         return self.layout.memories / self._entry(mem_id).path
@@ -397,43 +476,54 @@ class MemoryStore:
     # -- reconcile ----------------------------------------------------------------------------------
 
     def reconcile(self, *, paths: Iterable[str] | None = None, verify_vectors: bool = True,
-                  progress: Progress | None = None) -> ReconcileReport:
+                  progress: Progress | None = None, reread: Iterable[str] = ()) -> ReconcileReport:
         """Bring catalog and vectors level with the files; re-embed only content never embedded before.
 
-        Files whose size, mtime and inode match the catalog are not read. An unreadable or invalid
-        file is reported and skipped; its last good version stays indexed (never "unreadable means
-        deleted"). With `verify_vectors`, Chroma's id set is checked against the catalog's.
-        With `paths` (relative to memories/), only those paths are looked at: the watcher's way.
+        Files whose size, mtime, inode and ctime match the catalog are not read. An unreadable or
+        invalid file is reported and skipped; its last good version stays indexed (never "unreadable
+        means deleted"), also when it is moved. With `verify_vectors`, Chroma's id set is checked
+        against the catalog's. With `paths` (relative to memories/), only those paths are looked at:
+        the watcher's way. `reread` paths are read whatever their state (`validate --fix`: a file
+        whose content differs from the catalog's although its state matches).
+
+        Files refused as duplicates of an id are read again once no file holds that id any more, in
+        the same call and wherever they lie (issue #14, finding 1: `cp a b; rm a` lost the memory).
+        A full reconcile also removes temp files older than this store's opening (finding 6).
         """
         started = time.monotonic()
         with self._mutex, _gc_paused():
             report = ReconcileReport()
-            embedded_before = self.embedder.embedded
+            # What this call encoded; the embedder's own counter also counts other writers' work,
+            # which runs while this one waits for the model without the lock.
+            report.embedded = 0
+            reread = set(reread)
             if paths is None:
-                files = scan(self.layout.memories)
-                in_scope: Callable[[str], bool] = lambda p: True  # noqa: E731
+                temps: list[tuple[str, float]] = []
+                files = scan(self.layout.memories, temps)
+                self._remove_stale_temps(temps)
+                scope: set[str] | None = None
             else:
-                scope = set(paths)
+                scope = set(paths) | reread
                 files = stat_paths(self.layout.memories, scope)
-                in_scope = scope.__contains__
+            if reread - files.keys():
+                files.update(stat_paths(self.layout.memories, reread - files.keys()))
             report.scanned = len(files)
-            # The watcher's batches look up only their own paths: a full index read per batch would
-            # cost ~0.3 s at 20k memories.
-            indexed = self.catalog.file_index(None if paths is None else scope)
-            known_invalid = {i.path: i.state for i in self.catalog.invalid()}
-            self.catalog.forget_invalid([p for p in known_invalid if in_scope(p) and p not in files])
-            to_read = [p for p, st in files.items()
-                       if (p not in indexed or indexed[p][1] != st) and known_invalid.get(p) != st]
-            gone = {indexed[p][0] for p in indexed if in_scope(p) and p not in files}
-            present = {p for p in indexed if p in files or not in_scope(p)}
             with self.catalog.transaction():
-                stale = self._apply_files(sorted(to_read), files, indexed, present, gone, report, progress)
+                stale = self._reconcile_files(files, scope, reread, report, progress)
+                # Refused duplicates whose id lost its file: read them again (bounded: each round
+                # either gives such a file its id or records the id's new holder).
+                for _ in range(3):
+                    orphans = set(self.catalog.orphaned_duplicates())
+                    if not orphans:
+                        break
+                    more = stat_paths(self.layout.memories, orphans)
+                    files.update(more)
+                    stale += self._reconcile_files(more, orphans, orphans, report, progress)
             self.vectors.delete(stale)
-            report.vectors_written += self._write_vectors(None, progress=progress)
+            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
             if verify_vectors:
                 self._verify_vectors(report, progress)
             report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
-            report.embedded = self.embedder.embedded - embedded_before
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one
                 self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
@@ -442,23 +532,55 @@ class MemoryStore:
                                 report.invalid[0].path, report.invalid[0].reason)
             return report
 
+    def _remove_stale_temps(self, temps: list[tuple[str, float]]) -> None:
+        removed = remove_stale_temps(self.layout.memories, temps, self._opened_at)
+        if removed:
+            log.warning("removed %d temp file(s) left by an interrupted write, e.g. %s", len(removed), removed[0])
+
+    def _reconcile_files(self, files: dict[str, FileState], scope: set[str] | None, reread: set[str],
+                         report: ReconcileReport, progress: Progress | None) -> list[str]:
+        """One pass over `files` (all of them, or those under `scope`). Returns ids whose vectors go."""
+        in_scope: Callable[[str], bool] = (lambda p: True) if scope is None else scope.__contains__  # noqa: E731
+        # The watcher's batches look up only their own paths: a full index read per batch would
+        # cost ~0.3 s at 20k memories.
+        indexed = self.catalog.file_index(scope)
+        known_invalid = {i.path: i for i in self.catalog.invalid() if in_scope(i.path)}
+        self.catalog.forget_invalid([p for p in known_invalid if p not in files])
+        to_read = [p for p, st in files.items()
+                   if p in reread
+                   or (p not in indexed or indexed[p][1] != st) and (
+                       p not in known_invalid or known_invalid[p].state != st
+                       # Trigger: chmod 000, then chmod 644. Why: a file once unreadable must be
+                       # tried again, whatever changed. Outcome: it is indexed once readable (#14, 2).
+                       or known_invalid[p].reason.startswith("unreadable"))]
+        gone_paths = {p for p in indexed if p not in files}
+        present = {p for p in indexed if p in files or not in_scope(p)}
+        return self._apply_files(sorted(to_read), files, indexed, present, gone_paths, known_invalid,
+                                 report, progress)
+
     def _apply_files(self, to_read: list[str], files: dict[str, FileState],
-                     indexed: dict[str, tuple[str, FileState]], present: set[str], gone: set[str],
-                     report: ReconcileReport, progress: Progress | None) -> list[str]:
+                     indexed: dict[str, tuple[str, FileState]], present: set[str], gone_paths: set[str],
+                     known_invalid: dict, report: ReconcileReport, progress: Progress | None) -> list[str]:
         """Index what changed on disk. Returns the ids whose vectors must go."""
         parsed: dict[str, Memory] = {}
+        failed: list[str] = []
         for n, rel in enumerate(to_read, 1):
             m = self._parse_file(rel, files[rel])
-            if m is not None:
+            if isinstance(m, Memory):
                 parsed[rel] = m
+            elif m is not None:
+                failed.append(rel)
             if progress and (n % 500 == 0 or n == len(to_read)):
                 progress("read", n, len(to_read))
+
         def owner(mem_id: str) -> str | None:
             """The file that keeps this id: one not re-read (or found invalid: it keeps serving its
             last good version), still on disk (or outside the paths looked at)."""
             path = self.catalog.path_for_id(mem_id)
             if path is None or path in parsed or (path in indexed and path not in present):
                 return None
+            if self.catalog.invalid_at(path) is not None:
+                return None  # a last good version gives way to a valid file that says the same id
             return path
 
         claimed: dict[str, str] = {}
@@ -466,15 +588,34 @@ class MemoryStore:
             other = claimed.get(m.id) or owner(m.id)
             if other is not None:
                 self.catalog.set_invalid(rel, files[rel], f"duplicate id {m.id!r}: also used by {other}; "
-                                                          "give one of them another 'id'")
+                                                          "give one of them another 'id'", dup_id=m.id)
             else:
                 claimed[m.id] = rel
+        gone = {indexed[p][0] for p in gone_paths}
         # A file that now carries another id (e.g. `mv a.json b.json` over b) ends b's old id there.
         gone |= {indexed[rel][0] for rel, m in parsed.items() if rel in indexed and indexed[rel][0] != m.id}
+        # Trigger: a folder holding an invalid file is renamed. Why: its row's old path is gone and
+        # the file at the new path does not parse. Outcome: the last good version follows the file
+        # (same inode) to its new path instead of being dropped (issue #14, finding 5).
+        followed: set[str] = set()
+        for rel in failed:
+            if rel in indexed:
+                continue
+            for old in gone_paths:
+                mem_id, old_state = indexed[old]
+                was = known_invalid.get(old)
+                if mem_id in claimed or mem_id in followed:
+                    continue
+                if files[rel].ino == old_state.ino or (was is not None and files[rel].same_file(was.state)):
+                    self.catalog.move_row(mem_id, rel)
+                    followed.add(mem_id)
+                    report.moved += 1
+                    break
+        gone -= followed
         # A removed file whose id reappears at another path was moved, not removed.
         removed = sorted(gone - claimed.keys())
         self.catalog.remove(removed)
-        report.removed = len(removed)
+        report.removed += len(removed)
         # Moved rows let go of their old paths first, so two files swapping names cannot collide.
         path_of = {i: self.catalog.path_for_id(i) for i in claimed}
         self.catalog.release_paths([i for i, rel in claimed.items() if path_of[i] not in (None, rel)])
@@ -492,14 +633,18 @@ class MemoryStore:
                     report.updated += 1
         return removed
 
-    def _parse_file(self, rel: str, state: FileState) -> Memory | None:
+    def _parse_file(self, rel: str, state: FileState) -> Memory | str | None:
+        """The file's memory; or the reason it is invalid, recorded; or None if it vanished meanwhile."""
         try:
             return self._read(rel)
         except InvalidDocumentError as e:
-            self.catalog.set_invalid(rel, state, e.reason)
+            reason = e.reason
+        except NotFoundError:
+            return None  # removed between the stat and the read: the next event or reconcile sees it
         except OSError as e:
-            self.catalog.set_invalid(rel, state, f"unreadable: {e.strerror or e}")
-        return None
+            reason = f"unreadable: {e.strerror or e}"
+        self.catalog.set_invalid(rel, state, reason)
+        return reason
 
     def _verify_vectors(self, report: ReconcileReport, progress: Progress | None) -> None:
         in_chroma = self.vectors.ids()
@@ -511,18 +656,23 @@ class MemoryStore:
         self.vectors.delete(sorted(orphans))
         if missing:
             self.catalog.mark_unsynced(missing)
-            report.vectors_written += self._write_vectors(None, progress=progress)
+            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
 
     # -- vectors ------------------------------------------------------------------------------------
 
     def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
-                       meanwhile: Callable[[], None] | None = None, phase: str = "embed") -> int:
+                       meanwhile: Callable[[], None] | None = None, phase: str = "embed",
+                       report: ReconcileReport | None = None) -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
         Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
         first (the model pads each batch to its longest text), on a worker thread that runs ahead of
         this one, so `meanwhile()` (add_many's file writes, which mostly wait on the disk) and each
         round's Chroma upsert overlap the model instead of adding to it.
+
+        The caller holds the state lock; it is let go while this thread waits for the model (issue
+        #14, finding 4), so what is upserted is read again from the catalog once it is taken back:
+        a row changed meanwhile is never marked synced with an old vector.
         """
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
@@ -535,24 +685,67 @@ class MemoryStore:
             todo.append({m.content_hash: m.content for m in batch if m.content_hash in uncached})
             uncached -= todo[-1].keys()  # a later round with the same content finds it cached by then
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed") if any(todo) else None
-        encoded = [pool.submit(self.embedder.embed, list(texts.values())) if pool and texts else None for texts in todo]
+        encoded = [pool.submit(self._encode, texts) if pool and texts else None for texts in todo]
         try:
             if meanwhile:
                 meanwhile()
             written = 0
             for batch, texts, future in zip(rounds, todo, encoded):
                 if future is not None:
-                    self.catalog.cache_vectors(model, dict(zip(texts, future.result())))
-                vectors = self.catalog.cached_vectors(model, (m.content_hash for m in batch))
-                self.vectors.upsert(batch, np.stack([vectors[m.content_hash] for m in batch]))
-                self.catalog.mark_synced([m.id for m in batch])
-                written += len(batch)
+                    with self._mutex.released():
+                        encoded_now = future.result()
+                    if report is not None:
+                        report.embedded += encoded_now
+                written += self._sync_vectors([m.id for m in batch], report)
                 if progress:
                     progress(phase, written, len(memories))
             return written
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
+
+    def _encode(self, texts: dict[str, str]) -> int:
+        """Encode content (hash -> text) into the embedding cache, unless a writer did meanwhile.
+
+        Serialised among writers, and run without the state lock: searches embed their query beside
+        it. The cache is written here, before the next writer looks, so that one writer's content is
+        never encoded again by another that was waiting for the model (the watcher seeing an add's file).
+        """
+        model = self.embedder.model_id
+        with self._embed_lock:
+            todo = {h: texts[h] for h in self.catalog.uncached(model, texts)}
+            if todo:
+                self.catalog.cache_vectors(model, dict(zip(todo, self.embedder.embed(list(todo.values())))))
+            return len(todo)
+
+    def _sync_vectors(self, ids: list[str], report: ReconcileReport | None = None) -> int:
+        """Upsert the catalog's current rows for these ids that Chroma lacks; encode what is uncached."""
+        model = self.embedder.model_id
+        written = 0
+        for _ in range(5):  # each round runs after a writer changed rows while we waited: rare
+            entries = self.catalog.unsynced_among(ids)
+            if not entries:
+                break
+            vectors = self.catalog.cached_vectors(model, (e.hash for e in entries))
+            missing = {e.hash: e.memory.content for e in entries if e.hash not in vectors}
+            if missing:
+                with self._mutex.released():
+                    encoded_now = self._encode(missing)
+                if report is not None:
+                    report.embedded += encoded_now
+                continue
+            for start in range(0, len(entries), SYNC_ROUND):
+                if start:
+                    with self._mutex.released():
+                        time.sleep(0)  # let a waiting search in between rounds
+                # Another writer may have got in while we stepped out: read these rows again.
+                part = self.catalog.unsynced_among([e.memory.id for e in entries[start:start + SYNC_ROUND]])
+                part = [e for e in part if e.hash in vectors]
+                if part:
+                    self.vectors.upsert([e.memory for e in part], np.stack([vectors[e.hash] for e in part]))
+                    self.catalog.mark_synced([e.memory.id for e in part])
+                    written += len(part)
+        return written
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -565,10 +758,18 @@ class MemoryStore:
     def _read(self, rel: str) -> Memory:
         path = self.layout.memories / rel
         try:
-            data = path.read_bytes()
-            mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                # Refused before reading: a 5 GB file dropped in must not be read into memory.
+                documents.check_file_size(st.st_size)
+                data = f.read(MAX_FILE_BYTES + 1)
+            mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
         except FileNotFoundError:
             raise NotFoundError(f"{path} is gone; run `memfs reindex` to bring the index up to date") from None
+        except InvalidDocumentError as e:
+            e.path = str(path)
+            e.args = (f"{path}: {e.reason}",)
+            raise
         try:
             return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
         except InvalidDocumentError as e:

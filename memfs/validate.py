@@ -20,6 +20,7 @@ from .catalog import Catalog
 from .embedder import MODEL_SHA256, model_file_sha256
 from .errors import InvalidDocumentError
 from .filestore import Layout, default_id_for, scan
+from .results import ReconcileReport
 from .vectors import VectorIndex
 
 Progress = Callable[[str, int, int], None]
@@ -62,33 +63,46 @@ def _check_layout(layout: Layout) -> list[Problem]:
     return problems
 
 
-def _check_memories(layout: Layout, progress: Progress | None) -> tuple[list[Problem], dict[str, tuple[str, str]]]:
-    """Parse every memory file. Returns problems and id -> (path, content hash) of the valid ones."""
+def _check_memories(layout: Layout, progress: Progress | None
+                    ) -> tuple[list[Problem], dict[str, list[tuple[str, str]]], set[str]]:
+    """Parse every memory file. Returns problems, id -> [(path, content hash)] of the valid files
+    holding it, and the paths of the invalid ones. Temp files left by a crash are problems too."""
     problems: list[Problem] = []
     by_id: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    files = scan(layout.memories)
+    invalid: set[str] = set()
+    temps: list[tuple[str, float]] = []
+    files = scan(layout.memories, temps)
     for n, rel in enumerate(sorted(files), 1):
         path = layout.memories / rel
         try:
+            documents.check_file_size(files[rel].size)
             m = documents.from_bytes(path.read_bytes(), default_id=default_id_for(rel),
                                      default_time=datetime.fromtimestamp(files[rel].mtime_ns / 1e9, timezone.utc))
             by_id[m.id].append((rel, m.content_hash))
         except InvalidDocumentError as e:
             problems.append(Problem("memory", rel, e.reason))
+            invalid.add(rel)
         except OSError as e:
             problems.append(Problem("memory", rel, f"unreadable: {e.strerror or e}"))
+            invalid.add(rel)
         if progress and (n % 1000 == 0 or n == len(files)):
             progress("validate", n, len(files))
-    ids = {}
     for mem_id, holders in by_id.items():
         if len(holders) > 1:
             problems.append(Problem("duplicate-id", ", ".join(p for p, _ in holders),
                                     f"id {mem_id!r} is used by {len(holders)} files; give each its own 'id'"))
-        ids[mem_id] = holders[0]
-    return problems, ids
+    # Only the store's owner writes temp files, and validate runs with writes held off: each one was
+    # left by a process killed mid-write (issue #14, finding 6).
+    for rel, _ in sorted(temps):
+        problems.append(Problem("temp-file", rel, "temp file left by an interrupted write (a crash or kill); "
+                                                  "the owner removes it when it starts, or --fix", True))
+    return problems, dict(by_id), invalid
 
 
-def _check_catalog(layout: Layout, ids: dict[str, tuple[str, str]]) -> tuple[list[Problem], set[str] | None]:
+def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invalid: set[str]
+                   ) -> tuple[list[Problem], set[str] | None]:
+    """Compare the catalog with the files by content hash (issue #14, finding 3: a same-size edit
+    whose mtime was put back). `fixable` is set only where reconcile with `reread` repairs it."""
     path = layout.indexes / "catalog.sqlite"
     if not path.exists():
         return [Problem("catalog", str(path), "catalog missing; `memfs reindex` (or --fix) rebuilds it", True)], None
@@ -99,12 +113,24 @@ def _check_catalog(layout: Layout, ids: dict[str, tuple[str, str]]) -> tuple[lis
         catalog.close()
     problems = []
     for mem_id in sorted(ids.keys() - rows.keys()):
-        problems.append(Problem("catalog", ids[mem_id][0], f"memory {mem_id!r} is not in the catalog", True))
+        problems.append(Problem("catalog", ids[mem_id][0][0], f"memory {mem_id!r} is not in the catalog", True))
     for mem_id in sorted(rows.keys() - ids.keys()):
-        problems.append(Problem("catalog", rows[mem_id][0], f"catalog entry {mem_id!r} has no valid file", True))
+        row_path = rows[mem_id][0]
+        if row_path in invalid:
+            # Not drift: the last good version of an invalid file is served on purpose until it is fixed.
+            continue
+        problems.append(Problem("catalog", row_path, f"catalog entry {mem_id!r} has no valid file", True))
     for mem_id in sorted(ids.keys() & rows.keys()):
-        if ids[mem_id] != rows[mem_id]:
-            problems.append(Problem("catalog", ids[mem_id][0], f"catalog entry {mem_id!r} is out of date", True))
+        holders = dict(ids[mem_id])
+        row_path, row_hash = rows[mem_id]
+        # With duplicates, the file indexed first keeps the id: the catalog's holder is the one to compare.
+        if row_path in holders:
+            if holders[row_path] != row_hash:
+                problems.append(Problem("catalog", row_path, f"catalog entry {mem_id!r} is out of date "
+                                                             "(its content differs from the file's)", True))
+        elif row_path not in invalid:
+            problems.append(Problem("catalog", ids[mem_id][0][0], f"catalog entry {mem_id!r} points at "
+                                                                   f"{row_path}, not at its file", True))
     return problems, set(rows)
 
 
@@ -156,9 +182,10 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
 
     started = time.monotonic()
     problems = _check_layout(layout)
-    memory_problems, ids = _check_memories(layout, progress) if layout.memories.is_dir() else ([], {})
+    memory_problems, ids, invalid = (_check_memories(layout, progress) if layout.memories.is_dir()
+                                     else ([], {}, set()))
     problems += memory_problems
-    catalog_problems, catalog_ids = _check_catalog(layout, ids)
+    catalog_problems, catalog_ids = _check_catalog(layout, ids, invalid)
     problems += catalog_problems
     problems += _check_vectors(layout, catalog_ids)
     if model_file_sha256() != MODEL_SHA256:
@@ -167,3 +194,13 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
     if backups:
         problems += _check_backups(layout, backup_dir or layout.backups, identities=identities)
     return ValidationReport(problems, len(ids), time.monotonic() - started)
+
+
+def fix(store, report: ValidationReport) -> ReconcileReport:
+    """Repair what `report` found fixable, in an open store (the owner's, or one opened for this).
+
+    A full reconcile (which removes stale temp files), reading again every file whose catalog entry
+    differs from it whatever its state says, so a message never promises a fix that is not made.
+    """
+    reread = [p.path for p in report.problems if p.check == "catalog" and p.fixable]
+    return store.reconcile(verify_vectors=True, reread=reread)

@@ -6,12 +6,14 @@ the collected events are applied, so an edit made during the startup scan is not
 Events only say *which paths* to look at; what to do is decided by `MemoryStore.reconcile(paths=…)`,
 the same code as a full reconcile, from what is on disk when it looks. So a vim atomic save (a temp
 file renamed over the target), `sed -i`, a `git checkout` of hundreds of files, or several writes per
-save all end the same way: the path's current content is indexed once. A file whose size, mtime and
+save all end the same way: the path's current content is indexed once. A file whose size, mtime, ctime and
 inode match the catalog is not read, which is also why the store's own writes are not re-embedded.
 
 Events can be lost (inotify queue overflow is dropped silently, gorakhargosh/watchdog #654; bind
 mounts miss events). Directory events and a cheap periodic reconcile (stat only, nothing re-read
 when nothing changed) recover from that; `polling=True` uses watchdog's PollingObserver instead.
+A `chmod` comes as an attrib event from inotify; the PollingObserver compares only size, mtime and
+inode, so with polling a permission fix is seen by the periodic reconcile (issue #14, finding 2).
 """
 
 from __future__ import annotations
