@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,11 +19,24 @@ from typing import Iterable, Iterator
 import numpy as np
 import orjson
 
-from .documents import Memory, from_dict
+from .documents import Memory, from_dict, parse_time
 from .filestore import FileState
 from .query import Filters
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Numbered migrations, each run once, in order, inside one transaction (simonw/llm's way). A catalog is
+# derived, so a migration may only add: it must never need a file read.
+_MIGRATIONS: dict[int, str] = {
+    # 2: key/value lookups and TTL (issue #13). `namespace`/`key`/`expires_ts` mirror the document;
+    # rows written before v2 get them on their next put (reconcile rewrites rows whose file changed,
+    # and `Catalog.backfill_keys` fills the rest from `body` without reading any file).
+    2: """
+    ALTER TABLE docs ADD COLUMN namespace TEXT;
+    ALTER TABLE docs ADD COLUMN key TEXT;
+    ALTER TABLE docs ADD COLUMN expires_ts REAL;
+    """,
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +72,19 @@ CREATE TABLE IF NOT EXISTS invalid (
 -- the density (94 MB instead of ~40 MB at 20k memories, measured).
 CREATE TABLE IF NOT EXISTS embed_cache (
     model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, hash)
+);
+"""
+
+# Created after the migrations, which give `docs` the columns these index.
+_SCHEMA_V2 = """
+-- Not UNIQUE: files are the truth and a person can write two files with one (namespace, key); the
+-- key/value layer keeps them unique on write and serves the newest on read (memfs/kv.py).
+CREATE INDEX IF NOT EXISTS docs_ns_key ON docs(namespace, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS docs_expires ON docs(expires_ts) WHERE expires_ts IS NOT NULL;
+-- Reads are counted here, never by rewriting memory files (issue #13). Keyed by memory id and not
+-- removed with the row, so a move or an edit keeps the count; lost only when indexes/ is deleted.
+CREATE TABLE IF NOT EXISTS access (
+    id TEXT PRIMARY KEY, accessed_ts REAL NOT NULL, access_count INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -113,9 +140,10 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        # _SCHEMA is v1 (a new catalog has no version yet); the migrations bring it up to date.
+        version = self.get_meta("schema_version") or "1"
+        if int(version) < SCHEMA_VERSION:
+            self._migrate(int(version))
         elif int(version) > SCHEMA_VERSION:
             from .errors import UnsupportedFormatError
 
@@ -124,6 +152,31 @@ class Catalog:
                 "upgrade memfs, or delete data/indexes/ and run `memfs reindex` to rebuild it",
                 str(path),
             )
+        self.db.executescript(_SCHEMA_V2)
+
+    def _migrate(self, version: int) -> None:
+        with self.transaction():
+            for n in range(version + 1, SCHEMA_VERSION + 1):
+                cols = {r[1] for r in self.db.execute("PRAGMA table_info(docs)")}
+                for stmt in filter(str.strip, _MIGRATIONS[n].split(";")):
+                    # A catalog made by this version's _SCHEMA may already have a column; skip it.
+                    if "ADD COLUMN" in stmt and stmt.split("ADD COLUMN")[1].split()[0] in cols:
+                        continue
+                    self.db.execute(stmt)
+            if version < 2:
+                self.backfill_keys()
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def backfill_keys(self) -> None:
+        """Fill namespace/key/expires_ts from each row's stored body (no file is read)."""
+        rows = self.db.execute("SELECT rowid, body FROM docs").fetchall()
+        updates = []
+        for rowid, body in rows:
+            doc = orjson.loads(body)
+            expires = doc.get("expires_at")
+            updates.append((doc.get("namespace"), doc.get("key"),
+                            _ts(parse_time(expires)) if isinstance(expires, str) else None, rowid))
+        self.db.executemany("UPDATE docs SET namespace=?, key=?, expires_ts=? WHERE rowid=?", updates)
 
     def close(self) -> None:
         self.db.close()
@@ -157,18 +210,21 @@ class Catalog:
             del body["content"]
             values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, m.type,
                       _ts(m.created_at), _ts(m.updated_at), m.content, orjson.dumps(body),
-                      vector_fingerprint(m))
+                      vector_fingerprint(m), m.namespace, m.key,
+                      _ts(m.expires_at) if m.expires_at is not None else None)
             if old:
                 rowid = old[0]
                 self.db.execute("INSERT INTO fts(fts, rowid, content) VALUES ('delete', ?, ?)", (rowid, old[1]))
                 self.db.execute(
                     "UPDATE docs SET id=?, path=?, hash=?, size=?, mtime_ns=?, ino=?, type=?, created_ts=?,"
-                    " updated_ts=?, content=?, body=?, vec_fp=? WHERE rowid=?", values + (rowid,))
+                    " updated_ts=?, content=?, body=?, vec_fp=?, namespace=?, key=?, expires_ts=? WHERE rowid=?",
+                    values + (rowid,))
                 self.db.execute("DELETE FROM doc_tags WHERE doc = ?", (rowid,))
             else:
                 rowid = self.db.execute(
                     "INSERT INTO docs(id, path, hash, size, mtime_ns, ino, type, created_ts, updated_ts,"
-                    " content, body, vec_fp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", values).lastrowid
+                    " content, body, vec_fp, namespace, key, expires_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    values).lastrowid
             self.db.execute("INSERT INTO fts(rowid, content) VALUES (?, ?)", (rowid, m.content))
             self.db.executemany("INSERT INTO doc_tags(tag, doc) VALUES (?, ?)", [(t, rowid) for t in m.tags])
             self.db.execute("DELETE FROM invalid WHERE path = ?", (path,))
@@ -251,7 +307,8 @@ class Catalog:
 
     @staticmethod
     def _where(f: Filters) -> tuple[str, list]:
-        clauses, args = ["1"], []
+        # An expired memory is gone from list and search at once; the sweep removes its file later.
+        clauses, args = ["(d.expires_ts IS NULL OR d.expires_ts > ?)"], [time.time()]
         if f.tags:
             marks = ",".join("?" * len(f.tags))
             if f.match == "all":
@@ -317,6 +374,68 @@ class Catalog:
     def mark_unsynced(self, ids: Iterable[str]) -> None:
         with self._lock:
             self.db.executemany("UPDATE docs SET synced_fp = NULL WHERE id = ?", [(i,) for i in ids])
+
+    # -- key/value, expiry and access tracking (issue #13) -------------------------------------------
+
+    def ids_for_key(self, namespace: str, key: str) -> list[str]:
+        """Ids holding (namespace, key), newest first (more than one only if files were written by hand)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM docs WHERE namespace = ? AND key = ? ORDER BY updated_ts DESC, id", (namespace, key))]
+
+    def keys_in(self, namespace: str | None, now: float) -> list[tuple[str, str, str]]:
+        """(namespace, key, id) of every live keyed memory, in one namespace or all."""
+        sql = "SELECT namespace, key, id FROM docs WHERE key IS NOT NULL AND (expires_ts IS NULL OR expires_ts > ?)"
+        args: list = [now]
+        if namespace is not None:
+            sql += " AND namespace = ?"
+            args.append(namespace)
+        return [tuple(r) for r in self.db.execute(sql + " ORDER BY namespace, key", args)]  # type: ignore[misc]
+
+    def expired(self, now: float) -> list[tuple[str, str]]:
+        """(id, path) of every memory whose expires_at has passed."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT id, path FROM docs WHERE expires_ts IS NOT NULL AND expires_ts <= ? ORDER BY expires_ts", (now,))]
+
+    def is_expired(self, mem_id: str, now: float) -> bool:
+        row = self.db.execute("SELECT expires_ts FROM docs WHERE id = ?", (mem_id,)).fetchone()
+        return bool(row and row[0] is not None and row[0] <= now)
+
+    def touch(self, ids: Iterable[str], now: float) -> None:
+        """Count a read of each memory: accessed_at = now, access_count + 1."""
+        with self._lock:
+            self.db.executemany(
+                "INSERT INTO access(id, accessed_ts, access_count) VALUES (?, ?, 1) ON CONFLICT(id) DO UPDATE"
+                " SET accessed_ts = excluded.accessed_ts, access_count = access_count + 1", [(i, now) for i in ids])
+
+    def set_access(self, items: Iterable[tuple[str, float, int]]) -> None:
+        """Seed (id, accessed_ts, access_count) rows, e.g. carried over by an import."""
+        with self._lock:
+            self.db.executemany("INSERT OR REPLACE INTO access(id, accessed_ts, access_count) VALUES (?, ?, ?)",
+                                list(items))
+
+    def access_of(self, ids: Iterable[str]) -> dict[str, tuple[float, int]]:
+        found: dict[str, tuple[float, int]] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, ts, n in self.db.execute(
+                    f"SELECT id, accessed_ts, access_count FROM access WHERE id IN ({marks})", chunk):
+                found[i] = (ts, n)
+        return found
+
+    def forget_access(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            self.db.executemany("DELETE FROM access WHERE id = ?", [(i,) for i in ids])
+
+    def hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT hash FROM docs")}
+
+    def key_hashes(self) -> dict[tuple[str, str], str]:
+        """(namespace, key) -> content hash of the newest memory holding it."""
+        out: dict[tuple[str, str], str] = {}
+        for ns, key, h in self.db.execute(
+                "SELECT namespace, key, hash FROM docs WHERE key IS NOT NULL ORDER BY updated_ts"):
+            out[(ns, key)] = h
+        return out
 
     # -- embedding cache ----------------------------------------------------------------------------
 

@@ -222,7 +222,10 @@ class MemoryStore:
     def get(self, mem_id: str) -> Memory:
         """The memory as its file says now."""
         with self._mutex:
-            return self._read(self._entry(mem_id).path)
+            m = self._read(self._entry(mem_id).path)
+            if m.expires_at is not None and m.expires_at <= utcnow():  # gone at once; the sweep removes it
+                raise NotFoundError(f"memory {mem_id!r} expired at {documents.format_time(m.expires_at)}")
+            return m
 
     def path_of(self, mem_id: str) -> Path:
         return self.layout.memories / self._entry(mem_id).path
@@ -250,8 +253,9 @@ class MemoryStore:
             else:
                 raise ValueError(f"mode must be semantic, keyword or hybrid, not {mode!r}")
             entries = self.catalog.get_many([i for i, _, _ in ranked])
+            now = utcnow()
             return [Hit(entries[i].memory, score, entries[i].path, ranks)
-                    for i, score, ranks in ranked if i in entries]
+                    for i, score, ranks in ranked if i in entries and not _expired(entries[i].memory, now)]
 
     def _semantic(self, query: str, k: int, filters: Filters) -> list[tuple[str, float]]:
         if self.catalog.count() == 0:
@@ -444,6 +448,46 @@ class MemoryStore:
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
+    # -- key/value and expiry (issue #13; the logic is in kv.py) ----------------------------------
+
+    def kv_set(self, key: str, value: Any, **options: Any):
+        """Store `value` (any JSON value) under (namespace, key); see kv.kv_set."""
+        from . import kv
+
+        return kv.kv_set(self, key, value, **options)
+
+    def kv_get(self, key: str, **options: Any):
+        from . import kv
+
+        return kv.kv_get(self, key, **options)
+
+    def kv_list(self, **options: Any):
+        from . import kv
+
+        return kv.kv_list(self, **options)
+
+    def kv_rm(self, key: str, **options: Any):
+        from . import kv
+
+        return kv.kv_rm(self, key, **options)
+
+    def sweep_expired(self, now: datetime | None = None) -> list[Memory]:
+        """Remove the files of expired memories, logging each; returns what was removed."""
+        from . import kv
+
+        return kv.sweep_expired(self, now)
+
+    def _rewrite(self, mem_id: str, **changes: Any) -> Memory:
+        """Replace fields of a stored memory (file, catalog row, vector), keeping its id and path."""
+        with self._mutex:
+            entry = self._entry(mem_id)
+            new = self._read(entry.path).replace(**changes)
+            atomic_write(self.layout.memories / entry.path, new.to_bytes())
+            with self.catalog.transaction():
+                self.catalog.put(new, entry.path, self._state(entry.path))
+            self._write_vectors([new])
+            return new
+
     # -- helpers ------------------------------------------------------------------------------------
 
     def _entry(self, mem_id: str) -> Entry:
@@ -468,6 +512,10 @@ class MemoryStore:
 
     def _state(self, rel: str) -> FileState:
         return FileState.of((self.layout.memories / rel).stat())
+
+
+def _expired(m: Memory, now: datetime) -> bool:
+    return m.expires_at is not None and m.expires_at <= now
 
 
 @contextlib.contextmanager
