@@ -146,7 +146,10 @@ def _sqlite_error(path: Path, e: sqlite3.Error) -> SourceError:
 
 
 def _tables(db: sqlite3.Connection) -> dict[str, set[str]]:
-    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    # Virtual tables are skipped: their module (sqlite-vec's vec0) is not loaded, and their data lies in
+    # ordinary shadow tables anyway.
+    names = [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL%'")]
     return {n: {c[1] for c in db.execute(f'PRAGMA table_info("{n}")')} for n in names}
 
 
