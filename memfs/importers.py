@@ -739,3 +739,24 @@ def _write(store: "MemoryStore", plan: _Plan, report: SourceReport, progress) ->
             access.append((old_id, *rec.access))
     if access:
         store.catalog.set_access(access)
+
+
+def format_report(report: ImportReport) -> str:
+    """The human summary `memfs import` prints: counts per source, then each invalid record."""
+    lines = []
+    for s in report.sources:
+        head = f"{s.path} ({s.format}, sha256 {s.sha256[:12]}…)"
+        counts = (f"  read {s.read}: new {s.new}, duplicate {s.duplicate}, updated {s.updated}, "
+                  f"invalid {s.invalid}" + (f", expired {s.expired}" if s.expired else ""))
+        lines += [head, counts]
+        if s.vectors_carried:
+            lines.append(f"  vectors: {s.vectors_carried} carried, {s.vectors_reused} reused"
+                         + (f" ({s.vector_check})" if s.vector_check else ""))
+        lines += [f"  invalid: {r.location}: {r.reason}" for r in s.invalid_records]
+        lines += [f"  note: {w}" for w in s.warnings[:20]]
+        if s.record_id:
+            lines.append(f"  record: {s.record_id} ({s.status})")
+    total = sum(s.new + s.updated for s in report.sources)
+    lines.append(("dry run: would import " if report.dry_run else "imported ") +
+                 f"{total} of {sum(s.read for s in report.sources)} records from {len(report.sources)} source(s)")
+    return "\n".join(lines)
