@@ -430,10 +430,11 @@ class Catalog:
         return {r[0] for r in self.db.execute("SELECT hash FROM docs")}
 
     def key_hashes(self) -> dict[tuple[str, str], str]:
-        """(namespace, key) -> content hash of the newest memory holding it."""
+        """(namespace, key) -> content hash of the newest live (unexpired) memory holding it."""
         out: dict[tuple[str, str], str] = {}
         for ns, key, h in self.db.execute(
-                "SELECT namespace, key, hash FROM docs WHERE key IS NOT NULL ORDER BY updated_ts"):
+                "SELECT namespace, key, hash FROM docs WHERE key IS NOT NULL"
+                " AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY updated_ts", (time.time(),)):
             out[(ns, key)] = h
         return out
 

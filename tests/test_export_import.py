@@ -293,6 +293,12 @@ def test_migration_records_history_and_verify(store, sources, tmp_path):
     assert (store.layout.memories / ".migrations" / f"{rec['id']}.json").is_file()
     store.reconcile()
     assert store.catalog.count() == 5
+    import tarfile
+
+    from memfs.backup import create_backup
+
+    with tarfile.open(create_backup(store.layout).path) as tar:
+        assert f"data/memories/.migrations/{rec['id']}.json" in tar.getnames()
 
     ok = migrations.verify(store, rec["id"])
     assert ok.ok and ok.checked == ok.present == 3 and not ok.source_changed and ok.records_sha256_matches
