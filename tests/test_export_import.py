@@ -139,6 +139,33 @@ def test_dry_run_counts_per_source_and_writes_nothing(store, sources):
     assert (mms.new, mms.duplicate) == (1, 1)
     assert sum(s.new for s in report.sources) == 17
     assert not migrations.history(store.layout)
+    text = importers.format_report(report)
+    assert "dry run: would import 17 of 19 records from 5 source(s)" in text
+    assert "new 1, duplicate 1, updated 0, invalid 0" in text
+
+
+def test_namespace_option_no_dedup_and_updates(store, tmp_path):
+    a = write_swarm_db(tmp_path / "a" / "memory.db", [{"key": "k", "value": "from project a", "namespace": "default"},
+                                                      {"key": "k", "value": "tasks of a", "namespace": "tasks"}])
+    b = write_swarm_db(tmp_path / "b" / "memory.db", [{"key": "k", "value": "from project b", "namespace": "default"}])
+    importers.import_sources(store, [a], namespace="proj-a")
+    importers.import_sources(store, [b], namespace="proj-b")
+    assert kv.kv_get(store, "k", namespace="proj-a").value == "from project a"
+    assert kv.kv_get(store, "k", namespace="proj-a/tasks").value == "tasks of a"
+    assert kv.kv_get(store, "k", namespace="proj-b").value == "from project b"
+    # the same key with new content in the source: the memory is updated in place
+    before = kv.kv_get(store, "k", namespace="proj-b")
+    with sqlite3.connect(b) as db:
+        db.execute("UPDATE memory_entries SET value = 'from project b, revised', updated_at = ?", (T0 + 10 ** 8,))
+    r = importers.import_sources(store, [b], namespace="proj-b").sources[0]
+    assert (r.new, r.updated) == (0, 1)
+    after = kv.kv_get(store, "k", namespace="proj-b")
+    assert after.id == before.id and after.value == "from project b, revised"
+
+    twice = write_mms_json(tmp_path / "dups.json", [{"content": "same words"}, {"content": "same words"}])
+    assert importers.import_sources(store, [twice]).sources[0].new == 1
+    assert importers.import_sources(store, [twice], dedup=False).sources[0].new == 2
+    assert sum(e.memory.content == "same words" for e in store.list()) == 3
 
 
 def test_invalid_records_are_reported_with_location_and_never_stop_the_rest(store, tmp_path):
