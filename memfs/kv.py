@@ -83,6 +83,13 @@ class KVItem(Record):
     access_count: int
     warning: str | None = None
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "KVItem":
+        """Rebuild from `to_dict` (through the owner's socket), times included."""
+        times = {n: documents.parse_time(d[n], n) if d.get(n) else None
+                 for n in ("created_at", "updated_at", "expires_at", "accessed_at")}
+        return cls(**{**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, **times})
+
 
 def _item(store: "MemoryStore", m: Memory) -> KVItem:
     ts, count = store.catalog.access_of([m.id]).get(m.id, (None, 0))

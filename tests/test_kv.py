@@ -27,6 +27,8 @@ def test_values_of_every_json_type_round_trip(store):
     # a text value is the memory's content as written, so it is searchable as such
     assert store.search("plain text", k=1, mode="keyword")[0].memory.key == "s"
     assert kv.kv_get(store, "obj").type == "dict" and kv.kv_get(store, "none").type == "none"
+    item = kv.kv_get(store, "obj", touch=False)
+    assert kv.KVItem.from_dict(orjson.loads(orjson.dumps(item.to_dict()))) == item  # through the owner and back
 
 
 def test_namespace_and_key_are_unique(store):
