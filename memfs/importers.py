@@ -123,6 +123,14 @@ def resolve_path(path: Path) -> Path:
 def connect_ro(path: Path) -> sqlite3.Connection:
     """Open a SQLite source read-only: memfs never writes to a source (not even a journal)."""
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    with open(path, "rb") as f:
+        header = f.read(20)
+    wal = path.with_name(path.name + "-wal")
+    if len(header) == 20 and header[18] == 2 and not wal.exists():
+        # A WAL database closed cleanly (claude-flow's): even a read-only open would create -wal and
+        # -shm files beside it. `immutable` reads the file as it is and creates nothing; a writer that
+        # starts meanwhile is caught by the SHA-256 taken before and after the read.
+        uri += "&immutable=1"
     try:
         db = sqlite3.connect(uri, uri=True, timeout=2.0)
         db.row_factory = sqlite3.Row

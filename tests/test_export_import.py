@@ -116,7 +116,9 @@ def test_import_every_format_keeps_times_and_provenance_and_twice_adds_nothing(s
 
     # the sources were only read
     assert {name: fingerprint(p) for name, p in sources.items()} == before
-    assert not any(p.with_name(p.name + "-journal").exists() for p in sources.values())
+    # not even a journal, -wal or -shm beside them
+    assert sorted(f.name for f in sources["swarm"].parent.iterdir()) == ["memory.db"]
+    assert not any(p.with_name(p.name + suffix).exists() for p in sources.values() for suffix in ("-journal", "-shm"))
 
     # the same import again adds nothing
     files = snapshot(store.layout.memories.parent / "memories")
