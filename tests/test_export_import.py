@@ -386,3 +386,23 @@ def test_catalog_v1_is_migrated_in_place(tmp_path):
     assert c.ids_for_key("ns", "k") == ["a"]
     assert c.db.execute("SELECT expires_ts FROM docs").fetchone()[0] == datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
     c.close()
+
+
+def test_pickled_values_are_never_unpickled(store, tmp_path, monkeypatch):
+    import pickle
+
+    class Exploit:  # what a hostile old store could hold: unpickling it would run code
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    src = write_extended_memory_db(tmp_path / "em.db", {"plain": "text"}, pickled={"evil": Exploit()})
+
+    def refuse(*a, **k):
+        raise AssertionError("memfs called pickle.loads")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    report = importers.import_sources(store, [src]).sources[0]
+    assert report.new == 2 and not (tmp_path / "pwned").exists()
+    item = kv.kv_get(store, "evil")
+    assert item.value_type == "base64-pickle" and item.type == "pickle" and "never unpickles" in item.warning
