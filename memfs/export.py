@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from . import __version__, documents
-from .catalog import Catalog, Entry
+from .catalog import Catalog
 from .documents import Memory, utcnow
 from .results import Record
 
@@ -46,8 +46,8 @@ class ExportReport(Record):
     include_embeddings: bool
 
 
-def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[Entry]]:
-    """Live memories (not expired), with any of `tags` if given, by rowid, a page at a time."""
+def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[tuple]]:
+    """Rows of live memories (not expired), with any of `tags` if given, by rowid, a page at a time."""
     last, now = 0, time.time()
     cols = ", ".join(f"d.{c.strip()}" for c in Catalog._COLUMNS.split(","))
     where = "d.rowid > ? AND (d.expires_ts IS NULL OR d.expires_ts > ?)"
@@ -61,7 +61,16 @@ def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[Entry]]:
         if not rows:
             return
         last = rows[-1][0]
-        yield [Catalog._entry(r[1:]) for r in rows]
+        yield [r[1:] for r in rows]
+
+
+def _document(row: tuple) -> dict:
+    """The memory document as on disk, straight from its catalog row: `body` is the document less its
+    content, as `Memory.to_dict` wrote it, so no parse-and-reserialise round is needed."""
+    body = orjson.loads(row[7])
+    doc = {"format": body.pop("format", documents.FORMAT), "id": body.pop("id", row[0]), "content": row[6]}
+    doc.update(body)
+    return doc
 
 
 def count(store: "MemoryStore", tags: Iterable[str] = ()) -> int:
@@ -74,12 +83,7 @@ def count(store: "MemoryStore", tags: Iterable[str] = ()) -> int:
     return store.catalog.db.execute(sql, args).fetchone()[0]
 
 
-def _vectors(store: "MemoryStore", page: list[Entry]) -> dict[str, np.ndarray]:
-    return store.catalog.cached_vectors(store.embedder.model_id, (e.hash for e in page))
-
-
-def _memfs_item(m: Memory, vector: np.ndarray | None, access: tuple[float, int] | None) -> dict:
-    d = m.to_dict()
+def _memfs_item(d: dict, vector: np.ndarray | None, access: tuple[float, int] | None) -> dict:
     if vector is not None:
         d["embedding"] = vector.tolist()
     if access is not None:
@@ -128,11 +132,13 @@ def export(store: "MemoryStore", out: BinaryIO, *, format: str = "memfs", filter
                 "include_embeddings": include_embeddings, "filter_tags": list(tags),
                 "exporter_version": f"memfs {__version__}", "embedding_model": model}}
         put(orjson.dumps(head)[:-1] + b',"memories":[')
-        for page in _pages(store.catalog, tags):
-            vectors = _vectors(store, page) if include_embeddings else {}
-            access = store.catalog.access_of(e.memory.id for e in page) if format == "memfs" else {}
-            items = [_memfs_item(e.memory, vectors.get(e.hash), access.get(e.memory.id)) if format == "memfs"
-                     else _mms_item(e.memory, vectors.get(e.hash)) for e in page]
+        for rows in _pages(store.catalog, tags):
+            vectors = store.catalog.cached_vectors(model, (r[2] for r in rows)) if include_embeddings else {}
+            if format == "memfs":
+                access = store.catalog.access_of(r[0] for r in rows)
+                items = [_memfs_item(_document(r), vectors.get(r[2]), access.get(r[0])) for r in rows]
+            else:
+                items = [_mms_item(Catalog._entry(r).memory, vectors.get(r[2])) for r in rows]
             chunk = b",".join(orjson.dumps(i) for i in items)
             put((b"," if n else b"") + chunk)
             n += len(items)
