@@ -4,7 +4,7 @@ Each source format has a reader that turns the source into `SourceRecord`s: a me
 (DESIGN.md §3) with the record's location, or an error for that record. `import_sources` then
 
 1. opens each source **read-only** (SQLite through a `mode=ro` URI; memfs never writes to a source)
-   and reads it whole before writing anything, so a corrupt or locked source imports nothing;
+   and reads every source whole before writing anything, so a corrupt or locked source imports nothing;
 2. sorts every record into new / duplicate / updated / invalid / expired: by content hash (unless
    `dedup=False`), and by (namespace, key) for key/value sources, so running an import twice adds
    nothing;
