@@ -214,6 +214,11 @@ def test_a_corrupt_or_locked_source_imports_nothing(store, tmp_path):
         holder.close()
     assert store.catalog.count() == 0 and not migrations.history(store.layout)
 
+    good = write_extended_memory_db(tmp_path / "good.db", {"fine": "a fine value"})
+    with pytest.raises(SourceError):  # a bad source among good ones: nothing from any of them
+        importers.import_sources(store, [good, corrupt], format="extended-memory")
+    assert store.catalog.count() == 0 and not migrations.history(store.layout)
+
     not_a_db = tmp_path / "notes.json"
     not_a_db.write_text('{"memories": [}')
     with pytest.raises(SourceError):
