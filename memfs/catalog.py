@@ -8,8 +8,10 @@ table, an FTS5 keyword index over the content, the files found invalid, and the 
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,17 +20,32 @@ from typing import Iterable, Iterator
 import numpy as np
 import orjson
 
-from .documents import Memory, from_dict
+from .documents import Memory, from_dict, parse_time
 from .filestore import FileState
 from .query import Filters, QueryPlan, Term, analyze
 
-SCHEMA_VERSION = 2
-# Schema 2 (issue #14): the files' ctime (docs, invalid), and the id a duplicate was refused for.
-_MIGRATE_1_TO_2 = """
-ALTER TABLE docs ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE invalid ADD COLUMN ctime_ns INTEGER;
-ALTER TABLE invalid ADD COLUMN dup_id TEXT;
-"""
+SCHEMA_VERSION = 3
+
+# Numbered migrations, each run once, in order, inside one transaction (simonw/llm's way). A catalog is
+# derived, so a migration may only add: it must never need a file read. A new catalog starts from
+# _SCHEMA (which has some of these columns already: those are skipped) as version 1.
+_MIGRATIONS: dict[int, str] = {
+    # 2 (issue #14): the files' ctime (docs, invalid), and the id a duplicate was refused for. Every
+    # row's ctime is unknown (0), so the next reconcile re-reads each file once; the embedding cache
+    # keeps that from embedding anything.
+    2: """
+    ALTER TABLE docs ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE invalid ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE invalid ADD COLUMN dup_id TEXT;
+    """,
+    # 3 (issue #13): key/value lookups and TTL. `namespace`/`key`/`expires_ts` mirror the document;
+    # rows written before get them from `body` (Catalog.backfill_keys), without reading any file.
+    3: """
+    ALTER TABLE docs ADD COLUMN namespace TEXT;
+    ALTER TABLE docs ADD COLUMN key TEXT;
+    ALTER TABLE docs ADD COLUMN expires_ts REAL;
+    """,
+}
 
 # Identifiers and quoted phrases weigh this many times their IDF in keyword coverage: a query that names
 # something is about that thing more than about the words around it.
@@ -71,6 +88,19 @@ CREATE TABLE IF NOT EXISTS invalid (
 -- the density (94 MB instead of ~40 MB at 20k memories, measured).
 CREATE TABLE IF NOT EXISTS embed_cache (
     model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, hash)
+);
+"""
+
+# Created after the migrations, which give `docs` the columns these index.
+_SCHEMA_V2 = """
+-- Not UNIQUE: files are the truth and a person can write two files with one (namespace, key); the
+-- key/value layer keeps them unique on write and serves the newest on read (memfs/kv.py).
+CREATE INDEX IF NOT EXISTS docs_ns_key ON docs(namespace, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS docs_expires ON docs(expires_ts) WHERE expires_ts IS NOT NULL;
+-- Reads are counted here, never by rewriting memory files (issue #13). Keyed by memory id and not
+-- removed with the row, so a move or an edit keeps the count; lost only when indexes/ is deleted.
+CREATE TABLE IF NOT EXISTS access (
+    id TEXT PRIMARY KEY, accessed_ts REAL NOT NULL, access_count INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -125,13 +155,9 @@ class Catalog:
         version = self._schema_version()
         self.db.executescript(_SCHEMA)
         self._vocab = False  # temp.fts_vocab created (per connection)
-        if version is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) == 1:
-            # Every row's ctime is unknown (0), so the next reconcile re-reads each file once; the
-            # embedding cache keeps that from embedding anything.
-            self.db.executescript(f"BEGIN; {_MIGRATE_1_TO_2} UPDATE meta SET value = '2' "
-                                  "WHERE key = 'schema_version'; COMMIT;")
+        version = version or "1"  # _SCHEMA is version 1 plus columns the migrations then skip
+        if int(version) < SCHEMA_VERSION:
+            self._migrate(int(version))
         elif int(version) > SCHEMA_VERSION:
             from .errors import UnsupportedFormatError
 
@@ -140,6 +166,32 @@ class Catalog:
                 "upgrade memfs, or delete data/indexes/ and run `memfs reindex` to rebuild it",
                 str(path),
             )
+        self.db.executescript(_SCHEMA_V2)
+
+    def _migrate(self, version: int) -> None:
+        with self.transaction():
+            for n in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in filter(str.strip, _MIGRATIONS[n].split(";")):
+                    # A catalog made by this version's _SCHEMA may already have a column; skip it.
+                    if m := re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", stmt):
+                        cols = {r[1] for r in self.db.execute(f"PRAGMA table_info({m.group(1)})")}
+                        if m.group(2) in cols:
+                            continue
+                    self.db.execute(stmt)
+            if version < 3:
+                self.backfill_keys()
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def backfill_keys(self) -> None:
+        """Fill namespace/key/expires_ts from each row's stored body (no file is read)."""
+        rows = self.db.execute("SELECT rowid, body FROM docs").fetchall()
+        updates = []
+        for rowid, body in rows:
+            doc = orjson.loads(body)
+            expires = doc.get("expires_at")
+            updates.append((doc.get("namespace"), doc.get("key"),
+                            _ts(parse_time(expires)) if isinstance(expires, str) else None, rowid))
+        self.db.executemany("UPDATE docs SET namespace=?, key=?, expires_ts=? WHERE rowid=?", updates)
 
     def _schema_version(self) -> str | None:
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
@@ -178,18 +230,21 @@ class Catalog:
             del body["content"]
             values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, state.ctime_ns,
                       m.type, _ts(m.created_at), _ts(m.updated_at), m.content, orjson.dumps(body),
-                      vector_fingerprint(m))
+                      vector_fingerprint(m), m.namespace, m.key,
+                      _ts(m.expires_at) if m.expires_at is not None else None)
             if old:
                 rowid = old[0]
                 self.db.execute("INSERT INTO fts(fts, rowid, content) VALUES ('delete', ?, ?)", (rowid, old[1]))
                 self.db.execute(
                     "UPDATE docs SET id=?, path=?, hash=?, size=?, mtime_ns=?, ino=?, ctime_ns=?, type=?, created_ts=?,"
-                    " updated_ts=?, content=?, body=?, vec_fp=? WHERE rowid=?", values + (rowid,))
+                    " updated_ts=?, content=?, body=?, vec_fp=?, namespace=?, key=?, expires_ts=? WHERE rowid=?",
+                    values + (rowid,))
                 self.db.execute("DELETE FROM doc_tags WHERE doc = ?", (rowid,))
             else:
                 rowid = self.db.execute(
                     "INSERT INTO docs(id, path, hash, size, mtime_ns, ino, ctime_ns, type, created_ts, updated_ts,"
-                    " content, body, vec_fp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", values).lastrowid
+                    " content, body, vec_fp, namespace, key, expires_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    values).lastrowid
             self.db.execute("INSERT INTO fts(rowid, content) VALUES (?, ?)", (rowid, m.content))
             self.db.executemany("INSERT INTO doc_tags(tag, doc) VALUES (?, ?)", [(t, rowid) for t in m.tags])
             self.db.execute("DELETE FROM invalid WHERE path = ?", (path,))
@@ -282,7 +337,8 @@ class Catalog:
 
     @staticmethod
     def _where(f: Filters) -> tuple[str, list]:
-        clauses, args = ["1"], []
+        # An expired memory is gone from list and search at once; the sweep removes its file later.
+        clauses, args = ["(d.expires_ts IS NULL OR d.expires_ts > ?)"], [time.time()]
         if f.tags:
             marks = ",".join("?" * len(f.tags))
             if f.match == "all":
@@ -396,6 +452,69 @@ class Catalog:
     def mark_unsynced(self, ids: Iterable[str]) -> None:
         with self._lock:
             self.db.executemany("UPDATE docs SET synced_fp = NULL WHERE id = ?", [(i,) for i in ids])
+
+    # -- key/value, expiry and access tracking (issue #13) -------------------------------------------
+
+    def ids_for_key(self, namespace: str, key: str) -> list[str]:
+        """Ids holding (namespace, key), newest first (more than one only if files were written by hand)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM docs WHERE namespace = ? AND key = ? ORDER BY updated_ts DESC, id", (namespace, key))]
+
+    def keys_in(self, namespace: str | None, now: float) -> list[tuple[str, str, str]]:
+        """(namespace, key, id) of every live keyed memory, in one namespace or all."""
+        sql = "SELECT namespace, key, id FROM docs WHERE key IS NOT NULL AND (expires_ts IS NULL OR expires_ts > ?)"
+        args: list = [now]
+        if namespace is not None:
+            sql += " AND namespace = ?"
+            args.append(namespace)
+        return [tuple(r) for r in self.db.execute(sql + " ORDER BY namespace, key", args)]  # type: ignore[misc]
+
+    def expired(self, now: float) -> list[tuple[str, str]]:
+        """(id, path) of every memory whose expires_at has passed."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT id, path FROM docs WHERE expires_ts IS NOT NULL AND expires_ts <= ? ORDER BY expires_ts", (now,))]
+
+    def is_expired(self, mem_id: str, now: float) -> bool:
+        row = self.db.execute("SELECT expires_ts FROM docs WHERE id = ?", (mem_id,)).fetchone()
+        return bool(row and row[0] is not None and row[0] <= now)
+
+    def touch(self, ids: Iterable[str], now: float) -> None:
+        """Count a read of each memory: accessed_at = now, access_count + 1."""
+        with self._lock:
+            self.db.executemany(
+                "INSERT INTO access(id, accessed_ts, access_count) VALUES (?, ?, 1) ON CONFLICT(id) DO UPDATE"
+                " SET accessed_ts = excluded.accessed_ts, access_count = access_count + 1", [(i, now) for i in ids])
+
+    def set_access(self, items: Iterable[tuple[str, float, int]]) -> None:
+        """Seed (id, accessed_ts, access_count) rows, e.g. carried over by an import."""
+        with self._lock:
+            self.db.executemany("INSERT OR REPLACE INTO access(id, accessed_ts, access_count) VALUES (?, ?, ?)",
+                                list(items))
+
+    def access_of(self, ids: Iterable[str]) -> dict[str, tuple[float, int]]:
+        found: dict[str, tuple[float, int]] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for i, ts, n in self.db.execute(
+                    f"SELECT id, accessed_ts, access_count FROM access WHERE id IN ({marks})", chunk):
+                found[i] = (ts, n)
+        return found
+
+    def forget_access(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            self.db.executemany("DELETE FROM access WHERE id = ?", [(i,) for i in ids])
+
+    def hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT hash FROM docs")}
+
+    def key_hashes(self) -> dict[tuple[str, str], str]:
+        """(namespace, key) -> content hash of the newest live (unexpired) memory holding it."""
+        out: dict[tuple[str, str], str] = {}
+        for ns, key, h in self.db.execute(
+                "SELECT namespace, key, hash FROM docs WHERE key IS NOT NULL"
+                " AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY updated_ts", (time.time(),)):
+            out[(ns, key)] = h
+        return out
 
     # -- embedding cache ----------------------------------------------------------------------------
 

@@ -302,8 +302,10 @@ class MemoryStore:
             warning = f"{entry.path} is unreadable ({e.strerror or e}); this is its last good version"
         else:
             if m.id == mem_id:
+                _refuse_expired(m)
                 return MemoryRecord(m, entry.path)
             warning = f"{entry.path} now holds id {m.id!r}; this is the last version with id {mem_id!r}"
+        _refuse_expired(entry.memory)
         return MemoryRecord(entry.memory, entry.path, warning)
 
     def path_of(self, mem_id: str) -> Path:
@@ -395,9 +397,10 @@ class MemoryStore:
         top = scored[:k]
         entries.update(self.catalog.get_many([o[2] for o, *_ in top if o[2] not in entries]))
         hits = []
+        now = utcnow()
         for (_, _, mem_id), score, sim, found_terms in top:
             entry = entries.get(mem_id)
-            if entry is None:
+            if entry is None or _expired(entry.memory, now):  # gone at once; the sweep removes the file
                 continue
             terms = tuple(t.text for t in found_terms)
             hits.append(Hit(entry.memory, round(score, 4), entry.path, ranks[mem_id],
@@ -747,6 +750,46 @@ class MemoryStore:
                     written += len(part)
         return written
 
+    # -- key/value and expiry (issue #13; the logic is in kv.py) ----------------------------------
+
+    def kv_set(self, key: str, value: Any, **options: Any):
+        """Store `value` (any JSON value) under (namespace, key); see kv.kv_set."""
+        from . import kv
+
+        return kv.kv_set(self, key, value, **options)
+
+    def kv_get(self, key: str, **options: Any):
+        from . import kv
+
+        return kv.kv_get(self, key, **options)
+
+    def kv_list(self, **options: Any):
+        from . import kv
+
+        return kv.kv_list(self, **options)
+
+    def kv_rm(self, key: str, **options: Any):
+        from . import kv
+
+        return kv.kv_rm(self, key, **options)
+
+    def sweep_expired(self, now: datetime | None = None) -> list[Memory]:
+        """Remove the files of expired memories, logging each; returns what was removed."""
+        from . import kv
+
+        return kv.sweep_expired(self, now)
+
+    def _rewrite(self, mem_id: str, **changes: Any) -> Memory:
+        """Replace fields of a stored memory (file, catalog row, vector), keeping its id and path."""
+        with self._mutex:
+            entry = self._entry(mem_id)
+            new = self._read(entry.path).replace(**changes)
+            atomic_write(self.layout.memories / entry.path, new.to_bytes())
+            with self.catalog.transaction():
+                self.catalog.put(new, entry.path, self._state(entry.path))
+            self._write_vectors([new])
+            return new
+
     # -- helpers ------------------------------------------------------------------------------------
 
     def _entry(self, mem_id: str) -> Entry:
@@ -779,6 +822,15 @@ class MemoryStore:
 
     def _state(self, rel: str) -> FileState:
         return FileState.of((self.layout.memories / rel).stat())
+
+
+def _expired(m: Memory, now: datetime) -> bool:
+    return m.expires_at is not None and m.expires_at <= now
+
+
+def _refuse_expired(m: Memory) -> None:
+    if _expired(m, utcnow()):
+        raise NotFoundError(f"memory {m.id!r} expired at {documents.format_time(m.expires_at)}")
 
 
 @contextlib.contextmanager

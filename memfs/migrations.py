@@ -1,0 +1,174 @@
+"""Migration records: what each import took from where, kept with the data (issue #13).
+
+One JSON file per imported source under `data/memories/.migrations/` — inside memories/ so every
+backup carries it (a dot-folder, so it is never read as a memory), and not in indexes/, because a
+record is not derived from anything and a reindex must never lose it. Format `memfs.migration/1`:
+
+    {"format", "id", "source": {"path", "format", "sha256", "size"}, "options",
+     "counts": {"read", "new", "duplicate", "updated", "invalid", "expired"}, "records_sha256",
+     "vectors": {"carried", "reused", "check"}, "invalid_records": [...], "warnings": [...],
+     "started_at", "ended_at", "status": "running|completed|failed", "error"}
+
+A record is written as "running" before the first memory of its source, and finished after the last:
+one left "running" marks an import that was interrupted; running the same import again resumes it
+(dedup skips what already arrived). `verify` re-reads the source and proves every record is present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from . import documents
+from .documents import utcnow
+from .errors import NotFoundError
+from .filestore import Layout, atomic_write
+from .results import Record
+
+if TYPE_CHECKING:
+    from .importers import Source, SourceReport
+    from .store import MemoryStore
+
+FORMAT = "memfs.migration/1"
+FOLDER = ".migrations"
+
+
+def folder(layout: Layout) -> Path:
+    return layout.memories / FOLDER
+
+
+def _record_id(src: "Source", begun: datetime) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", src.path.name)[:40]
+    return f"{begun.strftime('%Y%m%dT%H%M%S')}-{stem}-{src.sha256[:8]}"
+
+
+def _body(report: "SourceReport", record: dict) -> dict:
+    record["counts"] = {n: getattr(report, n) for n in ("read", "new", "duplicate", "updated", "invalid", "expired")}
+    record["records_sha256"] = report.records_sha256
+    record["vectors"] = {"carried": report.vectors_carried, "reused": report.vectors_reused,
+                         "check": report.vector_check}
+    record["invalid_records"] = [r.to_dict() for r in report.invalid_records]
+    record["warnings"] = list(report.warnings)
+    record["status"] = report.status
+    record["error"] = report.error
+    return record
+
+
+def _write(layout: Layout, record: dict) -> None:
+    path = folder(layout) / f"{record['id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def start(layout: Layout, src: "Source", report: "SourceReport", options: dict, begun: datetime) -> dict:
+    """Write the record as "running", before any memory of this source is written."""
+    base = _record_id(src, begun)
+    rid, n = base, 1
+    while (folder(layout) / f"{rid}.json").exists():
+        n += 1
+        rid = f"{base}-{n}"
+    record = {"format": FORMAT, "id": rid,
+              "source": {"path": str(src.path.resolve()), "format": src.format, "sha256": src.sha256,
+                         "size": src.size},
+              "options": options, "started_at": documents.format_time(begun), "ended_at": None}
+    report.status = "running"
+    report.record_id = rid
+    _write(layout, _body(report, record))
+    return record
+
+
+def finish(layout: Layout, record: dict, report: "SourceReport") -> None:
+    record["ended_at"] = documents.format_time(utcnow())
+    _write(layout, _body(report, record))
+
+
+def history(layout: Layout) -> list[dict]:
+    """Every migration record, oldest first."""
+    out = []
+    for path in sorted(folder(layout).glob("*.json")):
+        try:
+            out.append(orjson.loads(path.read_bytes()))
+        except orjson.JSONDecodeError:
+            out.append({"id": path.stem, "status": "unreadable", "error": f"{path} is not valid JSON"})
+    return sorted(out, key=lambda r: (r.get("started_at") or "", r.get("id", "")))
+
+
+def load(layout: Layout, record_id: str) -> dict:
+    path = folder(layout) / f"{record_id}.json"
+    if not path.is_file():
+        matches = [p for p in folder(layout).glob("*.json") if p.stem.startswith(record_id)]
+        if len(matches) != 1:
+            raise NotFoundError(f"no migration record {record_id!r}; `memfs import --history` lists them")
+        path = matches[0]
+    return orjson.loads(path.read_bytes())
+
+
+@dataclass
+class VerifyReport(Record):
+    record_id: str
+    source: str
+    ok: bool
+    checked: int = 0
+    present: int = 0
+    missing: list = field(default_factory=list)  # locations of records not in the store
+    changed: list = field(default_factory=list)  # keys present with other content since (edited later)
+    source_changed: bool = False  # the source's SHA-256 differs from the record's
+    records_sha256_matches: bool = True
+    note: str | None = None
+
+
+def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> VerifyReport:
+    """Re-read the record's source with the same options and check every valid record is in the store.
+
+    A plain record counts as present when its content is stored; a key/value record when its
+    (namespace, key) holds that content (or, reported as `changed`, other content written later).
+    """
+    from .importers import _apply_options, read_source
+
+    record = load(store.layout, record_id)
+    src_info, options = record["source"], record.get("options", {})
+    src = read_source(Path(src_info["path"]), src_info["format"])
+    rep = VerifyReport(record["id"], src_info["path"], ok=False, source_changed=src.sha256 != src_info["sha256"])
+    now = utcnow()
+    hashes = store.catalog.hashes()
+    keys = store.catalog.key_hashes()
+    valid: list[str] = []
+    for rec in src.records:
+        if rec.error:
+            continue
+        try:
+            doc = _apply_options(rec.doc or {}, src.format, src.path, rec.location, options.get("source_tag"),
+                                 options.get("namespace"))
+            m = documents.from_dict(doc, default_id="verify", default_time=now)
+        except Exception:
+            continue
+        valid.append(m.content_hash)
+        if m.expires_at is not None and m.expires_at <= now:
+            continue  # expired: never imported (or since swept), by design
+        rep.checked += 1
+        if m.key is not None:
+            h = keys.get((m.namespace or "default", m.key))
+            if h == m.content_hash:
+                rep.present += 1
+            elif h is not None:
+                rep.present += 1
+                if len(rep.changed) < max_listed:
+                    rep.changed.append(rec.location)
+            elif len(rep.missing) < max_listed:
+                rep.missing.append(rec.location)
+        elif m.content_hash in hashes:
+            rep.present += 1
+        elif len(rep.missing) < max_listed:
+            rep.missing.append(rec.location)
+    rep.records_sha256_matches = (hashlib.sha256("\n".join(sorted(valid)).encode()).hexdigest()
+                                  == record.get("records_sha256"))
+    rep.ok = rep.present == rep.checked and not rep.missing
+    if rep.source_changed:
+        rep.note = "the source changed since it was imported: checked against what it holds now"
+    return rep
