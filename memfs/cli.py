@@ -281,6 +281,162 @@ def stats(ops, as_json) -> None:
         click.echo(f"{key + ':':<17}{value}")
 
 
+# -- in and out, key/value ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write to this file (default: standard output).")
+@click.option("--format", "fmt", type=click.Choice(["memfs", "mms"]), default="memfs", show_default=True,
+              help="memfs, or mms: mcp-memory-service's export format (its import_memories.py reads it).")
+@click.option("--filter-tags", default="", metavar="A,B", help="Only memories with any of these tags.")
+@click.option("--include-embeddings", is_flag=True, help="Carry each memory's vector (384 floats) too.")
+@command()
+@with_operations()
+def export(ops, output, fmt, filter_tags, include_embeddings) -> None:
+    """Write every memory as one JSON document, streamed (constant memory at any size)."""
+    tags = [t.strip() for t in filter_tags.split(",") if t.strip()]
+    if output is None:
+        report = ops.export(sys.stdout.buffer, format=fmt, filter_tags=tags, include_embeddings=include_embeddings)
+        sys.stdout.buffer.flush()
+    else:
+        from .filestore import atomic_write_stream
+
+        with atomic_write_stream(output) as out:
+            report = ops.export(out, format=fmt, filter_tags=tags, include_embeddings=include_embeddings)
+    click.echo(f"exported {report.count} memories ({report.format}) in {report.seconds:.1f}s", err=True)
+
+
+@cli.command("import")
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "memfs", "mms-json", "mms-sqlite", "extended-memory", "swarm", "kg-jsonl"]),
+              help="The sources' format; auto reads it from their content.")
+@click.option("--dry-run", is_flag=True, help="Count new / duplicate / updated / invalid per source; write nothing.")
+@click.option("--no-dedup", is_flag=True, help="Store content that is already stored again.")
+@click.option("--source-tag", metavar="NAME", help="Tag each memory source:NAME (default: from the source).")
+@click.option("--namespace", metavar="NS", help="Namespace for key/value sources (default: the source's own).")
+@click.option("--history", is_flag=True, help="List the migration records of earlier imports.")
+@click.option("--verify", "verify_record", metavar="RECORD", help="Re-read a record's source; prove every record is here.")
+@json_option
+@command()
+@with_operations(needs_model=lambda kw: not (kw["dry_run"] or kw["history"] or kw["verify_record"]))
+def import_(ops, sources, fmt, dry_run, no_dedup, source_tag, namespace, history, verify_record, as_json) -> None:
+    """Bring memories in from other stores: memfs or mcp-memory-service exports, its SQLite, the
+    extended-memory service's SQLite, claude-flow .swarm/memory.db, the MCP memory server's memory.jsonl.
+
+    Sources are opened read-only; running the same import twice adds nothing. Exit 1 if records were
+    invalid or a source failed (the rest is imported and reported).
+    """
+    ctx = click.get_current_context()
+    if history:
+        records = ops.import_history()
+        if as_json:
+            emit_json(records)
+        for r in records if not as_json else ():
+            c, src = r.get("counts") or {}, r.get("source") or {}
+            click.echo(f"{r.get('id')}  {r.get('status')}  {printable(str(src.get('path')))} ({src.get('format')})  "
+                       f"read {c.get('read')}: new {c.get('new')}, duplicate {c.get('duplicate')}, "
+                       f"updated {c.get('updated')}, invalid {c.get('invalid')}")
+        return
+    if verify_record:
+        report = ops.import_verify(verify_record)
+        emit_json(report.to_dict()) if as_json else click.echo(printable(str(report.to_dict())))
+        if not report.ok:
+            ctx.obj["exit_code"] = EXIT_PROBLEMS
+        return
+    if not sources:
+        raise click.UsageError("name at least one SOURCE (or --history / --verify RECORD)")
+    from .importers import format_report
+
+    with progress_bar(not as_json) as progress:
+        report = ops.import_sources([str(p.resolve()) for p in sources], format=fmt, dry_run=dry_run,
+                                    dedup=not no_dedup, source_tag=source_tag, namespace=namespace, progress=progress)
+    emit_json(report.to_dict()) if as_json else click.echo(printable(format_report(report), multiline=True))
+    if report.problems:
+        ctx.obj["exit_code"] = EXIT_PROBLEMS
+
+
+@cli.group()
+def kv() -> None:
+    """Key/value memories: (namespace, key) unique, optional TTL; reads counted, files never rewritten on read."""
+
+
+def _ns_option(fn):
+    return click.option("--namespace", "-n", default="default", show_default=True, help="The key's namespace.")(fn)
+
+
+@kv.command("set")
+@click.argument("key")
+@click.argument("value")
+@_ns_option
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), help="Seconds until it expires.")
+@click.option("--json-value", is_flag=True, help="VALUE is JSON (a number, list, object…), not a string.")
+@json_option
+@command()
+@with_operations(needs_model=True)
+def kv_set(ops, key, value, namespace, ttl, json_value, as_json) -> None:
+    """Store VALUE under KEY (replacing what it held)."""
+    import orjson
+
+    if json_value:
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as e:
+            raise click.BadParameter(f"not JSON: {e}", param_hint="VALUE") from None
+    item = ops.kv_set(key, value, namespace=namespace, ttl=ttl)
+    emit_json(item.to_dict()) if as_json else click.echo(f"{printable(item.namespace)}/{printable(item.key)}  set"
+                                                         + (f", expires {item.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+                                                            if item.expires_at else ""))
+
+
+@kv.command("get")
+@click.argument("key")
+@_ns_option
+@json_option
+@command()
+@with_operations()
+def kv_get(ops, key, namespace, as_json) -> None:
+    """Print the value under KEY (exit 3 if there is none, or it expired)."""
+    import orjson
+
+    item = ops.kv_get(key, namespace=namespace)
+    if as_json:
+        emit_json(item.to_dict())
+    else:
+        click.echo(item.value if isinstance(item.value, str) else orjson.dumps(item.value).decode())
+
+
+@kv.command("list")
+@_ns_option
+@click.option("--all", "all_", is_flag=True, help="Every namespace.")
+@click.option("--prefix", help="Only keys starting with this.")
+@click.option("--limit", type=click.IntRange(1), default=None)
+@json_option
+@command()
+@with_operations()
+def kv_list(ops, namespace, all_, prefix, limit, as_json) -> None:
+    """Keys, sorted by namespace and key, with their access counts and expiry."""
+    items = ops.kv_list(namespace=None if all_ else namespace, prefix=prefix, limit=limit)
+    if as_json:
+        emit_json([i.to_dict() for i in items])
+        return
+    for i in items:
+        expiry = f"  expires {i.expires_at:%Y-%m-%dT%H:%M:%SZ}" if i.expires_at else ""
+        click.echo(f"{printable(i.namespace)}/{printable(i.key)}  read {i.access_count}x{expiry}")
+
+
+@kv.command("rm")
+@click.argument("key")
+@_ns_option
+@command()
+@with_operations()
+def kv_rm(ops, key, namespace) -> None:
+    """Remove KEY."""
+    removed = ops.kv_rm(key, namespace=namespace)
+    click.echo(f"{printable(namespace)}/{printable(key)}  removed ({len(removed)} memory file(s))")
+
+
 # -- the owner ----------------------------------------------------------------------------------------
 
 
@@ -432,9 +588,12 @@ def watch(polling, reconcile_every) -> None:
               help="Also listen on TCP at this address (env MEMFS_HOST); 127.0.0.1 when --port is given.")
 @click.option("--port", default=None, type=int, envvar="MEMFS_PORT", help="TCP port (env MEMFS_PORT).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without MEMFS_API_TOKEN.")
+@click.option("--extended-port", type=int, envvar="MEMFS_EXTENDED_PORT", default=None,
+              help="Also answer the extended-memory service's API (/store, /retrieve/KEY, /list, /clear, "
+                   "/stats, /backup, /health) on this port, at --host or 127.0.0.1 (env MEMFS_EXTENDED_PORT).")
 @_owner_options
 @command()
-def serve(host, port, insecure, polling, reconcile_every) -> None:
+def serve(host, port, insecure, extended_port, polling, reconcile_every) -> None:
     """Own the store and serve the HTTP API (+ live indexer) until SIGTERM / Ctrl-C.
 
     Always on the Unix socket data/memfs.sock (mode 0600: only this user); on TCP too with
@@ -450,7 +609,7 @@ def serve(host, port, insecure, polling, reconcile_every) -> None:
             raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it "
                                    "could read and change every memory. Set a token, or pass --insecure")
     _run_owner("serve", host=host, port=port, token=token, polling=polling, reconcile_every=reconcile_every,
-               lock_timeout=60.0)
+               lock_timeout=60.0, extended_port=extended_port)
 
 
 @cli.command(hidden=True)

@@ -59,7 +59,8 @@ def log_to_owner_file(layout: Layout) -> logging.Handler:
 
 def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port: int | None = None,
               token: str | None = None, idle_exit: float | None = None, polling: bool = False,
-              reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0) -> None:
+              reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0,
+              extended_port: int | None = None) -> None:
     """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out."""
     import uvicorn
 
@@ -72,13 +73,15 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
                   socket=sock_path, idle_exit=idle_exit)
     # Bind TCP before taking the lock: a port in use must not leave a lock record pointing at nothing.
     tcp = bind_tcp(host, port) if host is not None else None
+    extended = bind_tcp(host or "127.0.0.1", extended_port) if extended_port is not None else None
     try:
         owner.start(lock_timeout)
     except BaseException:
-        if tcp is not None:
-            tcp.close()
+        for s in (tcp, extended):
+            if s is not None:
+                s.close()
         raise
-    sockets = [bind_unix(sock_path)] + ([tcp] if tcp is not None else [])
+    sockets = [bind_unix(sock_path)] + [s for s in (tcp, extended) if s is not None]
     ops = LocalOperations(owner)
     server: uvicorn.Server | None = None
 
@@ -87,6 +90,8 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             server.should_exit = True
 
     app = create_app(ops, token=token, on_stop=stop)
+    if extended is not None:
+        app = _with_extended_memory_api(app, owner, ops, extended.getsockname()[1])
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
@@ -105,6 +110,27 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             s.close()
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
         owner.close()
+
+
+def _with_extended_memory_api(app, owner: Owner, ops, port: int):
+    """Answer the extended-memory service's API (memfs.http_extended) on its own port, so its clients'
+    requests (`/store`, `/retrieve/{key}`, its own `/health` and `/stats`) work unchanged."""
+    from fastapi import FastAPI
+
+    from .http_extended import extended_memory_router
+
+    def backup(store) -> dict:
+        return ops.backup().to_dict()
+
+    extended = FastAPI(title="memfs: extended-memory API")
+    extended.include_router(extended_memory_router(lambda: owner.store, backup=backup))
+
+    async def dispatch(scope, receive, send):
+        server = scope.get("server")
+        target = extended if scope["type"] == "http" and server and server[1] == port else app
+        await target(scope, receive, send)
+
+    return dispatch
 
 
 def _warm_up(owner: Owner) -> None:

@@ -67,8 +67,8 @@ def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[tuple]]:
 def _document(row: tuple) -> dict:
     """The memory document as on disk, straight from its catalog row: `body` is the document less its
     content, as `Memory.to_dict` wrote it, so no parse-and-reserialise round is needed."""
-    body = orjson.loads(row[7])
-    doc = {"format": body.pop("format", documents.FORMAT), "id": body.pop("id", row[0]), "content": row[6]}
+    content, body = row[-2], orjson.loads(row[-1])  # Catalog._COLUMNS ends with content, body
+    doc = {"format": body.pop("format", documents.FORMAT), "id": body.pop("id", row[0]), "content": content}
     doc.update(body)
     return doc
 

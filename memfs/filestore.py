@@ -7,6 +7,7 @@ that is not a temp, swap or dot-file is a memory, wherever it lies.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -15,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 MEMORY_SUFFIX = ".json"
 
@@ -190,11 +191,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     A reader never sees half a file, and a crash leaves the old or the new version. The temp name
     starts with a dot and ends in .tmp, so neither a scan nor the watcher takes it for a memory.
     """
+    with atomic_write_stream(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_write_stream(path: Path) -> Iterator[BinaryIO]:
+    """atomic_write for content written a piece at a time (an export): the file appears whole or not."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

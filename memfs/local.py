@@ -15,6 +15,7 @@ from typing import Iterable
 
 from . import __version__
 from .admin import AdminOperations, translated
+from .transfer import TransferOperations
 from .errors import BadRequestError, io_error
 from .filestore import Layout
 from .ops import Progress
@@ -35,7 +36,7 @@ def parse_cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-class LocalOperations(AdminOperations):
+class LocalOperations(AdminOperations, TransferOperations):
     """Operations over an Owner in this process. `close()` closes the owner when this object made it."""
 
     def __init__(self, owner: Owner, *, owns: bool = False):
@@ -124,7 +125,9 @@ class LocalOperations(AdminOperations):
     @translated
     def reindex(self, *, progress: Progress | None = None) -> ReconcileReport:
         with self.owner.using() as store:
-            return store.reconcile(verify_vectors=True, progress=progress)
+            report = store.reconcile(verify_vectors=True, progress=progress)
+            store.sweep_expired()  # expired key/value memories were hidden already; now their files go
+            return report
 
     @translated
     def stats(self) -> Stats:

@@ -91,10 +91,14 @@ class RemoteOperations:
             raise error_class(str(err.get("code")))(str(err.get("message")))
         return data
 
-    def _send(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.token and self.url:
             headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _send(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        headers = self._headers()
         payload = orjson.dumps(body) if body is not None else None
         conn = self._connection()
         sent = False
@@ -210,6 +214,79 @@ class RemoteOperations:
                      dry_run: bool = False, backup_dir: str | None = None) -> OffsiteResult:
         return OffsiteResult.from_dict(self.request("POST", "/offsite/sync", {
             "dest": dest, "prune": prune, "dry_run": dry_run, "backup_dir": backup_dir, **_retention(retention)}))
+
+
+    # -- in and out, key/value (results are rebuilt by their own modules, imported when used) ---------
+
+    def export(self, out, *, format: str = "memfs", filter_tags: Iterable[str] = (), include_embeddings: bool = False):
+        from .export import ExportReport
+
+        status, report = self._stream("POST", "/export", {"format": format, "filter_tags": list(filter_tags),
+                                                         "include_embeddings": include_embeddings}, out)
+        return ExportReport.from_dict(report)
+
+    def import_sources(self, sources: Iterable[str], *, format: str = "auto", dry_run: bool = False,
+                       dedup: bool = True, source_tag: str | None = None, namespace: str | None = None,
+                       progress: Progress | None = None):
+        from .importers import ImportReport
+
+        return ImportReport.from_dict(self.request("POST", "/import", {
+            "sources": list(sources), "format": format, "dry_run": dry_run, "dedup": dedup,
+            "source_tag": source_tag, "namespace": namespace}))
+
+    def import_history(self) -> list[dict]:
+        return self.request("GET", "/import/history")
+
+    def import_verify(self, record_id: str):
+        from .migrations import VerifyReport
+
+        return VerifyReport.from_dict(self.request("POST", "/import/verify", {"record": record_id}))
+
+    def kv_set(self, key: str, value: Any, *, namespace: str = "default", ttl: float | None = None,
+               expires_at=None, tags: Iterable[str] = ()):
+        from .kv import KVItem
+
+        return KVItem.from_dict(self.request("PUT", _kv_path(namespace, key), {
+            "value": value, "ttl": ttl, "expires_at": expires_at.isoformat() if expires_at else None,
+            "tags": list(tags)}))
+
+    def kv_get(self, key: str, *, namespace: str = "default"):
+        from .kv import KVItem
+
+        return KVItem.from_dict(self.request("GET", _kv_path(namespace, key)))
+
+    def kv_list(self, *, namespace: str | None = "default", prefix: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list:
+        from .kv import KVItem
+
+        return [KVItem.from_dict(d) for d in self.request("GET", "/kv", query={
+            "namespace": namespace, "all": "true" if namespace is None else None, "prefix": prefix,
+            "limit": limit, "offset": offset})]
+
+    def kv_rm(self, key: str, *, namespace: str = "default") -> list[str]:
+        return self.request("DELETE", _kv_path(namespace, key))["removed"]
+
+    def _stream(self, method: str, path: str, body: Any, out) -> tuple[int, Any]:
+        """A request whose response body is copied to `out` as it arrives; its report is the
+        X-Memfs-Report header."""
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=orjson.dumps(body), headers=self._headers())
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                data = orjson.loads(resp.read() or b"null")
+                err = data.get("error", {}) if isinstance(data, dict) else {}
+                raise error_class(str(err.get("code")))(str(err.get("message")))
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+            return resp.status, orjson.loads(resp.getheader("X-Memfs-Report") or "{}")
+        except (ConnectionError, OSError, http.client.HTTPException) as e:
+            self.close()
+            raise OwnerGoneError(f"lost the connection to {self.where} ({e.__class__.__name__}: {e})", True) from None
+
+
+def _kv_path(namespace: str, key: str) -> str:
+    return f"/kv/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(key, safe='')}"
 
 
 def _memory_path(mem_id: str) -> str:

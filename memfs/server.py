@@ -10,6 +10,7 @@ OpenAPI at /docs and /openapi.json.
 from __future__ import annotations
 
 import hmac
+import os
 import logging
 import secrets
 import time
@@ -128,6 +129,28 @@ class RestoreIn(BaseModel):
     backup_dir: str | None = None
     identity_file: str | None = None
     passphrase_file: str | None = None
+
+
+class ExportIn(BaseModel):
+    format: Literal["memfs", "mms"] = "memfs"
+    filter_tags: list[str] = Field(default_factory=list, max_length=100)
+    include_embeddings: bool = False
+
+
+class ImportIn(BaseModel):
+    sources: list[str] = Field(min_length=1, max_length=1000)
+    format: str = "auto"
+    dry_run: bool = False
+    dedup: bool = True
+    source_tag: str | None = None
+    namespace: str | None = None
+
+
+class KVIn(BaseModel):
+    value: Any = None
+    ttl: float | None = None
+    expires_at: str | None = None
+    tags: list[str] = Field(default_factory=list, max_length=100)
 
 
 class ValidateIn(BaseModel):
@@ -329,6 +352,63 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
         return OrjsonResponse(ops.offsite_sync(local_path(request, body.dest), retention=body.retention(), prune=body.prune,
                                                dry_run=body.dry_run,
                                                backup_dir=local_path(request, body.backup_dir)).to_dict())
+
+    # -- in and out, key/value ------------------------------------------------------------------------
+
+    @app.post("/export", dependencies=guarded)
+    def export(body: ExportIn | None = None):
+        """The export as the response body (spooled to a temp file: constant memory at any size)."""
+        import tempfile
+
+        from starlette.background import BackgroundTask
+        from starlette.responses import FileResponse
+
+        body = body or ExportIn()
+        spool = tempfile.NamedTemporaryFile(prefix="memfs-export-", suffix=".json", delete=False)
+        try:
+            with spool:
+                report = ops.export(spool, format=body.format, filter_tags=body.filter_tags,
+                                    include_embeddings=body.include_embeddings)
+        except BaseException:
+            os.unlink(spool.name)
+            raise
+        return FileResponse(spool.name, media_type="application/json",
+                            headers={"X-Memfs-Report": orjson.dumps(report.to_dict()).decode()},
+                            background=BackgroundTask(os.unlink, spool.name))
+
+    @app.post("/import", dependencies=guarded)
+    def import_(request: Request, body: ImportIn):
+        sources = [local_path(request, s) for s in body.sources]
+        return OrjsonResponse(ops.import_sources(sources, format=body.format, dry_run=body.dry_run, dedup=body.dedup,
+                                                 source_tag=body.source_tag, namespace=body.namespace).to_dict())
+
+    @app.get("/import/history", dependencies=guarded)
+    def import_history():
+        return OrjsonResponse(ops.import_history())
+
+    @app.post("/import/verify", dependencies=guarded)
+    def import_verify(body: dict):
+        return OrjsonResponse(ops.import_verify(str(body.get("record", ""))).to_dict())
+
+    @app.put("/kv/{namespace}/{key:path}", dependencies=guarded)
+    def kv_put(namespace: str, key: str, body: KVIn):
+        expires = parse_when(body.expires_at, option="expires_at") if body.expires_at else None
+        return OrjsonResponse(ops.kv_set(key, body.value, namespace=namespace, ttl=body.ttl, expires_at=expires,
+                                         tags=body.tags).to_dict())
+
+    @app.get("/kv/{namespace}/{key:path}", dependencies=guarded)
+    def kv_get(namespace: str, key: str):
+        return OrjsonResponse(ops.kv_get(key, namespace=namespace).to_dict())
+
+    @app.get("/kv", dependencies=guarded)
+    def kv_list(namespace: str = "default", all: bool = False, prefix: str | None = None,
+                limit: int | None = Query(default=None, ge=1), offset: int = Query(default=0, ge=0)):
+        items = ops.kv_list(namespace=None if all else namespace, prefix=prefix, limit=limit, offset=offset)
+        return OrjsonResponse([i.to_dict() for i in items])
+
+    @app.delete("/kv/{namespace}/{key:path}", dependencies=guarded)
+    def kv_rm(namespace: str, key: str):
+        return OrjsonResponse({"removed": ops.kv_rm(key, namespace=namespace)})
 
     @app.post("/backups/{name}/restore", dependencies=guarded)
     def restore_by_name(name: str, body: RestoreIn | None = None):

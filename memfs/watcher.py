@@ -207,6 +207,10 @@ class Watcher:
         self._batches += 1
         if paths is None:
             self._last_full = time.time()
+            try:  # files of expired key/value memories go at each full reconcile (issue #13; logged)
+                self.store.sweep_expired()
+            except Exception:
+                log.exception("the expiry sweep failed; the next full reconcile tries again")
         self.reports = (self.reports + [report])[-20:]
         changed = report.added + report.updated + report.moved + report.removed
         if changed or report.embedded:
