@@ -188,3 +188,24 @@ def test_no_good_match_says_so_and_relative_times(ops):
     recent = Filters(since=parse_when("7d"))
     assert len(ops.list(recent).memories) == 1
     assert ops.list(Filters(until=parse_when("last week"))).memories == []
+
+
+def test_export_import_and_key_values(ops, root, tmp_path):
+    import io
+
+    ops.add("exported and imported back, about puffins", tags=["birds"])
+    item = ops.kv_set("colour", {"fg": "teal"}, namespace="ui", ttl=3600)
+    assert (item.namespace, item.key, item.value) == ("ui", "colour", {"fg": "teal"}) and item.expires_at
+    assert ops.kv_get("colour", namespace="ui").value == {"fg": "teal"}
+    assert [i.key for i in ops.kv_list(namespace="ui")] == ["colour"]
+    out = io.BytesIO()
+    report = ops.export(out, format="memfs")
+    assert report.count == 2 and out.getvalue().endswith(b"}\n")
+    dump = tmp_path / "export.json"
+    dump.write_bytes(out.getvalue())
+    again = ops.import_sources([str(dump)])
+    assert not again.problems and sum(s.new for s in again.sources) == 0  # everything is there already
+    assert ops.import_history()[-1]["counts"]["read"] == 2
+    assert ops.kv_rm("colour", namespace="ui")
+    with pytest.raises(NotFoundError):
+        ops.kv_get("colour", namespace="ui")
