@@ -118,7 +118,7 @@ def health(store, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
 
 
 def default_backup(store) -> dict:
-    from .backup import create_backup
+    from .backups import create_backup
 
     with store._mutex:
         b = create_backup(store.layout)

@@ -329,7 +329,7 @@ def test_migration_records_history_and_verify(store, sources, tmp_path):
     assert store.catalog.count() == 5
     import tarfile
 
-    from memfs.backup import create_backup
+    from memfs.backups import create_backup
 
     with tarfile.open(create_backup(store.layout).path) as tar:
         assert f"data/memories/.migrations/{rec['id']}.json" in tar.getnames()

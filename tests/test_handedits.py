@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from memfs import InvalidDocumentError, MemoryStore
+from memfs.catalog import SCHEMA_VERSION
 from memfs.embedder import MiniLMEmbedder, model_input
 from memfs.filestore import TEMP_NAME, Layout
 from memfs.limits import EMBED_INPUT_CHARS, MAX_CONTENT_CHARS, MAX_FILE_BYTES
@@ -469,7 +470,7 @@ def test_a_schema_1_catalog_is_migrated_and_each_file_read_once_without_embeddin
                      "ALTER TABLE invalid DROP COLUMN dup_id; UPDATE meta SET value = '1' WHERE key = 'schema_version';")
     db.close()
     with MemoryStore.open(root) as s:
-        assert s.catalog.get_meta("schema_version") == "2"
+        assert s.catalog.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert [e.state.ctime_ns for e in s.list()] == [0]
         report = s.reconcile()
         assert (report.added, report.updated, report.removed, report.embedded) == (0, 0, 0, 0)
