@@ -33,7 +33,8 @@ from memfs import MemoryStore  # noqa: E402
 from memfs.query import Filters  # noqa: E402
 from memfs.vectors import HNSW, _Mirror  # noqa: E402
 
-OLD = {"space": "cosine"}  # Chroma's defaults: max_neighbors 16, ef_construction 100, ef_search 100
+OLD = {"space": "cosine"}
+FETCH = 0  # ask HNSW for this many and keep the first k (--fetch)  # Chroma's defaults: max_neighbors 16, ef_construction 100, ef_search 100
 
 
 def corpus_vectors(store_root: Path, n_queries: int) -> tuple[np.ndarray, list[str]]:
@@ -83,7 +84,7 @@ def run_exact(matrix, queries, k):
     return tops, times
 
 
-def run_chroma(matrix, queries, k, config: dict, work: Path) -> tuple[list[set[int]], list[float], float]:
+def run_chroma(matrix, queries, k, config: dict, work: Path, ef_values: list[int] | None = None):
     import chromadb
     from chromadb.config import Settings
 
@@ -96,16 +97,21 @@ def run_chroma(matrix, queries, k, config: dict, work: Path) -> tuple[list[set[i
         col.add(ids=[str(j) for j in range(i, min(i + batch, len(matrix)))], embeddings=matrix[i:i + batch])
     build = time.monotonic() - t
     col.query(query_embeddings=[queries[0]], n_results=k)  # load the index
-    times, tops = [], []
-    for q in queries:
-        t = time.perf_counter()
-        res = col.query(query_embeddings=[q], n_results=k, include=[])
-        times.append((time.perf_counter() - t) * 1000)
-        tops.append({int(i) for i in res["ids"][0]})
+    runs = []
+    for ef in ef_values or [None]:
+        if ef is not None:
+            col.modify(configuration={"hnsw": {"ef_search": ef}})
+        times, tops = [], []
+        for q in queries:
+            t = time.perf_counter()
+            res = col.query(query_embeddings=[q], n_results=max(k, FETCH), include=[])
+            times.append((time.perf_counter() - t) * 1000)
+            tops.append({int(i) for i in res["ids"][0][:k]})
+        runs.append((ef, tops, times))
     if hasattr(client, "close"):
         client.close()
     shutil.rmtree(path, ignore_errors=True)
-    return tops, times, build
+    return runs, build
 
 
 def main(argv=None) -> int:
@@ -116,7 +122,11 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--configs", default="old,new")
+    ap.add_argument("--ef-search", default="", help="comma-separated ef_search values to try on the new index")
+    ap.add_argument("--fetch", type=int, default=0, help="ask HNSW for this many neighbours, keep the first k")
     args = ap.parse_args(argv)
+    global FETCH
+    FETCH = args.fetch
     real, queries = corpus_vectors(args.store, args.queries)
     print(f"{len(real)} real vectors, {len(queries)} queries", file=sys.stderr)
     configs = {"old": OLD, "new": HNSW}
@@ -139,13 +149,16 @@ def main(argv=None) -> int:
                 times.append((time.perf_counter() - t) * 1000)
             print(f"| {n} | {label} | 1.000 | 1.00 | 0 | {pct(times, 50):.1f} | {pct(times, 99):.1f} | – |", flush=True)
         del mirror
-        for name in args.configs.split(","):
-            tops, times, build = run_chroma(matrix, queries, args.k, configs[name], args.work)
-            rec = [len(a & b) / args.k for a, b in zip(tops, truth_sets)]
-            label = "HNSW old (Chroma defaults)" if name == "old" else (
-                f"HNSW new (M {HNSW['max_neighbors']}, ef_c {HNSW['ef_construction']}, ef_s {HNSW['ef_search']})")
-            print(f"| {n} | {label} | {np.mean(rec):.3f} | {min(rec):.2f} | {sum(r < 0.9 for r in rec)} "
-                  f"| {pct(times, 50):.1f} | {pct(times, 99):.1f} | {build:.0f} |", flush=True)
+        for name in filter(None, args.configs.split(",")):
+            efs = [int(x) for x in args.ef_search.split(",")] if args.ef_search and name == "new" else None
+            runs, build = run_chroma(matrix, queries, args.k, configs[name], args.work, efs)
+            for ef, tops, times in runs:
+                rec = [len(a & b) / args.k for a, b in zip(tops, truth_sets)]
+                label = "HNSW old (Chroma defaults)" if name == "old" else (
+                    f"HNSW new (M {HNSW['max_neighbors']}, ef_c {HNSW['ef_construction']}, "
+                    f"ef_s {ef or HNSW['ef_search']})")
+                print(f"| {n} | {label} | {np.mean(rec):.3f} | {min(rec):.2f} | {sum(r < 0.9 for r in rec)} "
+                      f"| {pct(times, 50):.1f} | {pct(times, 99):.1f} | {build:.0f} |", flush=True)
     return 0
 
 
