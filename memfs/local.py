@@ -24,12 +24,13 @@ from .ops import Progress, Retention
 from .owner import Owner
 from .query import Filters, Mode
 from .results import (AddResult, BackupInfo, BackupList, BackupResult, Health, ListPage, MemoryRecord,
-                      OwnerStatus, Problem, PruneEntry, PruneResult, ReconcileReport, RestoreSummary,
+                      OwnerStatus, Problem, PruneEntry, PruneResult, ReconcileReport, RemoveResult, RestoreSummary,
                       SearchResult, Stats, ValidationResult)
 from .retention import Policy
 
 
 MAX_K = 1000  # hits one search may return
+MAX_REMOVE = 10_000  # memories one remove_matching may remove
 
 
 def _translated(fn):
@@ -300,6 +301,49 @@ class LocalOperations:
             after = self._validate(backups, backup_dir, None)
         return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
                                 fixed=len(result.problems) - len(after.problems))
+
+    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
+
+    @_translated
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        h = check_content_hash(content_hash)
+        with self.owner.using() as store:
+            mem_id = store.catalog.id_for_hash(h)
+            if mem_id is None:
+                raise NotFoundError(f"no memory with content hash {h}; search or list to find the memory")
+            entry = store._entry(mem_id)
+            return MemoryRecord(store.get(mem_id), entry.path)
+
+    @_translated
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        if filters.empty:
+            raise BadRequestError("give at least one filter (tags, type, since, until); "
+                                  "removing every memory is not something one call does")
+        if not 1 <= limit <= MAX_REMOVE:
+            raise BadRequestError(f"limit must be between 1 and {MAX_REMOVE}, not {limit}")
+        with self.owner.using() as store:
+            ids = [e.memory.id for e in store.list(filters, limit=limit + 1)]
+            if len(ids) > limit:
+                raise BadRequestError(f"more than {limit} memories match; narrow the filters or raise the limit "
+                                      "(nothing was removed)")
+            if dry_run:
+                return RemoveResult(ids, dry_run=True)
+            removed = []
+            for mem_id in ids:
+                try:
+                    store.remove(mem_id)
+                except NotFoundError:
+                    continue  # removed meanwhile by someone else: the outcome asked for
+                removed.append(mem_id)
+        return RemoveResult(removed, dry_run=False)
+
+
+def check_content_hash(value: str) -> str:
+    h = value.strip().lower() if isinstance(value, str) else ""
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise BadRequestError(f"{str(value)[:80]!r} is not a content hash (64 hex digits, the SHA-256 of the "
+                              "content); memory_get takes an id instead")
+    return h
 
 
 def _policy(r: Retention) -> Policy:

@@ -83,6 +83,16 @@ class Operations(Protocol):
 
     def close(self) -> None: ...
 
+    # -- lookups and bulk removal (added for issue #10; general, not MCP-specific) ----------------------
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        """The memory whose content has this SHA-256 (hex); the oldest if several do. NotFoundError if none."""
+        ...
+
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        """Remove every memory passing `filters` (at least one filter; at most `limit` of them, else
+        BadRequestError and nothing removed). With `dry_run` (the default) only say which would go."""
+        ...
+
 
 def options(**kwargs: Any) -> dict:
     """Keyword arguments without the ones left at None (what a remote call sends)."""
