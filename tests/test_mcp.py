@@ -396,9 +396,18 @@ def test_three_sessions_the_cli_and_hand_edits_share_the_store(store_root):
     asyncio.run(check())
 
 
-def _children_running(parent: int, marker: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(parent), "-f", marker], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+def _children_with_arg(parent: int, arg: str) -> list[int]:
+    """This process's children with `arg` on their command line (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and arg.encode() in argv:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_kill_9_of_one_session_mid_store_leaves_the_others_going(store_root):
@@ -434,7 +443,7 @@ def test_kill_9_of_one_session_mid_store_leaves_the_others_going(store_root):
     async def killer(started: asyncio.Event):
         await started.wait()
         await asyncio.sleep(0.3)
-        pids = _children_running(os.getpid(), f"--root {victim_root} mcp")
+        pids = _children_with_arg(os.getpid(), victim_root)
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGKILL)
 
