@@ -467,3 +467,23 @@ def test_kill_9_of_one_session_mid_store_leaves_the_others_going(store_root):
     assert not leftovers
     for f in memory_files(store_root):
         json.loads(f.read_text())  # every file whole
+
+
+def test_no_store_is_a_tool_error_that_says_what_to_do(root):
+    async def go():
+        async with session(root) as c:
+            names = [t.name for t in (await c.list_tools()).tools]
+            return names, await fails(c, "memory_stats", {}), await fails(c, "memory_search", {"query": "x"})
+    names, first, second = asyncio.run(go())
+    assert len(names) == 9 and "memfs init" in first and "memfs init" in second
+    assert not root.exists()
+
+
+def test_init_flag_creates_the_store(root):
+    async def go():
+        async with Client(StdioServerParameters(command=sys.executable,
+                                                args=["-m", "memfs", "--root", str(root), "mcp", "--init"],
+                                                env=dict(os.environ))) as c:
+            return await call(c, "memory_store", {"content": "the first memory of a new store"})
+    assert not asyncio.run(go())["duplicate"]
+    assert len(memory_files(root)) == 1
