@@ -487,3 +487,41 @@ def test_init_flag_creates_the_store(root):
             return await call(c, "memory_store", {"content": "the first memory of a new store"})
     assert not asyncio.run(go())["duplicate"]
     assert len(memory_files(root)) == 1
+
+
+def test_stdout_carries_nothing_but_protocol(store_root):
+    """Raw JSON-RPC over the pipes: every stdout line is a protocol message, even while the owner starts."""
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "memory_store",
+                                                                       "arguments": {"content": "raw pipes"}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "memory_get",
+                                                                       "arguments": {"id": "../../nope"}}},
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(store_root), "mcp"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    responses = {}
+    try:
+        for req in requests:
+            proc.stdin.write(json.dumps(req) + "\n")
+            proc.stdin.flush()
+            while "id" in req and req["id"] not in responses:
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()
+                msg = json.loads(line)  # anything but JSON-RPC here would fail
+                assert msg["jsonrpc"] == "2.0"
+                if "id" in msg:
+                    responses[msg["id"]] = msg
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert responses[1]["result"]["serverInfo"]["name"] == "memfs"
+    assert len(responses[2]["result"]["tools"]) == 9
+    assert responses[3]["result"]["structuredContent"]["duplicate"] is False
+    assert responses[4]["result"]["isError"] is True
+    assert "serving" in (store_root / "data" / "logs" / "mcp.log").read_text()
