@@ -470,7 +470,8 @@ def mcp(tools, create) -> None:
     """
     from .mcp_server import serve_stdio
 
-    serve_stdio(Path(click.get_current_context().obj["root"]), tools=tools, create=create)
+    o = click.get_current_context().obj
+    serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"])
 
 
 def main() -> None:

@@ -91,13 +91,13 @@ class Gateway:
                 self._ops = None
 
 
-def connect_to_owner(root: Path, *, create: bool = False) -> Callable[[], Any]:
+def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None) -> Callable[[], Any]:
+    """How the Gateway connects: through the owner, started on demand (it loads the model, not us)."""
     def connect():
         from .connect import DEFAULT_IDLE_EXIT, connect as connect_store
 
-        idle = os.environ.get("MEMFS_IDLE_EXIT")
         return connect_store(root, daemon=True, needs_model=True, create=create,
-                             idle_exit=float(idle) if idle else DEFAULT_IDLE_EXIT)
+                             idle_exit=idle_exit or DEFAULT_IDLE_EXIT)
     return connect
 
 
@@ -470,9 +470,10 @@ def configure_logging(root: Path) -> None:
             logger.addHandler(h)
 
 
-def serve_stdio(root: Path, *, tools: str = "native", create: bool = False) -> None:
+def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None) -> None:
+    """`memfs mcp`: serve until the client closes stdin."""
     configure_logging(root)
-    gateway = Gateway(connect_to_owner(root, create=create))
+    gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
     server = build_server(gateway, tools)
     log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
     try:
