@@ -525,3 +525,17 @@ def test_stdout_carries_nothing_but_protocol(store_root):
     assert responses[3]["result"]["structuredContent"]["duplicate"] is False
     assert responses[4]["result"]["isError"] is True
     assert "serving" in (store_root / "data" / "logs" / "mcp.log").read_text()
+
+
+def test_a_session_outlives_its_owner(store_root):
+    """The owner is stopped (or exits idle) between two calls: the next call starts a new one."""
+    async def go():
+        async with session(store_root) as c:
+            first = await call(c, "memory_store", {"content": "stored before the owner stopped"})
+            pid = (await call(c, "memory_health"))["owner_pid"]
+            assert run_memfs("--root", str(store_root), "stop").returncode == 0
+            second = await call(c, "memory_store", {"content": "stored after the owner stopped"})
+            assert (await call(c, "memory_health"))["owner_pid"] != pid
+            hits = (await call(c, "memory_search", {"query": "stored before the owner stopped", "k": 2}))["hits"]
+            assert {h["id"] for h in hits} == {first["id"], second["id"]}
+    asyncio.run(go())
