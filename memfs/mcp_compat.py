@@ -249,13 +249,12 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         ref = check_ref(content_hash)
 
         def remove(ops):
-            record = resolve(ops, ref)
-            return ops.remove(record.memory.id)
-        try:
-            removed = await gw.run(remove)
-        except ToolError as e:
-            if "no memory with" not in str(e):
-                raise
+            try:
+                return ops.remove(resolve(ops, ref).memory.id)
+            except NotFoundError:
+                return None  # mcp-memory-service answers success: false here, not an error
+        removed = await gw.run(remove)
+        if removed is None:
             return DeleteResult(success=False, message=f"Memory not found: {ref}", content_hash=ref)
         return DeleteResult(success=True, message="Memory deleted successfully", content_hash=removed.memory.content_hash,
                             deleted_count=1, deleted_ids=[removed.memory.id])
