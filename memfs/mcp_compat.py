@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from .documents import Memory, content_hash, format_time, normalize_tags
 from .errors import NotFoundError
 from .mcp_server import (DELETE, MAX_DELETE, MAX_K, MAX_PAGE, OVERWRITE, READ, WRITE, Gateway, check_content,
-                         check_ref, make_filters, resolve)
+                         check_ref, make_filters, resolve, tool)
 from .query import Filters
 
 
@@ -157,7 +157,7 @@ def _count(word: str) -> int:
 
 
 def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
-    @server.tool(annotations=WRITE)
+    @tool(server, WRITE)
     async def store_memory(
         content: Annotated[str, Field(description="The text to remember.")],
         tags: TagsArg = None,
@@ -186,7 +186,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
                                content_hash=h, id=r.memory.id)
         return StoreResult(success=True, message="Memory stored successfully", content_hash=h, id=r.memory.id)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def retrieve_memory(
         query: Annotated[str, Field(description="What to look for, in natural language.", max_length=10_000)],
         n_results: Annotated[int, Field(ge=1, le=MAX_K, description="How many memories to return.")] = 5,
@@ -202,7 +202,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         memories = [compat_memory(h.memory, h.score) for h in result.hits if h.score >= min_similarity]
         return MemoriesResult(memories=memories, total_results=len(memories), query=query)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def recall_memory(
         query: Annotated[str, Field(description='A question with a time expression: "what did we decide last week".',
                                     max_length=10_000)],
@@ -226,7 +226,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
             raise ToolError('query is empty: say what to recall, e.g. "what did we decide last week"')
         return MemoriesResult(memories=memories, total_results=len(memories), query=query)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def search_by_tag(
         tags: Annotated[list[str] | str, Field(description='Tags: a list, or a comma-separated string.')],
         match_all: Annotated[bool, Field(description="true: memories with all the tags; false: any of them.")] = False,
@@ -240,7 +240,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         memories = [compat_memory(r.memory) for r in page.memories]
         return MemoriesResult(memories=memories, total_results=len(memories), search_tags=wanted, match_all=match_all)
 
-    @server.tool(annotations=DELETE)
+    @tool(server, DELETE)
     async def delete_memory(
         content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).",
                                            max_length=200)],
@@ -259,7 +259,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         return DeleteResult(success=True, message="Memory deleted successfully", content_hash=removed.memory.content_hash,
                             deleted_count=1, deleted_ids=[removed.memory.id])
 
-    @server.tool(annotations=DELETE)
+    @tool(server, DELETE)
     async def delete_by_tag(
         tags: TagsArg = None,
         tag: Annotated[str | None, Field(description="One tag (the older form of this tool).")] = None,
@@ -278,7 +278,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         return DeleteResult(success=True, message=f"{len(r.removed)} memories {verb} with tags {', '.join(wanted)}",
                             deleted_count=len(r.removed), deleted_ids=r.removed)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def exact_match_retrieve(
         content: Annotated[str, Field(description="The exact content of the memory, character for character.")],
     ) -> MemoriesResult:
@@ -294,7 +294,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         memories = [compat_memory(r.memory) for r in found]
         return MemoriesResult(memories=memories, total_results=len(memories))
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def list_memories(
         page: Annotated[int, Field(ge=1, le=1_000_000, description="Page number, from 1.")] = 1,
         page_size: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 10,
@@ -313,7 +313,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         return ListResult(memories=[compat_memory(r.memory) for r in result.memories], page=page, page_size=page_size,
                           total=total, has_more=result.next_cursor is not None)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def check_database_health() -> HealthResult:
         """Whether the store works, and its statistics (mcp-memory-service's check_database_health)."""
         def check(ops):
@@ -325,7 +325,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         return HealthResult(status="healthy" if h.status == "ok" else "unhealthy", backend="memfs (JSON files)",
                             statistics=stats, version=h.version)
 
-    @server.tool(annotations=OVERWRITE)
+    @tool(server, OVERWRITE)
     async def update_memory_metadata(
         content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).",
                                            max_length=200)],

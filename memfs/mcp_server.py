@@ -13,6 +13,7 @@ that is killed leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -177,6 +178,14 @@ class BackupOut(BaseModel):
     backup_dir: str | None = None
 
 
+def tool(server: MCPServer, annotations: ToolAnnotations):
+    """Register a tool, its docstring (dedented) as the description the model reads."""
+    def decorate(fn):
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+        return fn
+    return decorate
+
+
 def memory_out(m: Memory, path: str) -> MemoryOut:
     d = m.to_dict()
     return MemoryOut(id=m.id, content=m.content, tags=list(m.tags), type=m.type, metadata=m.metadata,
@@ -261,7 +270,7 @@ Ref = Annotated[str, Field(description="The memory's id (or its content_hash).",
 
 
 def add_native_tools(server: MCPServer, gw: Gateway) -> None:
-    @server.tool(annotations=WRITE)
+    @tool(server, WRITE)
     async def memory_store(
         content: Annotated[str, Field(description="The text to remember, self-contained: say who/what it is about.")],
         tags: Annotated[Tags, Field(description="Short labels to filter by later, e.g. [\"prefs\", \"ui\"].")] = [],
@@ -279,7 +288,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         r = await gw.run(lambda ops: ops.add(content, tags=tags, type=type, metadata=metadata))
         return StoreOut(id=r.memory.id, path=r.path, duplicate=r.duplicate, content_hash=r.memory.content_hash)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def memory_search(
         query: Annotated[str, Field(description="What you are looking for, in your own words.", max_length=10_000)],
         mode: Annotated[Literal["hybrid", "semantic", "keyword"],
@@ -307,7 +316,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
                 for i, h in enumerate(result.hits, 1)]
         return SearchOut(hits=hits, note=result.note)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def memory_get(id: Ref) -> MemoryOut:
         """Read one memory in full by its id (or content_hash), as its file holds it now.
 
@@ -318,7 +327,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         r = await gw.run(lambda ops: resolve(ops, ref))
         return memory_out(r.memory, r.path)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def memory_list(
         tags: Annotated[Tags, Field(description="Only memories with these tags.")] = [],
         match: Match = "any",
@@ -338,7 +347,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         page = await gw.run(lambda ops: ops.list(filters, limit=limit, cursor=cursor))
         return ListOut(memories=[memory_out(r.memory, r.path) for r in page.memories], next_cursor=page.next_cursor)
 
-    @server.tool(annotations=OVERWRITE)
+    @tool(server, OVERWRITE)
     async def memory_update(
         id: Ref,
         content: Annotated[str | None, Field(description="New content, replacing the old.")] = None,
@@ -365,7 +374,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         r = await gw.run(update)
         return memory_out(r.memory, r.path)
 
-    @server.tool(annotations=DELETE)
+    @tool(server, DELETE)
     async def memory_delete(
         id: Annotated[str | None, Field(description="Delete this one memory (id or content_hash).", max_length=200)] = None,
         tags: Annotated[Tags, Field(description="Or: delete the memories with these tags.")] = [],
@@ -401,7 +410,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         r = await gw.run(lambda ops: ops.remove_matching(filters, dry_run=dry, limit=MAX_DELETE))
         return DeleteOut(removed=r.removed, count=len(r.removed), dry_run=r.dry_run)
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def memory_stats() -> StatsOut:
         """How much is stored: memories, types, distinct tags, bytes, invalid files, index sizes, disk use.
 
@@ -410,7 +419,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         s = await gw.run(lambda ops: ops.stats())
         return StatsOut(**{k: v for k, v in s.to_dict().items() if k in StatsOut.model_fields})
 
-    @server.tool(annotations=READ)
+    @tool(server, READ)
     async def memory_health() -> HealthOut:
         """Whether the store answers: its owner process, whether the model is loaded, index state.
 
@@ -423,7 +432,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         return HealthOut(status=h.status, version=h.version, model_loaded=h.model_loaded or s.model_loaded,
                          owner_pid=s.pid, owner_started_by=s.started_by, owner_idle_exit=s.idle_exit, index=h.index)
 
-    @server.tool(annotations=WRITE)
+    @tool(server, WRITE)
     async def memory_backup(
         action: Annotated[Literal["create", "list", "verify"], Field(
             description="create: a new backup archive; list: the backups; verify: list, checking each checksum.")],
