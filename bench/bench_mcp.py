@@ -67,28 +67,29 @@ async def throughput(base: Path, texts: list[str], batch: int, sessions: int = 3
         subprocess.run([sys.executable, "-m", "memfs", "--root", str(base / name), "init"], check=True,
                        capture_output=True)
     local_time = mcp_time = 0.0
-    with LocalOperations.open(base / "local") as ops, contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(Client(params(base / "mcp"), read_timeout_seconds=600))
-                   for _ in range(sessions)]
-        ops.add("warm-up: load the model before the clock starts")
-        for s, c in enumerate(clients):  # the first call starts the owner, which loads the model
-            r = await c.call_tool("memory_store", {"content": f"warm-up of session {s}"})
-            assert not r.is_error, r.content
-
-        async def store(c, chunk: list[str]) -> None:
-            for text in chunk:
-                r = await c.call_tool("memory_store", {"content": text})
+    with LocalOperations.open(base / "local") as ops:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client(params(base / "mcp"), read_timeout_seconds=600))
+                       for _ in range(sessions)]
+            ops.add("warm-up: load the model before the clock starts")
+            for s, c in enumerate(clients):  # the first call starts the owner, which loads the model
+                r = await c.call_tool("memory_store", {"content": f"warm-up of session {s}"})
                 assert not r.is_error, r.content
 
-        for start in range(0, len(texts), batch):
-            chunk = texts[start:start + batch]
-            t = time.perf_counter()
-            for text in chunk:
-                ops.add(text)
-            local_time += time.perf_counter() - t
-            t = time.perf_counter()
-            await asyncio.gather(*(store(c, chunk[i::sessions]) for i, c in enumerate(clients)))
-            mcp_time += time.perf_counter() - t
+            async def store(c, chunk: list[str]) -> None:
+                for text in chunk:
+                    r = await c.call_tool("memory_store", {"content": text})
+                    assert not r.is_error, r.content
+
+            for start in range(0, len(texts), batch):
+                chunk = texts[start:start + batch]
+                t = time.perf_counter()
+                for text in chunk:
+                    ops.add(text)
+                local_time += time.perf_counter() - t
+                t = time.perf_counter()
+                await asyncio.gather(*(store(c, chunk[i::sessions]) for i, c in enumerate(clients)))
+                mcp_time += time.perf_counter() - t
     return len(texts) / local_time, len(texts) / mcp_time
 
 
