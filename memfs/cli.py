@@ -633,6 +633,24 @@ def owner(idle_exit, polling, reconcile_every) -> None:
         return  # lost the race to another on-demand owner; the clients find that one
 
 
+@cli.command()
+@click.option("--tools", type=click.Choice(["native", "compat", "all"]), envvar="MEMFS_MCP_TOOLS", default="native",
+              show_default=True, help="Which tools to list: memfs's own, mcp-memory-service's names, or both "
+                                      "(env MEMFS_MCP_TOOLS).")
+@click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none yet.")
+def mcp(tools, create) -> None:
+    """Serve the store to MCP clients (Claude Code, Claude Desktop, Cursor…) over stdio.
+
+    Goes through the store's owner, starting one on the first tool call, so any number of sessions,
+    commands and `memfs serve` share the store safely. stdout carries only the protocol; logs go to
+    stderr and data/logs/mcp.log. See docs/mcp.md.
+    """
+    from .mcp_server import serve_stdio
+
+    o = click.get_current_context().obj
+    serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"])
+
+
 def main() -> None:
     cli(prog_name="memfs")
 

@@ -16,16 +16,17 @@ from typing import Iterable
 from . import __version__
 from .admin import AdminOperations, translated
 from .transfer import TransferOperations
-from .errors import BadRequestError, io_error
+from .errors import BadRequestError, NotFoundError, io_error
 from .filestore import Layout
 from .ops import Progress
 from .owner import Owner
 from .query import Filters, Mode
 from .results import (AddResult, Health, ListPage, MemoryRecord,
-                      OwnerStatus, ReconcileReport, SearchResult, Stats)
+                      OwnerStatus, ReconcileReport, RemoveResult, SearchResult, Stats)
 
 
 MAX_K = 1000  # hits one search may return
+MAX_REMOVE = 10_000  # memories one remove_matching may remove
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -170,3 +171,45 @@ class LocalOperations(AdminOperations, TransferOperations):
                            since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(o.started)),
                            uptime=time.time() - o.started, idle_exit=o.idle_exit, idle_left=idle_left,
                            ready=o.ready, model_loaded=self.health(details=False).model_loaded)
+
+    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
+
+    @translated
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        h = check_content_hash(content_hash)
+        with self.owner.using() as store:
+            mem_id = store.catalog.id_for_hash(h)
+            if mem_id is None:
+                raise NotFoundError(f"no memory with content hash {h}; search or list to find the memory")
+            return store.record(mem_id)
+
+    @translated
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        if filters.empty:
+            raise BadRequestError("give at least one filter (tags, type, since, until); "
+                                  "removing every memory is not something one call does")
+        if not 1 <= limit <= MAX_REMOVE:
+            raise BadRequestError(f"limit must be between 1 and {MAX_REMOVE}, not {limit}")
+        with self.owner.using() as store:
+            ids = [e.memory.id for e in store.list(filters, limit=limit + 1)]
+            if len(ids) > limit:
+                raise BadRequestError(f"more than {limit} memories match; narrow the filters or raise the limit "
+                                      "(nothing was removed)")
+            if dry_run:
+                return RemoveResult(ids, dry_run=True)
+            removed = []
+            for mem_id in ids:
+                try:
+                    store.remove(mem_id)
+                except NotFoundError:
+                    continue  # removed meanwhile by someone else: the outcome asked for
+                removed.append(mem_id)
+        return RemoveResult(removed, dry_run=False)
+
+
+def check_content_hash(value: str) -> str:
+    h = value.strip().lower() if isinstance(value, str) else ""
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise BadRequestError(f"{str(value)[:80]!r} is not a content hash (64 hex digits, the SHA-256 of the "
+                              "content); memory_get takes an id instead")
+    return h

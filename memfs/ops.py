@@ -11,7 +11,7 @@ This module imports nothing heavy: clients import it and must start fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, BinaryIO, Callable, Iterable, Protocol
 
 from .query import Filters, Mode
 from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
@@ -51,7 +51,7 @@ class Operations(Protocol):
                add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (), type: str | None = None,
                metadata: dict | None = None) -> MemoryRecord: ...
 
-    def remove(self, mem_ids: Iterable[str]) -> RemoveResult: ...
+    def remove(self, mem_id: str) -> MemoryRecord: ...
 
     def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage: ...
 
@@ -90,7 +90,39 @@ class Operations(Protocol):
     def offsite_sync(self, dest: str, *, retention: Retention = Retention(), prune: bool = True,
                      dry_run: bool = False, backup_dir: str | None = None) -> OffsiteResult: ...
 
+    # -- in and out, key/value (issue #13); results from memfs.export/importers/migrations/kv ----------
+    def export(self, out: BinaryIO, *, format: str = "memfs", filter_tags: Iterable[str] = (),
+               include_embeddings: bool = False): ...
+
+    def import_sources(self, sources: Iterable[str], *, format: str = "auto", dry_run: bool = False,
+                       dedup: bool = True, source_tag: str | None = None, namespace: str | None = None,
+                       progress: Progress | None = None): ...
+
+    def import_history(self) -> list[dict]: ...
+
+    def import_verify(self, record_id: str): ...
+
+    def kv_set(self, key: str, value: Any, *, namespace: str = "default", ttl: float | None = None,
+               expires_at=None, tags: Iterable[str] = ()): ...
+
+    def kv_get(self, key: str, *, namespace: str = "default"): ...
+
+    def kv_list(self, *, namespace: str | None = "default", prefix: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list: ...
+
+    def kv_rm(self, key: str, *, namespace: str = "default") -> list[str]: ...
+
     def close(self) -> None: ...
+
+    # -- lookups and bulk removal (added for issue #10; general, not MCP-specific) ----------------------
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        """The memory whose content has this SHA-256 (hex); the oldest if several do. NotFoundError if none."""
+        ...
+
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        """Remove every memory passing `filters` (at least one filter; at most `limit` of them, else
+        BadRequestError and nothing removed). With `dry_run` (the default) only say which would go."""
+        ...
 
 
 def options(**kwargs: Any) -> dict:

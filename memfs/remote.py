@@ -19,7 +19,7 @@ from .errors import MemfsError, OwnerUnavailableError, error_class
 from .ops import Progress, Retention
 from .query import Filters, Mode
 from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
-                      PruneResult, ReconcileReport, RestoreSummary, SearchResult, Stats, ValidationResult)
+                      PruneResult, ReconcileReport, RemoveResult, RestoreSummary, SearchResult, Stats, ValidationResult)
 
 
 class OwnerGoneError(OwnerUnavailableError):
@@ -287,6 +287,15 @@ class RemoteOperations:
 
 def _kv_path(namespace: str, key: str) -> str:
     return f"/kv/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(key, safe='')}"
+
+    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
+
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        return MemoryRecord.from_dict(self.request("GET", "/find", query={"content_hash": content_hash}))
+
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        return RemoveResult.from_dict(self.request("POST", "/remove-matching", {
+            **filters.to_dict(), "dry_run": dry_run, "limit": limit}))
 
 
 def _memory_path(mem_id: str) -> str:

@@ -418,4 +418,19 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
             raise ApiError(422, "bad_request", "name a backup in backups/, e.g. memory_backup_20250101_020000.tar.gz")
         return OrjsonResponse(ops.restore(name, verify=verify).to_dict())
 
+    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
+
+    @app.get("/find", dependencies=guarded)
+    def find(content_hash: str = Query(max_length=200)):
+        return OrjsonResponse(ops.find(content_hash=content_hash).to_dict())
+
+    @app.post("/remove-matching", dependencies=guarded)
+    def remove_matching(body: RemoveMatchingIn):
+        return OrjsonResponse(ops.remove_matching(body.filters(), dry_run=body.dry_run, limit=body.limit).to_dict())
+
     return app
+
+
+class RemoveMatchingIn(FiltersIn):
+    dry_run: bool = True
+    limit: int = 1000

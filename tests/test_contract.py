@@ -209,3 +209,34 @@ def test_export_import_and_key_values(ops, root, tmp_path):
     assert ops.kv_rm("colour", namespace="ui")
     with pytest.raises(NotFoundError):
         ops.kv_get("colour", namespace="ui")
+
+
+def test_find_by_content_hash(ops):
+    import hashlib
+
+    added = ops.add("The staging database listens on port 5433", tags=["db"]).memory
+    h = hashlib.sha256(added.content.encode()).hexdigest()
+    found = ops.find(content_hash=h.upper())
+    assert isinstance(found, MemoryRecord) and found.memory.id == added.id
+    with pytest.raises(NotFoundError, match="no memory with content hash"):
+        ops.find(content_hash="0" * 64)
+    with pytest.raises(BadRequestError, match="not a content hash"):
+        ops.find(content_hash="../../etc/passwd")
+
+
+def test_remove_matching_is_a_dry_run_unless_told(ops):
+    from memfs.results import RemoveResult
+
+    keep = ops.add("keep me: the office closes at six", tags=["office"]).memory.id
+    temp = {ops.add(f"scratch note {n} about the build", tags=["scratch", "build"]).memory.id for n in range(3)}
+    with pytest.raises(BadRequestError, match="at least one filter"):
+        ops.remove_matching(Filters())
+    preview = ops.remove_matching(Filters(tags=("scratch",)))
+    assert isinstance(preview, RemoveResult) and preview.dry_run and set(preview.removed) == temp
+    assert len(ops.list().memories) == 4
+    with pytest.raises(BadRequestError, match="more than 2 memories match"):
+        ops.remove_matching(Filters(tags=("scratch",)), dry_run=False, limit=2)
+    assert len(ops.list().memories) == 4
+    done = ops.remove_matching(Filters(tags=("scratch", "build"), match="all"), dry_run=False)
+    assert not done.dry_run and set(done.removed) == temp
+    assert [r.memory.id for r in ops.list().memories] == [keep]

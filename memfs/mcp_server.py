@@ -1,0 +1,491 @@
+"""`memfs mcp`: the store as MCP tools for agents, over stdio (issue #10; docs/mcp.md).
+
+Thin over the operations interface (memfs.ops), always through the store's owner (memfs.connect):
+several agents' sessions, the CLI and the HTTP API share one writer, so none of them can corrupt the
+store the way two processes sharing a database file do. The connection is made on the first tool
+call, not at start-up: `initialize` and `tools/list` answer before any model, chromadb or numpy is
+imported (the owner, started on demand, loads the model). This module imports none of them.
+
+Errors are tool errors (`isError`) whose message says what to do; the server keeps serving. Every
+write is one operation of the owner, which writes a file atomically: a call that fails or a process
+that is killed leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, TypeVar
+
+import anyio.to_thread
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .documents import Memory, parse_time
+from .errors import InvalidDocumentError, MemfsError, NotFoundError
+from .query import Filters
+
+log = logging.getLogger("memfs.mcp")
+
+# Limits (docs/mcp.md § Limits). MAX_CONTENT is the owner's own limit (memfs.server.MAX_CONTENT), checked
+# here first so the message can say what to do; MAX_REQUEST_BYTES stays under the owner's 1 MB body limit.
+MAX_CONTENT = 256 * 1024  # characters in one memory
+MAX_REQUEST_BYTES = 1_000_000  # content + metadata as JSON
+MAX_K = 100  # search hits per call
+MAX_PAGE = 100  # memories per list page
+MAX_TAGS = 100  # tags per call
+MAX_DELETE = 1000  # memories one filtered delete removes
+TOOL_SETS = ("native", "compat", "all")
+
+T = TypeVar("T")
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+# An update overwrites what it changes; calling it twice with the same arguments changes nothing more.
+OVERWRITE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+# -- the connection to the owner ----------------------------------------------------------------------
+
+
+class Gateway:
+    """The operations of one store, connected on first use; one call at a time per MCP session.
+
+    `connect` is injected so plumbing tests can hand in any Operations object.
+    """
+
+    def __init__(self, connect: Callable[[], Any]):
+        self._connect = connect
+        self._ops: Any = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[Any], T]) -> T:
+        with self._lock:
+            if self._ops is None:
+                log.info("connecting to the store's owner (starting one if none runs)")
+                self._ops = self._connect()
+            return fn(self._ops)
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        """`fn(ops)` in a worker thread (the operations block); a MemfsError becomes a tool error."""
+        try:
+            return await anyio.to_thread.run_sync(self.call, fn)
+        except ToolError:
+            raise
+        except MemfsError as e:
+            log.info("tool error: %s", e)
+            raise ToolError(str(e)) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ops is not None:
+                self._ops.close()
+                self._ops = None
+
+
+def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None) -> Callable[[], Any]:
+    """How the Gateway connects: through the owner, started on demand (it loads the model, not us)."""
+    def connect():
+        from .connect import DEFAULT_IDLE_EXIT, connect as connect_store
+
+        return connect_store(root, daemon=True, needs_model=True, create=create,
+                             idle_exit=idle_exit or DEFAULT_IDLE_EXIT)
+    return connect
+
+
+# -- what tools return (the output schemas) -----------------------------------------------------------
+
+
+class MemoryOut(BaseModel):
+    """One memory as its file holds it."""
+
+    id: str = Field(description="The memory's id: pass it to memory_get, memory_update, memory_delete.")
+    content: str
+    tags: list[str]
+    type: str
+    metadata: dict[str, Any]
+    created_at: str = Field(description="UTC, ISO-8601")
+    updated_at: str = Field(description="UTC, ISO-8601")
+    content_hash: str = Field(description="SHA-256 of the content (hex); accepted wherever an id is.")
+    path: str = Field(description="The memory's JSON file, relative to data/memories/.")
+
+
+class HitOut(MemoryOut):
+    rank: int = Field(description="1 is the best match.")
+    score: float = Field(description="Higher is better. Semantic: cosine similarity; hybrid: fused rank score.")
+    ranks: dict[str, int] = Field(description="Rank in each index that found it (semantic, keyword).")
+
+
+class StoreOut(BaseModel):
+    id: str
+    path: str
+    duplicate: bool = Field(description="True: this content was already stored, and id is that memory's.")
+    content_hash: str
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    note: str | None = None
+
+
+class ListOut(BaseModel):
+    memories: list[MemoryOut]
+    next_cursor: str | None = Field(description="Pass it as cursor for the next page; null: this was the last.")
+
+
+class DeleteOut(BaseModel):
+    removed: list[str] = Field(description="Ids removed, or with dry_run the ids that would be.")
+    count: int
+    dry_run: bool
+
+
+class StatsOut(BaseModel):
+    memories: int
+    types: dict[str, int]
+    distinct_tags: int
+    content_bytes: int
+    invalid_files: int = Field(description="Files under data/memories/ that do not parse; `memfs validate` names them.")
+    vectors: int
+    model: str
+    last_reconcile: str | None
+    disk_bytes: dict[str, int]
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="ok, or starting while the owner's first reconcile runs.")
+    version: str
+    model_loaded: bool
+    owner_pid: int | None
+    owner_started_by: str | None
+    owner_idle_exit: float | None = Field(description="Seconds without requests after which the owner exits.")
+    index: dict[str, Any] | None = Field(description="Catalog, vector index and watcher state.")
+
+
+class BackupOut(BaseModel):
+    action: str
+    created: dict[str, Any] | None = Field(description="For create: archive path, name, size, md5 file.")
+    backups: list[dict[str, Any]] | None = Field(
+        description="For list and verify: name, created, size, checksum (ok / mismatch / missing / unverified).")
+    backup_dir: str | None = None
+
+
+def tool(server: MCPServer, annotations: ToolAnnotations):
+    """Register a tool, its docstring (dedented) as the description the model reads."""
+    def decorate(fn):
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+        return fn
+    return decorate
+
+
+def memory_out(m: Memory, path: str) -> MemoryOut:
+    d = m.to_dict()
+    return MemoryOut(id=m.id, content=m.content, tags=list(m.tags), type=m.type, metadata=m.metadata,
+                     created_at=d["created_at"], updated_at=d["updated_at"], content_hash=m.content_hash, path=path)
+
+
+# -- checks made before anything is sent --------------------------------------------------------------
+
+_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+_BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_content(content: str, metadata: dict | None = None) -> None:
+    if not content.strip():
+        raise ToolError("content is empty: give the text to remember")
+    if len(content) > MAX_CONTENT:
+        raise ToolError(f"content is {len(content)} characters; one memory holds at most {MAX_CONTENT}. "
+                        "Split it into several memories, or store a summary and where the full text lives")
+    size = len(json.dumps({"content": content, "metadata": metadata or {}}, ensure_ascii=False).encode())
+    if size > MAX_REQUEST_BYTES:
+        raise ToolError(f"content and metadata take {size} bytes as JSON; at most {MAX_REQUEST_BYTES} fit in "
+                        "one call. Split the content into several memories or trim the metadata")
+
+
+def check_ref(ref: str) -> str:
+    """An id or a content hash as given; refuse what neither can be (control characters, a page of text)."""
+    ref = ref.strip()
+    if not ref or len(ref) > 200 or _BAD_ID.search(ref):
+        raise ToolError(f"{ref[:60]!r} is not a memory id or content hash; memory_search or memory_list "
+                        "show the ids")
+    return ref
+
+
+def resolve(ops, ref: str):
+    """The MemoryRecord for an id, or for a content hash (what mcp-memory-service names memories by)."""
+    try:
+        return ops.get(ref)
+    except NotFoundError:
+        if not _HASH.match(ref):
+            raise NotFoundError(f"no memory with id {ref!r}; memory_search or memory_list show the ids") from None
+    return ops.find(content_hash=ref)
+
+
+def make_filters(tags: list[str] | None = None, match: str = "any", type: str | None = None,
+                 since: str | None = None, until: str | None = None) -> Filters:
+    try:
+        return Filters(tags=tuple(t.strip() for t in tags or () if t.strip()), match=match,  # type: ignore[arg-type]
+                       type=type or None, since=parse_time(since, "since") if since else None,
+                       until=parse_time(until, "until") if until else None)
+    except InvalidDocumentError as e:
+        raise ToolError(f"{e.reason}") from None
+
+
+# -- the server ---------------------------------------------------------------------------------------
+
+INSTRUCTIONS = """\
+Long-term memory that persists across sessions, kept as JSON files the user can read and edit.
+Store facts, decisions and preferences worth remembering with memory_store; before answering from
+prior context, look with memory_search (it finds paraphrases, not only the same words). Every memory
+has an id; memory_get, memory_update and memory_delete take it (or its content_hash)."""
+
+
+def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
+    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both."""
+    if tools not in TOOL_SETS:
+        raise ValueError(f"MEMFS_MCP_TOOLS must be one of {', '.join(TOOL_SETS)}, not {tools!r}")
+    server = MCPServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    if tools in ("native", "all"):
+        add_native_tools(server, gateway)
+    if tools in ("compat", "all"):
+        from .mcp_compat import add_compat_tools
+
+        add_compat_tools(server, gateway)
+    return server
+
+
+Tags = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_TAGS)]
+Since = Annotated[str | None, Field(description="Only memories created at or after this time (2025-01-31 or ISO-8601).")]
+Until = Annotated[str | None, Field(description="Only memories created before this time (2025-02-01 or ISO-8601).")]
+Match = Annotated[Literal["any", "all"], Field(description="With several tags: memories with any of them, or all.")]
+Ref = Annotated[str, Field(description="The memory's id (or its content_hash).", max_length=200)]
+
+
+def add_native_tools(server: MCPServer, gw: Gateway) -> None:
+    @tool(server, WRITE)
+    async def memory_store(
+        content: Annotated[str, Field(description="The text to remember, self-contained: say who/what it is about.")],
+        tags: Annotated[Tags, Field(description="Short labels to filter by later, e.g. [\"prefs\", \"ui\"].")] = [],
+        type: Annotated[str, Field(description="A kind: note, fact, decision, preference, todo…", max_length=100)] = "note",
+        metadata: Annotated[dict[str, Any], Field(description="Any JSON object kept with the memory.")] = {},
+    ) -> StoreOut:
+        """Remember something for later sessions: a fact, a decision, a preference, a lesson learned.
+
+        Use it when the user tells you something worth keeping or asks you to remember. Storing the same
+        content again does not make a copy: you get the existing memory's id with duplicate=true.
+        Returns the new memory's id (for memory_get / memory_update / memory_delete), the file it was
+        written to (under data/memories/), duplicate, and the content hash.
+        """
+        check_content(content, metadata)
+        r = await gw.run(lambda ops: ops.add(content, tags=tags, type=type, metadata=metadata))
+        return StoreOut(id=r.memory.id, path=r.path, duplicate=r.duplicate, content_hash=r.memory.content_hash)
+
+    @tool(server, READ)
+    async def memory_search(
+        query: Annotated[str, Field(description="What you are looking for, in your own words.", max_length=10_000)],
+        mode: Annotated[Literal["hybrid", "semantic", "keyword"],
+                        Field(description="hybrid (default): meaning and words; semantic: meaning only; "
+                                          "keyword: exact words, names, codes.")] = "hybrid",
+        k: Annotated[int, Field(description=f"How many results, 1 to {MAX_K}.", ge=1, le=MAX_K)] = 5,
+        tags: Annotated[Tags, Field(description="Only memories with these tags.")] = [],
+        match: Match = "any",
+        type: Annotated[str | None, Field(description="Only memories of this type.")] = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> SearchOut:
+        """Find stored memories relevant to a question or topic, best first.
+
+        Use it before answering anything that may depend on earlier sessions (preferences, decisions,
+        project facts). It matches meaning, so a paraphrase finds the memory. Filters (tags, type,
+        since/until) apply before ranking. Returns up to k hits, each the full memory with its rank and
+        score; an empty list when nothing matches.
+        """
+        filters = make_filters(tags, match, type, since, until)
+        if not query.strip():
+            raise ToolError("query is empty: say what to look for (memory_list lists memories without a query)")
+        result = await gw.run(lambda ops: ops.search(query, k=k, mode=mode, filters=filters))
+        hits = [HitOut(**memory_out(h.memory, h.path).model_dump(), rank=i, score=h.score, ranks=h.ranks)
+                for i, h in enumerate(result.hits, 1)]
+        return SearchOut(hits=hits, note=result.note)
+
+    @tool(server, READ)
+    async def memory_get(id: Ref) -> MemoryOut:
+        """Read one memory in full by its id (or content_hash), as its file holds it now.
+
+        Use it after a search or list when you need the whole memory, or to check one before updating it.
+        Returns the memory: id, content, tags, type, metadata, times, content_hash and its file's path.
+        """
+        ref = check_ref(id)
+        r = await gw.run(lambda ops: resolve(ops, ref))
+        return memory_out(r.memory, r.path)
+
+    @tool(server, READ)
+    async def memory_list(
+        tags: Annotated[Tags, Field(description="Only memories with these tags.")] = [],
+        match: Match = "any",
+        type: Annotated[str | None, Field(description="Only memories of this type.")] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Annotated[int, Field(description=f"Memories per page, 1 to {MAX_PAGE}.", ge=1, le=MAX_PAGE)] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+    ) -> ListOut:
+        """List memories, newest first, optionally filtered by tags, type and creation time.
+
+        Use it to browse or to review what is stored (e.g. every memory tagged "todo"); to find memories
+        about something, memory_search is better. Returns a page of memories and next_cursor (null on
+        the last page).
+        """
+        filters = make_filters(tags, match, type, since, until)
+        page = await gw.run(lambda ops: ops.list(filters, limit=limit, cursor=cursor))
+        return ListOut(memories=[memory_out(r.memory, r.path) for r in page.memories], next_cursor=page.next_cursor)
+
+    @tool(server, OVERWRITE)
+    async def memory_update(
+        id: Ref,
+        content: Annotated[str | None, Field(description="New content, replacing the old.")] = None,
+        add_tags: Annotated[Tags, Field(description="Tags to add.")] = [],
+        remove_tags: Annotated[Tags, Field(description="Tags to remove.")] = [],
+        type: Annotated[str | None, Field(description="New type.", max_length=100)] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(description="Keys to set; merged into the existing metadata.")] = None,
+    ) -> MemoryOut:
+        """Change a stored memory in place: its content, tags, type or metadata. The id stays the same.
+
+        Use it when a remembered fact changed (correct it rather than storing a contradicting memory).
+        Give only what changes. Returns the memory as it is now.
+        """
+        ref = check_ref(id)
+        if content is None and not add_tags and not remove_tags and type is None and not metadata:
+            raise ToolError("nothing to change: give content, add_tags, remove_tags, type or metadata")
+        if content is not None:
+            check_content(content, metadata)
+
+        def update(ops):
+            mem_id = resolve(ops, ref).memory.id
+            return ops.update(mem_id, content=content, add_tags=add_tags, remove_tags=remove_tags, type=type,
+                              metadata=metadata)
+        r = await gw.run(update)
+        return memory_out(r.memory, r.path)
+
+    @tool(server, DELETE)
+    async def memory_delete(
+        id: Annotated[str | None, Field(description="Delete this one memory (id or content_hash).", max_length=200)] = None,
+        tags: Annotated[Tags, Field(description="Or: delete the memories with these tags.")] = [],
+        match: Match = "any",
+        type: Annotated[str | None, Field(description="Or: … of this type.")] = None,
+        since: Since = None,
+        until: Until = None,
+        dry_run: Annotated[bool | None, Field(
+            description="Only say what would be deleted. Default: false for an id, TRUE for filters.")] = None,
+    ) -> DeleteOut:
+        """Delete a memory by id, or every memory matching filters (tags, type, since/until).
+
+        Deleting by filters is a dry run unless dry_run=false is given: call once to see which ids would
+        go, confirm with the user, then call again with dry_run=false. At most 1000 memories per call.
+        The memory's file is deleted; a backup (memory_backup) keeps an earlier copy. Returns the ids
+        removed (or that would be).
+        """
+        filtered = bool(tags) or type is not None or since is not None or until is not None
+        if (id is None) == (not filtered):
+            raise ToolError("give either id (one memory) or filters (tags, type, since, until), not both or neither")
+        if id is not None:
+            ref = check_ref(id)
+
+            def remove_one(ops):
+                mem_id = resolve(ops, ref).memory.id
+                if dry_run:
+                    return [mem_id]
+                return [ops.remove(mem_id).memory.id]
+            removed = await gw.run(remove_one)
+            return DeleteOut(removed=removed, count=len(removed), dry_run=bool(dry_run))
+        filters = make_filters(tags, match, type, since, until)
+        dry = True if dry_run is None else dry_run
+        r = await gw.run(lambda ops: ops.remove_matching(filters, dry_run=dry, limit=MAX_DELETE))
+        return DeleteOut(removed=r.removed, count=len(r.removed), dry_run=r.dry_run)
+
+    @tool(server, READ)
+    async def memory_stats() -> StatsOut:
+        """How much is stored: memories, types, distinct tags, bytes, invalid files, index sizes, disk use.
+
+        Use it to answer "how many memories do I have" or to check the store before a cleanup.
+        """
+        s = await gw.run(lambda ops: ops.stats())
+        return StatsOut(**{k: v for k, v in s.to_dict().items() if k in StatsOut.model_fields})
+
+    @tool(server, READ)
+    async def memory_health() -> HealthOut:
+        """Whether the store answers: its owner process, whether the model is loaded, index state.
+
+        Use it when other memory tools fail or seem slow. The first call starts the store's owner if
+        none runs (loading the model takes a few seconds).
+        """
+        def health(ops):
+            return ops.health(), ops.status()
+        h, s = await gw.run(health)
+        return HealthOut(status=h.status, version=h.version, model_loaded=h.model_loaded or s.model_loaded,
+                         owner_pid=s.pid, owner_started_by=s.started_by, owner_idle_exit=s.idle_exit, index=h.index)
+
+    @tool(server, WRITE)
+    async def memory_backup(
+        action: Annotated[Literal["create", "list", "verify"], Field(
+            description="create: a new backup archive; list: the backups; verify: list, checking each checksum.")],
+    ) -> BackupOut:
+        """Make a backup of the whole store, or list the backups (verify: and check their checksums).
+
+        Use create before a large cleanup or when the user asks. Backups are never deleted through MCP,
+        and restoring one is left to the user (`memfs`/`manage_data.py restore`): a model cannot roll the
+        store back. Returns the new archive, or the list of backups.
+        """
+        if action == "create":
+            r = await gw.run(lambda ops: ops.backup(prune=False))
+            return BackupOut(action=action, created=r.to_dict(), backups=None)
+        listing = await gw.run(lambda ops: ops.list_backups(verify=action == "verify"))
+        rows = [{k: v for k, v in b.to_dict().items() if k != "retention"} for b in listing.backups]
+        return BackupOut(action=action, created=None, backups=rows, backup_dir=listing.backup_dir)
+
+
+# -- `memfs mcp` ----------------------------------------------------------------------------------------
+
+
+def configure_logging(root: Path) -> None:
+    """Logs to stderr and data/logs/mcp.log; stdout carries the protocol and nothing else."""
+    import logging.handlers
+    import sys
+
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    logs = root / "data" / "logs"
+    if logs.is_dir():
+        try:
+            handlers.append(logging.handlers.RotatingFileHandler(logs / "mcp.log", maxBytes=5 << 20, backupCount=3))
+        except OSError as e:
+            print(f"memfs mcp: cannot write {logs / 'mcp.log'}: {e.strerror}", file=sys.stderr)
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s mcp[{os.getpid()}] %(name)s: %(message)s")
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.setLevel(logging.INFO)
+    # The SDK puts a rich handler on the root logger; ours go to our handlers only, once.
+    for name, level in (("memfs", logging.INFO), ("mcp", logging.WARNING)):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        for h in handlers:
+            logger.addHandler(h)
+
+
+def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None) -> None:
+    """`memfs mcp`: serve until the client closes stdin."""
+    configure_logging(root)
+    gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
+    server = build_server(gateway, tools)
+    log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
+    try:
+        server.run("stdio")
+    finally:
+        gateway.close()
