@@ -123,8 +123,3 @@ class Operations(Protocol):
         """Remove every memory passing `filters` (at least one filter; at most `limit` of them, else
         BadRequestError and nothing removed). With `dry_run` (the default) only say which would go."""
         ...
-
-
-def options(**kwargs: Any) -> dict:
-    """Keyword arguments without the ones left at None (what a remote call sends)."""
-    return {k: v for k, v in kwargs.items() if v is not None}
