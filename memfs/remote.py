@@ -266,6 +266,15 @@ class RemoteOperations:
     def kv_rm(self, key: str, *, namespace: str = "default") -> list[str]:
         return self.request("DELETE", _kv_path(namespace, key))["removed"]
 
+    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
+
+    def find(self, *, content_hash: str) -> MemoryRecord:
+        return MemoryRecord.from_dict(self.request("GET", "/find", query={"content_hash": content_hash}))
+
+    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
+        return RemoveResult.from_dict(self.request("POST", "/remove-matching", {
+            **filters.to_dict(), "dry_run": dry_run, "limit": limit}))
+
     def _stream(self, method: str, path: str, body: Any, out) -> tuple[int, Any]:
         """A request whose response body is copied to `out` as it arrives; its report is the
         X-Memfs-Report header."""
@@ -288,14 +297,6 @@ class RemoteOperations:
 def _kv_path(namespace: str, key: str) -> str:
     return f"/kv/{urllib.parse.quote(namespace, safe='')}/{urllib.parse.quote(key, safe='')}"
 
-    # -- lookups and bulk removal (issue #10) -------------------------------------------------------
-
-    def find(self, *, content_hash: str) -> MemoryRecord:
-        return MemoryRecord.from_dict(self.request("GET", "/find", query={"content_hash": content_hash}))
-
-    def remove_matching(self, filters: Filters, *, dry_run: bool = True, limit: int = 1000) -> RemoveResult:
-        return RemoveResult.from_dict(self.request("POST", "/remove-matching", {
-            **filters.to_dict(), "dry_run": dry_run, "limit": limit}))
 
 
 def _memory_path(mem_id: str) -> str:
