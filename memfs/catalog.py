@@ -216,17 +216,22 @@ class Catalog:
 
         Trigger: a row written before a rule existed (#15: a PATCH stored type " "). Why: one bad row
         failed every list page and search that included it. Outcome: the rest are served; the file is
-        listed as invalid (/health, reindex) until fixed by hand or deleted.
+        listed as invalid (/health) and its row marked stale, so the next reconcile reads the file
+        again: a good file heals the row, a bad one is reported with its own reason.
         """
-        out = []
+        out, stale = [], []
         for row in rows:
             try:
                 out.append(self._entry(row))
             except (InvalidDocumentError, ValueError) as e:
                 reason = getattr(e, "reason", None) or str(e)
                 log.warning("skipping memory %r (%s): its indexed version no longer reads: %s", row[0], row[1], reason)
-                self.set_invalid(row[1], FileState(*row[3:6]), f"indexed version of {row[0]!r} no longer reads "
-                                                                f"({reason}); fix the file or delete the memory")
+                stale.append((row[0], row[1], reason))
+        for mem_id, path, reason in stale:
+            with self._lock:
+                self.db.execute("UPDATE docs SET size = -1 WHERE id = ?", (mem_id,))
+            self.set_invalid(path, FileState(-1, -1, -1), f"indexed version of {mem_id!r} no longer reads "
+                                                          f"({reason}); fix the file or delete the memory")
         return out
 
     def get(self, mem_id: str) -> Entry | None:

@@ -315,7 +315,10 @@ class LocalOperations:
         path = Path(archive)
         if not path.is_absolute() and not path.exists():
             path = directory / archive
-        b = BackupFile.parse(path)
+        try:
+            b = BackupFile.parse(path)
+        except ValueError:  # a backup-like name with an impossible date (#15): no such backup
+            b = None
         if b is None or not path.is_file():
             raise NotFoundError(f"{archive}: not a backup file (expected memory_backup_YYYYMMDD_HHMMSS.tar.gz or "
                                 ".tar.zst); `manage_data.py list` shows what there is")

@@ -233,9 +233,17 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
         return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail),
                       close=e.status_code == 413)
 
+    roots = sorted({str(ops.layout.root), str(ops.layout.root.resolve())}, key=len, reverse=True)
+
+    def relative(message: str) -> str:
+        """No absolute path of the store in a response (#15): the messages name files from its root."""
+        for r in roots:
+            message = message.replace(r + "/", "").replace(r, ".")
+        return message
+
     @app.exception_handler(MemfsError)
     async def on_memfs_error(request, e: MemfsError):
-        return _error(e.http_status, e.code, str(e))
+        return _error(e.http_status, e.code, relative(str(e)))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request, e: Exception):
