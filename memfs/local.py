@@ -147,7 +147,11 @@ class LocalOperations:
         inputs.check_lookup(mem_id)
         with self.owner.using() as store:
             entry = _readable(store, mem_id)
-            return MemoryRecord(store.get(mem_id), entry.path)
+            try:
+                return MemoryRecord(store.get(mem_id), entry.path)
+            except InvalidDocumentError as e:  # the file broke since: serve what list and search serve
+                return MemoryRecord(entry.memory, entry.path, f"the file no longer reads ({e.reason}); this is "
+                                                              "its last good version: fix the file by hand")
 
     @_translated
     def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,

@@ -713,3 +713,14 @@ def test_property_random_hostile_sequences(server):
     assert {201, 422} <= set(HostileClient.seen), sorted(set(HostileClient.seen))
     print(f"{len(HostileClient.seen)} requests: " + ", ".join(
         f"{s}×{HostileClient.seen.count(s)}" for s in sorted(set(HostileClient.seen))))
+
+
+def test_a_file_broken_by_hand_still_reads_as_its_last_good_version(ops):
+    added = ops.add("a memory whose file a person will break")
+    file = ops.layout.memories / added.path
+    file.write_text(json.dumps({"content": "broken", "type": " "}))
+    got = ops.get(added.memory.id)
+    assert got.memory.content == "a memory whose file a person will break" and "no longer reads" in got.warning
+    assert added.memory.id in [r.memory.id for r in ops.list(limit=1000).memories]
+    ops.remove(added.memory.id)
+    assert not file.exists()
