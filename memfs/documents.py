@@ -193,7 +193,7 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime) -> Memory:
     if not isinstance(mem_type, str) or not mem_type.strip():
         raise InvalidDocumentError("'type' must be a non-empty string")
     inputs.check_text(mem_type.strip(), "type", inputs.MAX_TYPE_CHARS)
-    if not mem_type.strip().isprintable():
+    if inputs.has_control(mem_type.strip()):
         raise InvalidDocumentError("'type' holds a control character")
     created = parse_time(doc["created_at"], "created_at") if "created_at" in doc else default_time
     updated = parse_time(doc["updated_at"], "updated_at") if "updated_at" in doc else created

@@ -29,6 +29,7 @@ Infinity: memory files are strict JSON). The hand-dropped *file* size limit is m
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -80,9 +81,17 @@ def check_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
         raise InvalidDocumentError(f"{len(tags)} tags; a memory may have at most {MAX_TAGS}")
     for t in tags:
         check_text(t, "tag", MAX_TAG_CHARS)
-        if not t.isprintable():
+        if has_control(t):
             raise InvalidDocumentError(f"tag {t[:40]!r} holds a control character")
     return tags
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def has_control(text: str) -> bool:
+    """C0/C1 control characters (newline, NUL, …): never part of a tag or a type."""
+    return _CONTROL.search(text) is not None
 
 
 def check_json(value: Any, name: str, *, max_bytes: int | None = None) -> None:
