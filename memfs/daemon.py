@@ -90,11 +90,12 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             server.should_exit = True
 
     app = create_app(ops, token=token, on_stop=stop)
-    # h11, not httptools: httptools has no limit on header size (#15: a 20 MB header blocked the event
-    # loop ~0.5 s). The protocol class adds the header-read timeout uvicorn 0.54 lacks.
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30,
-                            http=header_timeout_protocol(), h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                            timeout_keep_alive=HEADER_TIMEOUT_SECONDS)
+    # On TCP, h11 rather than httptools: httptools has no limit on header size (#15: a 20 MB header
+    # blocked the event loop ~0.5 s), and the protocol class adds the header-read timeout uvicorn 0.54
+    # lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults.
+    hardening = {} if tcp is None else dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
+                                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30, **hardening)
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
     # a no-op one lets the `finally` below drain and release cleanly.
@@ -171,8 +172,9 @@ def header_timeout_protocol():
     class HeaderTimeoutH11(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
+            if not isinstance(transport.get_extra_info("sockname"), str):  # TCP; a Unix socket's is a path
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
 
         def data_received(self, data: bytes) -> None:
             # No _unset_keepalive_if_required() here: handle_events cancels the timer on a complete request.
