@@ -7,6 +7,7 @@ table, an FTS5 keyword index over the content, the files found invalid, and the 
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sqlite3
@@ -21,8 +22,11 @@ import numpy as np
 import orjson
 
 from .documents import Memory, from_dict, parse_time
+from .errors import InvalidDocumentError
 from .filestore import FileState
 from .query import Filters, QueryPlan, Term, analyze
+
+log = logging.getLogger("memfs.catalog")
 
 SCHEMA_VERSION = 3
 
@@ -292,6 +296,29 @@ class Catalog:
         m = from_dict(doc, default_id=mem_id, default_time=datetime.now(timezone.utc), check_limits=False)
         return Entry(m, path, h, FileState(size, mtime_ns, ino, ctime_ns))
 
+    def _entries(self, rows: list) -> list[Entry]:
+        """Entries for rows, skipping any that no longer parse, each reported as an invalid file.
+
+        Trigger: a row written before a rule existed (#15: a PATCH stored type " "). Why: one bad row
+        failed every list page and search that included it. Outcome: the rest are served; the file is
+        listed as invalid (/health) and its row marked stale, so the next reconcile reads the file
+        again: a good file heals the row, a bad one is reported with its own reason.
+        """
+        out, stale = [], []
+        for row in rows:
+            try:
+                out.append(self._entry(row))
+            except (InvalidDocumentError, ValueError) as e:
+                reason = getattr(e, "reason", None) or str(e)
+                log.warning("skipping memory %r (%s): its indexed version no longer reads: %s", row[0], row[1], reason)
+                stale.append((row[0], row[1], reason))
+        for mem_id, path, reason in stale:
+            with self._lock:
+                self.db.execute("UPDATE docs SET size = -1 WHERE id = ?", (mem_id,))
+            self.set_invalid(path, FileState(-1, -1, -1), f"indexed version of {mem_id!r} no longer reads "
+                                                          f"({reason}); fix the file or delete the memory")
+        return out
+
     def get(self, mem_id: str) -> Entry | None:
         row = self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id = ?", (mem_id,)).fetchone()
         return self._entry(row) if row else None
@@ -300,8 +327,9 @@ class Catalog:
         found: dict[str, Entry] = {}
         for chunk in _chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id IN ({marks})", chunk):
-                found[row[0]] = self._entry(row)
+            rows = self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id IN ({marks})", chunk).fetchall()
+            for e in self._entries(rows):
+                found[e.memory.id] = e
         return found
 
     def id_for_hash(self, h: str) -> str | None:
@@ -363,7 +391,7 @@ class Catalog:
         where, args = self._where(f)
         cols = ", ".join(f"d.{c.strip()}" for c in self._COLUMNS.split(","))
         sql = f"SELECT {cols} FROM docs d WHERE {where} ORDER BY d.created_ts DESC, d.id LIMIT ? OFFSET ?"
-        return [self._entry(r) for r in self.db.execute(sql, args + [-1 if limit is None else limit, offset])]
+        return self._entries(self.db.execute(sql, args + [-1 if limit is None else limit, offset]).fetchall())
 
     def keyword(self, query: "str | QueryPlan", f: Filters, limit: int) -> list[str]:
         """Ids ranked by BM25 over the content, filters applied inside the query, best first."""
@@ -433,8 +461,8 @@ class Catalog:
 
     def unsynced(self) -> list[Entry]:
         """Rows whose vector-index record is missing or out of date."""
-        return [self._entry(r) for r in self.db.execute(
-            f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp")]
+        return self._entries(self.db.execute(
+            f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
 
     def unsynced_among(self, ids: list[str]) -> list[Entry]:
         """unsynced(), for just these ids."""

@@ -18,7 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import BadRequestError
 from .filestore import Layout
+from .inputs import HEADER_TIMEOUT_SECONDS, MAX_HEADER_BYTES, MIN_TOKEN_CHARS
 from .owner import Owner, socket_path
 
 log = logging.getLogger("memfs.daemon")
@@ -67,6 +69,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     from .local import LocalOperations
     from .server import create_app
 
+    check_exposure(host, token)
     url = f"http://{host}:{port}" if host is not None else None
     sock_path = socket_path(layout)
     owner = Owner(layout, started_by=started_by, polling=polling, reconcile_every=reconcile_every, url=url,
@@ -92,7 +95,12 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     app = create_app(ops, token=token, on_stop=stop)
     if extended is not None:
         app = _with_extended_memory_api(app, owner, ops, extended.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30)
+    # On TCP, h11 rather than httptools: httptools has no limit on header size (#15: a 20 MB header
+    # blocked the event loop ~0.5 s), and the protocol class adds the header-read timeout uvicorn 0.54
+    # lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults.
+    hardening = {} if tcp is None and extended is None else dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
+                                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30, **hardening)
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
     # a no-op one lets the `finally` below drain and release cleanly.
@@ -155,3 +163,48 @@ def _idle_watch(owner: Owner, idle_exit: float, stop) -> None:
             log.info("no requests for %.0f s: exiting (started on demand)", idle_exit)
             stop()
             return
+
+
+def check_exposure(host: str | None, token: str | None) -> None:
+    """Refuse a guessable token; warn when the API is open to the network without one (--insecure)."""
+    if host is None:
+        return  # the Unix socket only: its 0600 mode is the authentication
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise BadRequestError(f"MEMFS_API_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                              "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    if token is None and not _is_loopback(host):
+        log.warning("serving %s without a token (--insecure): anyone who can reach this port can read, change "
+                    "and delete every memory; set MEMFS_API_TOKEN", host)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def header_timeout_protocol():
+    """uvicorn's h11 protocol, closing a connection whose request headers are not all in within
+    HEADER_TIMEOUT_SECONDS of connecting or of the previous response (#15: slow-header connections
+    were never closed, 0 of 50 after 60 s). uvicorn arms its keep-alive timer only after a response and
+    cancels it on any byte; here it is armed on connect too and cancelled only by complete headers."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if not isinstance(transport.get_extra_info("sockname"), str):  # TCP; a Unix socket's is a path
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
+
+        def data_received(self, data: bytes) -> None:
+            # No _unset_keepalive_if_required() here: handle_events cancels the timer on a complete request.
+            self.conn.receive_data(data)
+            self.handle_events()
+
+    return HeaderTimeoutH11

@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
+from . import inputs
 from .errors import InvalidDocumentError, UnsupportedFormatError
-from .limits import MAX_CONTENT_CHARS, MAX_FILE_BYTES
+from .limits import MAX_FILE_BYTES
 
 FORMAT_NAME = "memfs.memory"
 FORMAT_VERSION = 1
@@ -112,8 +113,21 @@ class Memory:
         return doc
 
     def to_bytes(self) -> bytes:
-        """Pretty-printed JSON so a person can edit the file by hand."""
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+        """Pretty-printed JSON so a person can edit the file by hand.
+
+        Every write goes through here, and is read back by the parser that reads files: a PATCH
+        that wrote a file this parser refused broke list, search and delete for everyone (#15).
+        Raises InvalidDocumentError, before anything is written, for a document that would not read.
+        """
+        # orjson writes NaN and Infinity as null: refuse them rather than store something else.
+        inputs.check_json(self.metadata, "metadata")
+        inputs.check_json(self.extra, "(unknown fields)")
+        try:
+            data = orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+        except orjson.JSONEncodeError as e:
+            raise InvalidDocumentError(f"cannot be stored as JSON: {e}") from None
+        from_bytes(data, default_id=self.id, default_time=self.created_at)
+        return data
 
 
 def _check_format(value: Any) -> None:
@@ -132,7 +146,7 @@ def _check_format(value: Any) -> None:
 def _tags(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise InvalidDocumentError("'tags' must be a list of strings, e.g. [\"ui\", \"prefs\"]")
-    return normalize_tags(value)
+    return inputs.check_tags(normalize_tags(value))
 
 
 def normalize_tags(tags: Any) -> tuple[str, ...]:
@@ -147,8 +161,8 @@ def normalize_tags(tags: Any) -> tuple[str, ...]:
 
 def _optional_str(doc: dict, name: str) -> str | None:
     value = doc.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidDocumentError(f"'{name}' must be a string")
+    if value is not None:
+        inputs.check_text(value, name, inputs.MAX_FIELD_CHARS)
     return value
 
 
@@ -169,19 +183,24 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime, check_limits
         raise InvalidDocumentError("missing 'content' (a memory needs at least {\"content\": \"…\"})")
     if not content.strip():
         raise InvalidDocumentError("'content' is empty")
-    if len(content) > MAX_CONTENT_CHARS and check_limits:
-        raise InvalidDocumentError(
-            f"'content' is {len(content):,} characters, over the limit of {MAX_CONTENT_CHARS:,} "
-            "(memfs.limits.MAX_CONTENT_CHARS); split it into several memories")
+    if check_limits:
+        # The limits (memfs.inputs) hold here, where files are read, so no way in can write what this
+        # refuses; rows the catalog already holds were checked when they came in.
+        inputs.check_text(content, "content", inputs.MAX_CONTENT_CHARS)
     mem_id = doc.get("id", default_id)
     if not isinstance(mem_id, str) or not mem_id or _BAD_ID.search(mem_id):
-        raise InvalidDocumentError(f"'id' must be a non-empty string without control characters, got {mem_id!r}")
+        raise InvalidDocumentError(f"'id' must be a non-empty string without control characters, got {mem_id!r:.80}")
+    inputs.check_text(mem_id, "id", inputs.MAX_ID_CHARS)
     metadata = doc.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidDocumentError("'metadata' must be a JSON object")
+    inputs.check_json(metadata, "metadata", max_bytes=inputs.MAX_METADATA_BYTES)
     mem_type = doc.get("type", DEFAULT_TYPE)
     if not isinstance(mem_type, str) or not mem_type.strip():
         raise InvalidDocumentError("'type' must be a non-empty string")
+    inputs.check_text(mem_type.strip(), "type", inputs.MAX_TYPE_CHARS)
+    if inputs.has_control(mem_type.strip()):
+        raise InvalidDocumentError("'type' holds a control character")
     created = parse_time(doc["created_at"], "created_at") if "created_at" in doc else default_time
     updated = parse_time(doc["updated_at"], "updated_at") if "updated_at" in doc else created
     expires = doc.get("expires_at")
@@ -198,7 +217,7 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime, check_limits
         expires_at=parse_time(expires, "expires_at") if expires is not None else None,
         source=_optional_str(doc, "source"),
         # content_hash is derived, never trusted from the file, so it is dropped rather than kept.
-        extra={k: v for k, v in doc.items() if k not in _KNOWN},
+        extra=_extra(doc),
     )
 
 
@@ -211,6 +230,13 @@ def check_file_size(size: int) -> None:
         raise InvalidDocumentError(
             f"the file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for a memory file "
             "(memfs.limits.MAX_FILE_BYTES); split it into several memories")
+
+
+def _extra(doc: dict) -> dict[str, Any]:
+    extra = {k: v for k, v in doc.items() if k not in _KNOWN}
+    if extra:  # carried along and written back, so held to the same rules as metadata
+        inputs.check_json(extra, "(unknown fields)", max_bytes=inputs.MAX_METADATA_BYTES)
+    return extra
 
 
 def from_bytes(data: bytes, *, default_id: str, default_time: datetime) -> Memory:

@@ -120,6 +120,15 @@ def scan(memories: Path, temps: list[tuple[str, float]] | None = None) -> dict[s
             entries = list(os.scandir(directory))
         except FileNotFoundError:
             continue  # removed while we walked: its files are gone, which is what we report
+        except PermissionError:
+            if directory == memories:
+                raise
+            # Trigger: a folder this user may not list (chmod 000). Why: it failed every reconcile, so
+            # the owner never became ready and /reindex, /validate gave 500 (#15). Outcome: it stands as
+            # one entry, "<folder>/*.json", whose read fails with "Permission denied": reported like an
+            # unreadable file, and everything else is served.
+            found[f"{prefix}*{MEMORY_SUFFIX}"] = FileState.of(os.stat(directory))
+            continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if not entry.name.startswith("."):

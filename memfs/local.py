@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from . import __version__
+from . import __version__, inputs
 from .admin import AdminOperations, translated
 from .transfer import TransferOperations
-from .errors import BadRequestError, NotFoundError, io_error
-from .filestore import Layout
+from .documents import Memory
+from .errors import BadRequestError, InvalidDocumentError, NotFoundError, io_error
+from .filestore import Layout, fsync_dir
 from .ops import Progress
 from .owner import Owner
 from .query import Filters, Mode
@@ -35,6 +36,48 @@ def parse_cursor(cursor: str | None) -> int:
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 12:
         raise BadRequestError(f"cursor {cursor[:40]!r} is not one this store gave out; start again without it")
     return int(cursor)
+
+
+def _strings(values: Iterable[str], name: str) -> list[str]:
+    """A list of strings (tags), or BadRequestError: a bare string would be taken letter by letter."""
+    if isinstance(values, str):
+        raise BadRequestError(f"{name} must be a list of strings, not one string")
+    values = list(values)
+    if not all(isinstance(v, str) for v in values):
+        raise BadRequestError(f"{name} must be a list of strings")
+    return values
+
+
+def _check_filters(f: Filters) -> None:
+    """Filter values are bound into SQL: they must be strings SQLite can take (no lone surrogates)."""
+    for t in f.tags:
+        inputs.check_lookup(t, "tag")
+    if f.type is not None:
+        inputs.check_lookup(f.type, "type")
+
+
+def _readable(store, mem_id: str):
+    """The catalog entry for `mem_id`; a row that no longer parses says which file and what to do."""
+    try:
+        return store._entry(mem_id)
+    except InvalidDocumentError as e:
+        path = store.catalog.path_for_id(mem_id)
+        raise InvalidDocumentError(f"its indexed version no longer reads ({e.reason}); fix the file by hand "
+                                   "or delete the memory", path) from None
+
+
+def _remove_unreadable(store, mem_id: str, path: str) -> Memory:
+    """Delete a memory whose catalog row cannot be parsed: file, row, vector (memfs.store.remove's steps)."""
+    with store._mutex:
+        row = store.catalog.db.execute("SELECT content FROM docs WHERE id = ?", (mem_id,)).fetchone()
+        file = store.layout.memories / path
+        file.unlink(missing_ok=True)
+        fsync_dir(file.parent)
+        with store.catalog.transaction():
+            store.catalog.remove([mem_id])
+        store.vectors.delete([mem_id])
+    content = (row[0] if row and isinstance(row[0], str) else "")[:inputs.MAX_CONTENT_CHARS]
+    return Memory(id=mem_id, content=content if inputs.is_unicode(content) and content.strip() else "(unreadable)")
 
 
 class LocalOperations(AdminOperations, TransferOperations):
@@ -71,34 +114,58 @@ class LocalOperations(AdminOperations, TransferOperations):
     @translated
     def add(self, content: str, *, tags: Iterable[str] = (), type: str = "note", metadata: dict | None = None,
             allow_duplicate: bool = False) -> AddResult:
+        # The document's own rules and limits (memfs.inputs) are checked by documents.from_dict.
         with self.owner.using() as store:
-            return store.add(content, tags=tags, type=type, metadata=metadata, allow_duplicate=allow_duplicate)
+            return store.add(content, tags=_strings(tags, "tags"), type=type, metadata=metadata,
+                             allow_duplicate=allow_duplicate)
 
     @translated
     def get(self, mem_id: str) -> MemoryRecord:
+        inputs.check_lookup(mem_id)
         with self.owner.using() as store:
-            return store.record(mem_id)
+            _readable(store, mem_id)
+            return store.record(mem_id)  # the last good version, with a warning, while the file is invalid
 
     @translated
     def update(self, mem_id: str, *, content: str | None = None, tags: Iterable[str] | None = None,
                add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (), type: str | None = None,
                metadata: dict | None = None) -> MemoryRecord:
+        inputs.check_lookup(mem_id)
+        if type is not None:  # stored as given: a blank type would write a file no reader takes (#15)
+            if not isinstance(type, str) or not type.strip():
+                raise InvalidDocumentError("'type' must be a non-empty string")
+            type = type.strip()
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidDocumentError("'metadata' must be a JSON object")
         with self.owner.using() as store:
-            m = store.update(mem_id, content=content, tags=tags, add_tags=add_tags, remove_tags=remove_tags,
+            _readable(store, mem_id)
+            # Store.update writes through Memory.to_bytes, which reads the result back with the file
+            # parser: whatever the merge produced, a file no reader takes is refused, not written.
+            m = store.update(mem_id, content=content, tags=None if tags is None else _strings(tags, "tags"),
+                             add_tags=_strings(add_tags, "add_tags"), remove_tags=_strings(remove_tags, "remove_tags"),
                              type=type, metadata=metadata)
             return MemoryRecord(m, store.catalog.path_for_id(m.id) or "")
 
     @translated
     def remove(self, mem_id: str) -> MemoryRecord:
+        inputs.check_lookup(mem_id)
         with self.owner.using() as store:
             path = store.catalog.path_for_id(mem_id)
-            return MemoryRecord(store.remove(mem_id), path or "")
+            try:
+                return MemoryRecord(store.remove(mem_id), path or "")
+            except InvalidDocumentError:
+                if path is None:
+                    raise
+                # Trigger: the catalog row no longer parses (written before #15's rules, or by hand).
+                # Why: any memory can always be deleted. Outcome: file, row and vector go unread.
+                return MemoryRecord(_remove_unreadable(store, mem_id, path), path)
 
     @translated
     def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage:
         if limit < 1:
             raise BadRequestError("limit must be at least 1")
         offset = parse_cursor(cursor)
+        _check_filters(filters)
         with self.owner.using() as store:
             entries = store.list(filters, limit=limit + 1, offset=offset)
         more = len(entries) > limit
@@ -110,8 +177,10 @@ class LocalOperations(AdminOperations, TransferOperations):
                min_score: float | None = None) -> SearchResult:
         """The k best hits; with `min_score` None, nothing (and a note saying so) when none is a good
         match; with a `min_score` (0–1), only hits scoring at least that."""
-        if not 1 <= k <= MAX_K:
-            raise BadRequestError(f"k must be between 1 and {MAX_K}, not {k}")
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise BadRequestError(f"k must be between 1 and {MAX_K}, not {str(k)[:30]}")
+        inputs.check_query(query)
+        _check_filters(filters)
         if not query.strip():
             raise BadRequestError("the query is empty; say what to look for")
         if mode not in ("semantic", "keyword", "hybrid"):

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .errors import InternalError, MemfsError
+from .inputs import MAX_REQUEST_BODY_BYTES
 from .local import LocalOperations
 from .ops import Retention
 from .query import Filters
@@ -32,8 +33,7 @@ from .timeparse import parse_when
 
 log = logging.getLogger("memfs.server")
 
-MAX_BODY = 1 << 20  # bytes; a memory is text, not a file store
-MAX_CONTENT = 256 * 1024  # characters
+MAX_BODY = MAX_REQUEST_BODY_BYTES  # the name tests and benches know
 
 
 class ApiError(Exception):
@@ -41,8 +41,11 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str, close: bool = False) -> JSONResponse:
+    # `Connection: close` on a refusal whose body was not read: the server drops the connection
+    # instead of reading (and discarding) the rest of, say, a 100 MB upload.
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers={"connection": "close"} if close else None)
 
 
 class OrjsonResponse(JSONResponse):
@@ -52,27 +55,27 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-# Field types are checked here; what a value may be (empty content, k's range) is the operations'
-# business, so every way in refuses it with the same error (memfs.errors) and the same message.
+# Field types are checked here; what a value may be (empty content, lengths, NaN, nesting: the limits
+# in memfs.inputs) is the operations' business, so every way in refuses it with the same error.
 class MemoryIn(BaseModel):
-    content: str = Field(max_length=MAX_CONTENT)
-    tags: list[str] = Field(default_factory=list, max_length=100)
-    type: str = Field(default="note", min_length=1, max_length=100)
+    content: str
+    tags: list[str] = Field(default_factory=list)
+    type: str = "note"
     metadata: dict[str, Any] = Field(default_factory=dict)
     allow_duplicate: bool = False
 
 
 class MemoryPatch(BaseModel):
-    content: str | None = Field(default=None, max_length=MAX_CONTENT)
-    tags: list[str] | None = Field(default=None, max_length=100)
-    add_tags: list[str] = Field(default_factory=list, max_length=100)
-    remove_tags: list[str] = Field(default_factory=list, max_length=100)
-    type: str | None = Field(default=None, min_length=1, max_length=100)
+    content: str | None = None
+    tags: list[str] | None = None
+    add_tags: list[str] = Field(default_factory=list)
+    remove_tags: list[str] = Field(default_factory=list)
+    type: str | None = None
     metadata: dict[str, Any] | None = None
 
 
 class FiltersIn(BaseModel):
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[str] = Field(default_factory=list)
     match: Literal["any", "all"] = "any"
     type: str | None = None
     since: str | None = Field(default=None, max_length=100)  # ISO-8601, or 7d, yesterday, last week…
@@ -89,7 +92,7 @@ def _filters(tags, match, type, since: str | None, until: str | None) -> Filters
 
 
 class SearchIn(FiltersIn):
-    query: str = Field(max_length=10_000)
+    query: str
     k: int = 5
     mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
     min_score: float | None = None
@@ -160,9 +163,72 @@ class ValidateIn(BaseModel):
     identity_file: str | None = None
 
 
-def _on_unix_socket(request: Request) -> bool:
-    server = request.scope.get("server")
+def _on_unix_socket(scope) -> bool:
+    server = scope.get("server")
     return server is None or server[1] is None
+
+
+def bearer_ok(scope, token: str | None) -> bool:
+    """The request may act: no token is set, it came over the Unix socket (0600: the file's permissions
+    are the authentication), or it carries `Authorization: Bearer <token>` (the scheme in any case)."""
+    if token is None or _on_unix_socket(scope):
+        return True
+    given = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            given = value
+    scheme, _, credentials = given.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token.encode())
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` once more than MAX_BODY bytes have come; FastAPI passes HTTP exceptions on."""
+
+    def __init__(self):
+        super().__init__(413, f"request body over {MAX_BODY} bytes")
+
+
+class Guard:
+    """ASGI middleware in front of every route (#15): the token is checked before a byte of the body is
+    read, and the body limit holds on the bytes actually received, chunked or not, while they come.
+
+    It also keeps the owner's idle clock: requests in flight, and when the last one ended.
+    """
+
+    def __init__(self, app, *, token: str | None, owner):
+        self.app, self.token, self.owner = app, token, owner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        # /docs, /redoc and /openapi.json too: README promises the token on every route but /health.
+        if path != "/health" and not bearer_ok(scope, self.token):
+            return await _error(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)",
+                                close=True)(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return await _error(413, "too_large", f"request body over {MAX_BODY} bytes", close=True)(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY:
+                    raise BodyTooLarge()
+            return message
+
+        quiet = path in ("/health", "/owner")  # polling them does not keep an owner alive
+        if not quiet:
+            self.owner.in_flight += 1
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            if not quiet:
+                self.owner.in_flight -= 1
+                self.owner.last_activity = time.monotonic()
 
 
 def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) -> FastAPI:
@@ -172,45 +238,21 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     owner.in_flight = 0
     app = FastAPI(title="memfs", version=__version__, default_response_class=OrjsonResponse,
                   description="Memories as JSON files, with semantic and keyword search.")
-
-    def authorized(request: Request) -> bool:
-        if token is None or _on_unix_socket(request):
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
-    def auth(request: Request) -> None:
-        if not authorized(request):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)")
+    app.add_middleware(Guard, token=token, owner=owner)
 
     def ready() -> None:
         if not owner.ready:
             raise ApiError(503, "not_ready", "the startup reconcile is still running; try again shortly")
 
-    guarded = [Depends(auth), Depends(ready)]
+    guarded = [Depends(ready)]  # the token: Guard, before the body is read
 
     def local_path(request: Request, value: str | None) -> str | None:
         """A path on the owner's machine (another backup directory, an archive by path) is taken only
         over the Unix socket, from a local user; over TCP, backups are named within backups/."""
-        if value is not None and not _on_unix_socket(request):
+        if value is not None and not _on_unix_socket(request.scope):
             raise ApiError(422, "bad_request", "paths on the server are accepted only over its Unix socket; "
                                                "name a backup in its backups/ directory instead")
         return value
-
-    @app.middleware("http")
-    async def track(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return _error(413, "too_large", f"request body over {MAX_BODY} bytes")
-        quiet = request.url.path in ("/health", "/owner")  # polling them does not keep an owner alive
-        if not quiet:
-            owner.in_flight += 1
-        try:
-            return await call_next(request)
-        finally:
-            if not quiet:
-                owner.in_flight -= 1
-                owner.last_activity = time.monotonic()
 
     @app.exception_handler(ApiError)
     async def on_api_error(request, e: ApiError):
@@ -224,12 +266,21 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request, e: StarletteHTTPException):
-        codes = {404: "no_route", 405: "method_not_allowed"}
-        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+        codes = {404: "no_route", 405: "method_not_allowed", 413: "too_large"}
+        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail),
+                      close=e.status_code == 413)
+
+    roots = sorted({str(ops.layout.root), str(ops.layout.root.resolve())}, key=len, reverse=True)
+
+    def relative(message: str) -> str:
+        """No absolute path of the store in a response (#15): the messages name files from its root."""
+        for r in roots:
+            message = message.replace(r + "/", "").replace(r, ".")
+        return message
 
     @app.exception_handler(MemfsError)
     async def on_memfs_error(request, e: MemfsError):
-        return _error(e.http_status, e.code, str(e))
+        return _error(e.http_status, e.code, relative(str(e)))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request, e: Exception):
@@ -239,7 +290,7 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
                             f"details under error id {error_id}")
         return _error(err.http_status, err.code, str(err))
 
-    @app.get("/", dependencies=[Depends(auth)])
+    @app.get("/")
     def index() -> dict:
         return {"service": "memfs", "version": __version__,
                 "links": {"health": "/health", "docs": "/docs", "openapi": "/openapi.json",
@@ -247,14 +298,14 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.get("/health")
     def health(request: Request):
-        h = ops.health(details=authorized(request))
+        h = ops.health(details=bearer_ok(request.scope, token))
         return OrjsonResponse(h.to_dict(), status_code=200 if h.status == "ok" else 503)
 
-    @app.get("/owner", dependencies=[Depends(auth)])
+    @app.get("/owner")
     def status():
         return ops.status().to_dict()
 
-    @app.post("/owner/stop", status_code=202, dependencies=[Depends(auth)])
+    @app.post("/owner/stop", status_code=202)
     def stop():
         if on_stop is None:
             raise ApiError(409, "busy", "this owner cannot be stopped through the API")

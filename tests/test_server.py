@@ -212,13 +212,13 @@ def test_backup_during_writes_restores_with_matching_embeddings(server, tmp_path
 
 
 def test_auth(root):
-    s = Server(root, env={"MEMFS_API_TOKEN": "s3cret"})
+    s = Server(root, env={"MEMFS_API_TOKEN": "s3cret-s3cret-s3cret"})
     try:
         assert call(s.url + "/health")[0] == 200
         code, err = call(s.url + "/stats")
         assert code == 401 and err["error"]["code"] == "unauthorized"
         assert call(s.url + "/stats", token="wrong")[0] == 401
-        assert call(s.url + "/stats", token="s3cret")[0] == 200
+        assert call(s.url + "/stats", token="s3cret-s3cret-s3cret")[0] == 200
         r = memfs_cli("list", "--json", env=s.env)  # the CLI passes the token from MEMFS_API_TOKEN
         assert r.returncode == 0, r.stderr
     finally:
