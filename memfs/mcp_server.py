@@ -174,7 +174,8 @@ class BackupOut(BaseModel):
     action: str
     created: dict[str, Any] | None = Field(description="For create: archive path, name, size, md5 file.")
     backups: list[dict[str, Any]] | None = Field(
-        description="For list and verify: name, created, size, checksum (ok / mismatch / missing / unverified).")
+        description="For list and verify: name, created, size, status (verify: ok = restorable, read whole "
+                    "and checked; mismatch / corrupt / missing / newer format = not restorable; list: unverified).")
     backup_dir: str | None = None
 
 
@@ -435,7 +436,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
     @tool(server, WRITE)
     async def memory_backup(
         action: Annotated[Literal["create", "list", "verify"], Field(
-            description="create: a new backup archive; list: the backups; verify: list, checking each checksum.")],
+            description="create: a new backup archive; list: the backups; verify: list, reading each backup whole to prove it restorable.")],
     ) -> BackupOut:
         """Make a backup of the whole store, or list the backups (verify: and check their checksums).
 
@@ -446,7 +447,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         if action == "create":
             r = await gw.run(lambda ops: ops.backup(prune=False))
             return BackupOut(action=action, created=r.to_dict(), backups=None)
-        listing = await gw.run(lambda ops: ops.list_backups(verify=action == "verify"))
+        listing = await gw.run(lambda ops: ops.list_backups(verify="deep" if action == "verify" else None))
         rows = [{k: v for k, v in b.to_dict().items() if k != "retention"} for b in listing.backups]
         return BackupOut(action=action, created=None, backups=rows, backup_dir=listing.backup_dir)
 

@@ -206,7 +206,7 @@ def test_backup_create_list_verify(store_root):
             assert made["created"]["name"].startswith("memory_backup_")
             listed = await call(c, "memory_backup", {"action": "verify"})
             assert [b["name"] for b in listed["backups"]] == [made["created"]["name"]]
-            assert listed["backups"][0]["checksum"] == "ok"
+            assert listed["backups"][0]["status"] == "ok"
             assert "restore" not in {t.name for t in (await c.list_tools()).tools}
             await fails(c, "memory_backup", {"action": "restore"})
     asyncio.run(go())
