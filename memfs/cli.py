@@ -552,17 +552,6 @@ def _run_owner(started_by: str, **options) -> None:
     click.echo("stopped; pending changes applied, lock released", err=True)
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _owner_options(fn):
     fn = click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
                       help="Also run a full (stat-only) reconcile this often, to recover events the OS dropped.")(fn)
@@ -600,12 +589,14 @@ def serve(host, port, insecure, extended_port, polling, reconcile_every) -> None
     --host/--port (default port 3000 when only --host is given). Auth on TCP: set MEMFS_API_TOKEN to
     require `Authorization: Bearer <token>` on every route but /health.
     """
+    from .daemon import is_loopback
+
     ctx = click.get_current_context()
     token = ctx.obj.get("token")
     if host is not None or port is not None:
         host = host or "127.0.0.1"
         port = 3000 if port is None else port
-        if not _loopback(host) and not token and not insecure:
+        if not is_loopback(host) and not token and not insecure:
             raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it "
                                    "could read and change every memory. Set a token, or pass --insecure")
     _run_owner("serve", host=host, port=port, token=token, polling=polling, reconcile_every=reconcile_every,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import StoreBusyError, StoreNotInitializedError
+from .errors import StoreBusyError
 from .filestore import Layout
 from .lock import describe, is_held, read_owner
 from .remote import OwnerGoneError, RemoteOperations
@@ -35,13 +35,7 @@ def connect(where: Layout | Path | str, *, url: str | None = None, token: str | 
     `open_store=False`: nor does it open the store before the operation needs it (restore)."""
     if url is not None:
         return RemoteOperations(url=url, token=token)
-    layout = Layout.of(where)
-    if create:
-        layout.create()
-    elif not layout.memories.is_dir():
-        raise StoreNotInitializedError(
-            f"no memfs store at {layout.root} (missing {layout.memories}); run `memfs init` first "
-            "or point --root / MEMFS_ROOT at an existing store")
+    layout = Layout.of(where).require(create=create)
 
     def find():
         return _find_or_start(layout, daemon=daemon and needs_model, idle_exit=idle_exit, wait=wait,

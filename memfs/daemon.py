@@ -172,12 +172,12 @@ def check_exposure(host: str | None, token: str | None) -> None:
     if token is not None and len(token) < MIN_TOKEN_CHARS:
         raise BadRequestError(f"MEMFS_API_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
                               "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
-    if token is None and not _is_loopback(host):
+    if token is None and not is_loopback(host):
         log.warning("serving %s without a token (--insecure): anyone who can reach this port can read, change "
                     "and delete every memory; set MEMFS_API_TOKEN", host)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     import ipaddress
 
     if host == "localhost":

@@ -33,6 +33,19 @@ class Layout:
         """The layout itself, or the one rooted at a path (the entry points make one and hand it down)."""
         return where if isinstance(where, Layout) else cls(Path(where))
 
+
+    def require(self, *, create: bool = False) -> "Layout":
+        """This layout, created if asked, else StoreNotInitializedError when there is no store here."""
+        if create:
+            self.create()
+        elif not self.memories.is_dir():
+            from .errors import StoreNotInitializedError
+
+            raise StoreNotInitializedError(
+                f"no memfs store at {self.root} (missing {self.memories}); run `memfs init` first "
+                "or point --root / MEMFS_ROOT at an existing store")
+        return self
+
     @property
     def data(self) -> Path:
         return self.root / "data"

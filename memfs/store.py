@@ -24,7 +24,7 @@ from . import documents
 from .catalog import Catalog, Entry
 from .documents import DEFAULT_TYPE, Memory, normalize_tags, utcnow
 from .embedder import Embedder, MiniLMEmbedder
-from .errors import InvalidDocumentError, NotFoundError, StoreBusyError, StoreNotInitializedError
+from .errors import InvalidDocumentError, NotFoundError, StoreBusyError
 from .filestore import (FileState, Layout, atomic_write, atomic_write_many, default_id_for, fsync_dir, new_relpath,
                         remove_stale_temps, scan, stat_paths)
 from .limits import MAX_FILE_BYTES
@@ -129,13 +129,7 @@ class MemoryStore:
         Pass `lock` when the caller already holds it (backup, restore): the store then uses it and
         leaves releasing it to the caller.
         """
-        layout = Layout.of(root)
-        if create:
-            layout.create()
-        elif not layout.memories.is_dir():
-            raise StoreNotInitializedError(
-                f"no memfs store at {layout.root} (missing {layout.memories}); run `memfs init` first "
-                "or point --root / MEMFS_ROOT at an existing store")
+        layout = Layout.of(root).require(create=create)
         owned = lock is None
         if owned:
             lock = StoreLock(layout.lock_file, url=url).acquire(lock_timeout)
