@@ -71,7 +71,8 @@ def check_text(value: Any, name: str, max_chars: int, error: type = InvalidDocum
     if not isinstance(value, str):
         raise error(f"'{name}' must be a string, got {type(value).__name__}")
     if len(value) > max_chars:
-        raise error(f"'{name}' is {len(value):,} characters; the limit is {max_chars:,}")
+        raise error(f"'{name}' is {len(value):,} characters, over the limit of {max_chars:,} (memfs/limits.py "
+                    "and memfs/inputs.py: MAX_CONTENT_CHARS and the others); split it or shorten it")
     if not is_unicode(value):
         raise error(f"'{name}' is not valid Unicode (it holds a lone surrogate such as \\ud800)")
     return value
@@ -102,7 +103,7 @@ def check_json(value: Any, name: str, *, max_bytes: int | None = None) -> None:
     if max_bytes is not None:
         size = len(orjson.dumps(value))
         if size > max_bytes:
-            raise InvalidDocumentError(f"'{name}' is {size:,} bytes as JSON; the limit is {max_bytes:,}")
+            raise InvalidDocumentError(f"'{name}' is {size:,} bytes as JSON, over the limit of {max_bytes:,}")
 
 
 def _walk(value: Any, where: str, depth: int) -> None:

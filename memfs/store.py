@@ -289,9 +289,11 @@ class MemoryStore:
         try:
             m = self._read(entry.path)
         except NotFoundError:
-            warning = f"{entry.path} is gone; this is the version last indexed (`memfs reindex` catches up)"
+            # The file is the truth: gone means deleted (the watcher drops the row in a moment), not a
+            # version to serve.
+            raise NotFoundError(f"no memory with id {mem_id!r}: its file {entry.path} was deleted") from None
         except InvalidDocumentError as e:
-            warning = f"{entry.path} is invalid ({e.reason}); this is its last good version"
+            warning = f"{entry.path} is invalid ({e.reason}): it no longer reads; this is its last good version"
         except OSError as e:
             warning = f"{entry.path} is unreadable ({e.strerror or e}); this is its last good version"
         else:

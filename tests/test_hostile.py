@@ -197,7 +197,13 @@ def read_bytes(self):
     if locked(self):
         raise PermissionError(13, "Permission denied", str(self))
     return real_read(self)
-os.scandir, pathlib.Path.read_bytes = scandir, read_bytes
+import builtins
+real_open = builtins.open
+def open_(file, *args, **kwargs):  # the store reads files with open(): locked there too
+    if isinstance(file, (str, bytes, os.PathLike)) and locked(file):
+        raise PermissionError(13, "Permission denied", str(file))
+    return real_open(file, *args, **kwargs)
+os.scandir, pathlib.Path.read_bytes, builtins.open = scandir, read_bytes, open_
 sys.argv[0] = "memfs"
 runpy.run_module("memfs", run_name="__main__")
 """
