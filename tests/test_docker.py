@@ -55,13 +55,16 @@ def test_docker_compose_config_when_available(tmp_path):
     if r.returncode != 0:
         pytest.skip("docker compose plugin not installed")
     r = subprocess.run(["docker", "compose", "-f", str(DOCKER / "docker-compose.yml"), "config", "-q"],
-                       env={**os.environ, "MEMFS_API_TOKEN": "x"}, capture_output=True, text=True)
+                       env={**os.environ, "MEMFS_API_TOKEN": "x" * 32}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+TOKEN = "compose-token-for-the-test-0123"  # tokens under 16 characters are refused (#15)
 
 
 def test_entrypoint_serves_with_the_compose_environment(compose, tmp_path):
     env = {k: str(v) for k, v in compose["services"]["memfs"]["environment"].items()}
-    env.update(MEMFS_API_TOKEN="compose-token")
+    env.update(MEMFS_API_TOKEN=TOKEN)
     # Differences from the container, for this sandbox: the root is a temp dir, not the volume, and
     # tests bind loopback only.
     env.update(MEMFS_ROOT=str(tmp_path / "opt-memory-system"), MEMFS_HOST="127.0.0.1", MEMFS_PORT=str(free_port()))
@@ -73,9 +76,11 @@ def test_entrypoint_serves_with_the_compose_environment(compose, tmp_path):
     url = f"http://127.0.0.1:{env['MEMFS_PORT']}"
     try:
         wait_until(lambda: call(url + "/health")[0] == 200, what="entrypoint healthy")
-        assert call(url + "/health")[1]["index"]["watcher"] == "polling"
+        # Unauthenticated, /health says status and version only (#15); its details need the token.
+        assert "index" not in call(url + "/health")[1]
+        assert call(url + "/health", token=TOKEN)[1]["index"]["watcher"] == "polling"
         assert call(url + "/stats")[0] == 401
-        assert call(url + "/stats", token="compose-token")[0] == 200
+        assert call(url + "/stats", token=TOKEN)[0] == 200
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(60) == 0

@@ -71,7 +71,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "MEMFS_ROOT": str(root), **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "memfs", "serve", "--port", str(self.port), *args],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=open(root.parent / f"server-{self.port}.log", "wb"))
         wait_until(lambda: call(self.url + "/health")[0] == 200, what="healthy server")
 
     def stop(self) -> int:
