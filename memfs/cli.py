@@ -540,8 +540,8 @@ def _run_owner(started_by: str, **options) -> None:
 
     def ready(owner) -> None:
         where = f"{owner.socket}" + (f" and {owner.url}" if owner.url else "")
-        click.echo(f"memfs {__version__} {started_by}: owning {layout.root}, listening on {where}; "
-                   "Ctrl-C stops", err=True)
+        click.echo(f"memfs {__version__} {started_by}: owning {layout.root}, watching {layout.memories}, "
+                   f"listening on {where}; Ctrl-C stops", err=True)
 
     try:
         run_owner(layout, started_by=started_by, on_ready=ready, **options)

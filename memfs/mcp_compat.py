@@ -198,7 +198,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         """
         if not query.strip():
             raise ToolError("query is empty: say what to look for")
-        result = await gw.run(lambda ops: ops.search(query, k=n_results, mode="semantic"))
+        result = await gw.run(lambda ops: ops.search(query, k=n_results, mode="semantic", min_score=0))
         memories = [compat_memory(h.memory, h.score) for h in result.hits if h.score >= min_similarity]
         return MemoriesResult(memories=memories, total_results=len(memories), query=query)
 
@@ -217,7 +217,8 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         rest, since, until = parse_timeframe(query)
         filters = Filters(since=since, until=until)
         if rest:
-            result = await gw.run(lambda ops: ops.search(rest, k=n_results, mode="semantic", filters=filters))
+            result = await gw.run(lambda ops: ops.search(rest, k=n_results, mode="semantic", filters=filters,
+                                                               min_score=0))
             memories = [compat_memory(h.memory, h.score) for h in result.hits]
         elif since is not None:
             page = await gw.run(lambda ops: ops.list(filters, limit=n_results))

