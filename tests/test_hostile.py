@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule,
+                                 run_state_machine_as_test)
 
 from memfs import documents, inputs
 from memfs.errors import MemfsError
@@ -669,6 +670,16 @@ class HostileClient(RuleBasedStateMachine):
         assert status < 500, (status, body)
         if status >= 400:
             assert_error(status, body)
+
+    @initialize(target=ids)
+    def an_ordinary_memory(self):
+        """Every sequence starts from a real memory, so patches and deletes meet one whatever is drawn."""
+        status, body = send(self.port, "POST", "/memories", {"content": "an ordinary memory the hostile "
+                                                                        "sequence starts from", "tags": ["base"]})
+        self.check(status, body)
+        assert status in (200, 201), body
+        HostileClient.taken += 1
+        return body["id"]
 
     @rule(target=ids, content=_contents, tags=_tags, type_=_types, metadata=_metadata)
     def create(self, content, tags, type_, metadata):
