@@ -375,11 +375,6 @@ def prune_messages(deleted: list[BackupFile]) -> list[str]:
             f"{b.created:%Y-%m-%d %H:%M} UTC)" if b.kind == "pre-restore" else f"pruned {b.name}" for b in deleted]
 
 
-def prune_summary(plan: list[PruneItem], dry_run: bool) -> dict:
-    return {"dry_run": dry_run, "backups": [{"name": i.backup.name, "keep": i.decision.keep,
-                                             "reasons": list(i.decision.reasons)} for i in plan]}
-
-
 def prune_backups(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3,
                   dry_run: bool = False, *, now: datetime | None = None) -> tuple[list[PruneItem], list[BackupFile]]:
     """(the plan, the backups deleted). The caller holds the store's lock."""

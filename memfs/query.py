@@ -15,8 +15,6 @@ Match = Literal["any", "all"]
 Mode = Literal["semantic", "keyword", "hybrid"]
 MODES: tuple[str, ...] = ("semantic", "keyword", "hybrid")
 
-# Reciprocal rank fusion's damping constant, as in Cormack et al. (2009) and most hybrid engines.
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -84,22 +82,6 @@ class Hit:
 
         return cls(memory_from_dict(d), d["score"], d["path"], d.get("ranks") or {}, d.get("similarity"),
                    tuple(d.get("matched_terms") or ()), d.get("rank") or 0, d.get("snippet") or "")
-
-
-def reciprocal_rank_fusion(rankings: dict[str, list[str]], k: int = RRF_K) -> list[tuple[str, float, dict[str, int]]]:
-    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank). Best first.
-
-    No longer the default's fusion (issue #12: rank fusion let stop-word matches push the right
-    memory out of the top 5); kept for the evaluation harness's comparison.
-    """
-    scores: dict[str, float] = {}
-    ranks: dict[str, dict[str, int]] = {}
-    for name, ids in rankings.items():
-        for rank, mem_id in enumerate(ids, start=1):
-            scores[mem_id] = scores.get(mem_id, 0.0) + 1.0 / (k + rank)
-            ranks.setdefault(mem_id, {})[name] = rank
-    order: Iterable[str] = sorted(scores, key=lambda i: (-scores[i], i))
-    return [(i, scores[i], ranks[i]) for i in order]
 
 
 # -- what a query looks like ---------------------------------------------------------------------------

@@ -444,12 +444,6 @@ class RestoreResult:
     memory_count: int
 
 
-def restore_summary(result: RestoreResult, embedded: int, problems: list) -> dict:
-    return {"archive": str(result.archive.path), "memory_count": result.memory_count, "embedded": embedded,
-            "pre_restore": str(result.pre_restore.path) if result.pre_restore else None,
-            "problems": [p.to_dict() for p in problems]}
-
-
 def restore_backup(layout: Layout, archive: BackupFile, *, verify_md5: bool = True,
                    compression: str = "zst", progress: Progress | None = None,
                    identities: Sequence | None = None, passphrase: str | None = None,
