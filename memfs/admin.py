@@ -14,11 +14,11 @@ from typing import Iterable
 from .backups import (BackupFile, apply_prune, clean_leftovers, create_backup, describe_policy, list_backups,
                       plan_prune, prune_backups, prune_messages, scan_backup_dir)
 from .errors import BadRequestError, NotFoundError, io_error
-from .ops import Progress, Retention
+from .ops import Progress
+from .retention import Retention
 from .restore import STATUS_MEANINGS, restore_backup, verify_backup
 from .results import (BackupInfo, BackupList, BackupResult, OffsiteResult, Problem, PruneEntry, PruneResult,
                       RestoreSummary, Stray, ValidationResult)
-from .retention import Policy
 
 
 def translated(fn):
@@ -40,13 +40,6 @@ def relative_to_root(root: Path, path: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
-
-
-def policy_of(r: Retention) -> Policy:
-    for name in ("daily", "weekly", "monthly", "pre_restore", "pre_restore_days"):
-        if getattr(r, name) < 0:
-            raise BadRequestError(f"keep-{name.replace('_', '-')} must be 0 or more")
-    return Policy(r.daily, r.weekly, r.monthly, pre_restore_days=r.pre_restore_days)
 
 
 def _secrets(identity_file: str | None, passphrase_file: str | None) -> tuple[list | None, str | None]:
@@ -100,7 +93,6 @@ class AdminOperations:
 
         if compression not in ("gz", "zst"):
             raise BadRequestError(f"compression must be gz or zst, not {compression!r}")
-        policy = policy_of(retention)
         keys = parse_recipients(recipients) if recipients else None
         _, passphrase = _secrets(None, passphrase_file)
         directory = self._backup_dir(backup_dir)
@@ -111,13 +103,13 @@ class AdminOperations:
                                  recipients=keys, passphrase=passphrase)
         pruned = []
         if prune:  # the backup just made is never a candidate, whatever the clock or the policy says
-            pruned = apply_prune([i for i in plan_prune(directory, policy, retention.pre_restore)
+            pruned = apply_prune([i for i in plan_prune(directory, retention)
                                   if i.backup.path != made.path])
         offsite = None
         if copy_to:
             from .offsite import offsite_sync
 
-            offsite = _offsite(offsite_sync(directory, copy_to, policy, retention.pre_restore, prune=prune))
+            offsite = _offsite(offsite_sync(directory, copy_to, retention, prune=prune))
         return BackupResult(self._rel(made.path), made.name, made.size, self._rel(made.md5_path), made.encrypted,
                             [b.name for b in pruned], prune_messages(pruned), offsite)
 
@@ -128,26 +120,25 @@ class AdminOperations:
         would (restorable or not), with "quick" its checksum alone."""
         if verify not in (None, "deep", "quick"):
             raise BadRequestError(f"verify must be deep or quick, not {verify!r}")
-        policy = policy_of(retention)
         identities, _ = _secrets(identity_file, None)
         directory = self._backup_dir(backup_dir)
         scanned = scan_backup_dir(directory)
         rows = []
-        for item in plan_prune(directory, policy, retention.pre_restore):
+        for item in plan_prune(directory, retention):
             b = item.backup
             report = verify_backup(b, deep=verify == "deep", identities=identities) if verify else None
             rows.append(BackupInfo(b.name, self._rel(b.path), b.kind, b.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                    b.size, b.compression, report.status if report else "unverified",
                                    report.reason if report else "", b.encrypted,
                                    list(item.decision.reasons) if item.decision.keep else ["would be pruned"]))
-        return BackupList(self._rel(directory), rows, describe_policy(policy, retention.pre_restore),
+        return BackupList(self._rel(directory), rows, describe_policy(retention),
                           dict(STATUS_MEANINGS), [Stray(s.name, s.describe()) for s in scanned.strays],
                           [p.name for p in scanned.leftovers])
 
     @translated
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult:
-        plan, _ = prune_backups(self._backup_dir(backup_dir), policy_of(retention), retention.pre_restore, dry_run)
+        plan, _ = prune_backups(self._backup_dir(backup_dir), retention, dry_run)
         return PruneResult(dry_run, [PruneEntry(i.backup.name, i.decision.keep, list(i.decision.reasons))
                                      for i in plan])
 
@@ -158,7 +149,7 @@ class AdminOperations:
         apply the same retention there."""
         from .offsite import offsite_sync
 
-        return _offsite(offsite_sync(self._backup_dir(backup_dir), dest, policy_of(retention), retention.pre_restore,
+        return _offsite(offsite_sync(self._backup_dir(backup_dir), dest, retention,
                                      prune=prune, dry_run=dry_run))
 
     def _resolve(self, archive: str, backup_dir: str | None) -> BackupFile:

@@ -26,7 +26,7 @@ from .documents import format_time
 from .embedder import MODEL_ID
 from .errors import MemfsError
 from .filestore import Layout, atomic_write, fsync_dir, is_ignored_name
-from .retention import Decision, Policy, decide
+from .retention import Decision, Retention, decide
 
 KINDS = {"memory_backup": "backup", "pre_restore": "pre-restore"}
 _NAME = re.compile(r"^(?P<prefix>memory_backup|pre_restore)_(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?"
@@ -336,13 +336,13 @@ class PruneItem:
     decision: Decision
 
 
-def plan_prune(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3, *,
+def plan_prune(backup_dir: Path, policy: Retention, *,
                now: datetime | None = None) -> list[PruneItem]:
     """The retention plan for the backups in backup_dir (strays are never in it)."""
-    return plan_backups(list_backups(backup_dir)[0], policy, keep_pre_restore, now=now)
+    return plan_backups(list_backups(backup_dir)[0], policy, now=now)
 
 
-def plan_backups(backups: list[BackupFile], policy: Policy, keep_pre_restore: int = 3, *,
+def plan_backups(backups: list[BackupFile], policy: Retention, *,
                  now: datetime | None = None) -> list[PruneItem]:
     """Regular backups under GFS (encrypted or not alike); pre-restore snapshots by their own count,
     never displacing others, and never while younger than policy.pre_restore_days (issue #11 finding 3:
@@ -359,8 +359,8 @@ def plan_backups(backups: list[BackupFile], policy: Policy, keep_pre_restore: in
     young = timedelta(days=policy.pre_restore_days)
     for n, b in enumerate(pre):
         reasons = []
-        if n < keep_pre_restore:
-            reasons.append(f"pre-restore {n + 1} of {keep_pre_restore}")
+        if n < policy.pre_restore:
+            reasons.append(f"pre-restore {n + 1} of {policy.pre_restore}")
         if now - b.created < young:
             reasons.append(f"pre-restore younger than {policy.pre_restore_days} days")
         plan.append(PruneItem(b, Decision(b.created, bool(reasons), tuple(reasons))))
@@ -375,10 +375,10 @@ def prune_messages(deleted: list[BackupFile]) -> list[str]:
             f"{b.created:%Y-%m-%d %H:%M} UTC)" if b.kind == "pre-restore" else f"pruned {b.name}" for b in deleted]
 
 
-def prune_backups(backup_dir: Path, policy: Policy, keep_pre_restore: int = 3,
+def prune_backups(backup_dir: Path, policy: Retention,
                   dry_run: bool = False, *, now: datetime | None = None) -> tuple[list[PruneItem], list[BackupFile]]:
     """(the plan, the backups deleted). The caller holds the store's lock."""
-    plan = plan_prune(backup_dir, policy, keep_pre_restore, now=now)
+    plan = plan_prune(backup_dir, policy, now=now)
     return plan, ([] if dry_run else apply_prune(plan))
 
 
@@ -393,9 +393,9 @@ def apply_prune(plan: list[PruneItem]) -> list[BackupFile]:
 
 
 
-def describe_policy(policy: Policy, keep_pre_restore: int = 3) -> str:
+def describe_policy(policy: Retention) -> str:
     """The retention policy in force, in words, for the header of `manage_data.py list`."""
     return (f"retention (UTC): the newest backup of each of the last {policy.daily} days, {policy.weekly} ISO "
             f"weeks and {policy.monthly} months that have backups, and always the newest; pre-restore "
-            f"snapshots: the newest {keep_pre_restore}, and every one younger than {policy.pre_restore_days} "
+            f"snapshots: the newest {policy.pre_restore}, and every one younger than {policy.pre_restore_days} "
             "days. Encrypted and plain backups count alike.")

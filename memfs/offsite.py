@@ -23,7 +23,7 @@ from typing import Sequence
 from .archive import printable
 from .backups import BackupFile, list_backups, plan_backups, read_md5_file
 from .errors import EXIT_PROBLEMS, MemfsError
-from .retention import Policy
+from .retention import Retention
 
 # Fail fast on an unreachable remote instead of rclone's default minutes of retries.
 DEFAULT_FLAGS = ("--contimeout", "15s", "--timeout", "120s", "--retries", "2", "--low-level-retries", "3")
@@ -159,7 +159,7 @@ class OffsiteReport:
                 "deleted": self.deleted, "errors": self.errors}
 
 
-def offsite_sync(backup_dir: Path, dest: str, policy: Policy = Policy(), keep_pre_restore: int = 3, *,
+def offsite_sync(backup_dir: Path, dest: str, policy: Retention = Retention(), *,
                  prune: bool = True, dry_run: bool = False, rclone: Rclone = Rclone(),
                  now: datetime | None = None) -> OffsiteReport:
     """Make DEST hold a verified copy of every local backup the policy keeps, then apply the policy to
@@ -176,7 +176,7 @@ def offsite_sync(backup_dir: Path, dest: str, policy: Policy = Policy(), keep_pr
         report.errors.append(str(e))
         return report
     local = list_backups(backup_dir)[0]
-    wanted = [i.backup for i in plan_backups(local, policy, keep_pre_restore, now=now) if i.decision.keep]
+    wanted = [i.backup for i in plan_backups(local, policy, now=now) if i.decision.keep]
     present = {b.name for b in remote.backups if b.md5_path.name in remote.md5s}
     hashes = _remote_hashes(dest, rclone) if present else {}
     for b in sorted(wanted, key=lambda b: (b.created, b.seq)):
@@ -197,7 +197,7 @@ def offsite_sync(backup_dir: Path, dest: str, policy: Policy = Policy(), keep_pr
     complete = [b for b in remote.backups if b.name in present] + \
         [BackupFile.parse(Path(c.name)) for c in report.copied if c.ok and c.name not in
          {b.name for b in remote.backups}]
-    for item in plan_backups(complete, policy, keep_pre_restore, now=now):
+    for item in plan_backups(complete, policy, now=now):
         if item.decision.keep:
             continue
         if not dry_run:

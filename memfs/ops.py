@@ -10,34 +10,16 @@ This module imports nothing heavy: clients import it and must start fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Protocol
 
 from .query import Filters, Mode
+from .retention import Retention
 from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
                       PruneResult, ReconcileReport, RemoveResult, RestoreSummary, SearchResult, Stats,
                       ValidationResult)
 
 # progress(phase, done, total): long work reports through this where it runs in this process.
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How many backups to keep: GFS counts for regular backups, a count for pre-restore snapshots."""
-
-    daily: int = 7
-    weekly: int = 4
-    monthly: int = 12
-    pre_restore: int = 3
-    pre_restore_days: int = 7  # a pre-restore snapshot younger than this is never pruned
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "Retention":
-        return cls(**(d or {}))
 
 
 class Operations(Protocol):

@@ -12,14 +12,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Sequence
 
+from .errors import BadRequestError
+
 
 @dataclass(frozen=True)
-class Policy:
+class Retention:
+    """How many backups to keep: GFS counts for regular backups, a count for pre-restore snapshots.
+    Every interface builds one (`--keep-daily`…, the HTTP body's keep_* fields) and hands it down."""
+
     daily: int = 7
     weekly: int = 4
     monthly: int = 12
+    pre_restore: int = 3
     # A pre-restore snapshot younger than this is never pruned, whatever --keep-pre-restore says.
     pre_restore_days: int = 7
+
+    def __post_init__(self) -> None:
+        for name in ("daily", "weekly", "monthly", "pre_restore", "pre_restore_days"):
+            if getattr(self, name) < 0:
+                raise BadRequestError(f"keep-{name.replace('_', '-')} must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,7 @@ _RULES: list[tuple[str, Callable[[datetime], str]]] = [
 ]
 
 
-def decide(times: Sequence[datetime], policy: Policy) -> list[Decision]:
+def decide(times: Sequence[datetime], policy: Retention) -> list[Decision]:
     """One decision per time, in the order given. Times should be UTC."""
     order = sorted(range(len(times)), key=lambda i: times[i], reverse=True)
     reasons: dict[int, list[str]] = {i: [] for i in order}

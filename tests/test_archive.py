@@ -342,9 +342,9 @@ def test_a_file_edited_during_the_backup_restarts_it_so_the_manifest_stays_true(
 def test_the_list_header_says_the_policy_and_what_each_status_means():
     from memfs.backups import describe_policy
     from memfs.restore import STATUS_MEANINGS
-    from memfs.retention import Policy
+    from memfs.retention import Retention
 
-    text = describe_policy(Policy(7, 4, 12, pre_restore_days=5), 2)
+    text = describe_policy(Retention(7, 4, 12, pre_restore=2, pre_restore_days=5))
     assert "7 days, 4 ISO weeks and 12 months" in text and "younger than 5 days" in text
     assert {"ok", "checksum ok", "encrypted", "missing", "mismatch", "corrupt", "newer format",
             "wrong key"} <= set(STATUS_MEANINGS)

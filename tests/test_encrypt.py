@@ -15,7 +15,7 @@ from memfs.encryption import (DecryptionError, EncryptionKeyError, generate_iden
 from memfs.errors import EXIT_FAILED
 from memfs.filestore import Layout
 from memfs.restore import restore_backup, verify_backup
-from memfs.retention import Policy
+from memfs.retention import Retention
 
 needs_age = pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed "
                                "(scripts/test.sh installs Debian's `age` when it runs as root)")
@@ -131,7 +131,7 @@ def test_retention_treats_encrypted_and_plain_backups_alike(layout, key):
     day = datetime(2025, 3, 1, 2, tzinfo=timezone.utc)
     made = [create_backup(layout, now=day + timedelta(days=d, hours=h), recipients=recipients if (d + h) % 2 else None)
             for d in range(4) for h in (0, 1)]
-    plan = {i.backup.name: i.decision.keep for i in plan_prune(layout.backups, Policy(3, 0, 0), keep_pre_restore=0)}
+    plan = {i.backup.name: i.decision.keep for i in plan_prune(layout.backups, Retention(3, 0, 0, pre_restore=0))}
     assert [plan[b.name] for b in made] == [False, False, False, True, False, True, False, True]
     assert {b.encrypted for b in made} == {True, False}
 

@@ -16,7 +16,7 @@ import pytest
 from memfs.backups import create_backup, list_backups, md5_of, prune_backups
 from memfs.filestore import Layout
 from memfs.offsite import Rclone, copy_offsite, list_remote, offsite_sync
-from memfs.retention import Policy
+from memfs.retention import Retention
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed "
                                 "(scripts/test.sh installs Debian's rclone when it runs as root)")
@@ -43,38 +43,38 @@ def names_at(directory: Path) -> set[str]:
 def test_sync_to_a_local_remote_copies_verifies_and_is_idempotent(layout, tmp_path):
     made = daily(layout, 3)
     dest = tmp_path / "offsite" / "memfs"
-    report = offsite_sync(layout.backups, str(dest), Policy(), now=NOW)
+    report = offsite_sync(layout.backups, str(dest), Retention(), now=NOW)
     assert report.ok, report.to_dict()
     assert sorted(c.name for c in report.copied) == sorted(b.name for b in made)
     assert {c.verified_by for c in report.copied} == {"md5"}
     assert names_at(dest) == {n for b in made for n in (b.name, b.md5_path.name)}
     check = subprocess.run("md5sum -c *.md5", shell=True, cwd=dest, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    again = offsite_sync(layout.backups, str(dest), Policy(), now=NOW)
+    again = offsite_sync(layout.backups, str(dest), Retention(), now=NOW)
     assert again.ok and again.copied == [] and len(again.already_there) == 3
 
 
 def test_the_same_retention_applies_to_the_remote_copies(layout, tmp_path):
     dest = tmp_path / "offsite"
     daily(layout, 6)
-    assert offsite_sync(layout.backups, str(dest), Policy(7, 0, 0), now=NOW).ok
+    assert offsite_sync(layout.backups, str(dest), Retention(7, 0, 0), now=NOW).ok
     # Locally retention keeps 3 days now; the remote follows, deleting archive and .md5 together.
-    prune_backups(layout.backups, Policy(3, 0, 0), now=NOW)
-    report = offsite_sync(layout.backups, str(dest), Policy(3, 0, 0), now=NOW)
+    prune_backups(layout.backups, Retention(3, 0, 0), now=NOW)
+    report = offsite_sync(layout.backups, str(dest), Retention(3, 0, 0), now=NOW)
     assert report.ok and len(report.deleted) == 3
     local = {b.name for b in list_backups(layout.backups)[0]}
     assert {b.name for b in list_remote(str(dest)).backups} == local
     assert len(names_at(dest)) == 6
     # A copy the remote keeps for longer (monthly) survives there though it is gone locally.
     old = create_backup(layout, now=NOW - timedelta(days=40))
-    assert offsite_sync(layout.backups, str(dest), Policy(3, 0, 2), now=NOW).ok
+    assert offsite_sync(layout.backups, str(dest), Retention(3, 0, 2), now=NOW).ok
     old.path.unlink()
     old.md5_path.unlink()
-    report = offsite_sync(layout.backups, str(dest), Policy(3, 0, 2), now=NOW)
+    report = offsite_sync(layout.backups, str(dest), Retention(3, 0, 2), now=NOW)
     assert report.ok and old.name in {b.name for b in list_remote(str(dest)).backups}
     # Files there that are not ours are never touched.
     (dest / "README.txt").write_text("ops notes")
-    offsite_sync(layout.backups, str(dest), Policy(1, 0, 0), now=NOW)
+    offsite_sync(layout.backups, str(dest), Retention(1, 0, 0), now=NOW)
     assert (dest / "README.txt").read_text() == "ops notes"
 
 
@@ -175,18 +175,18 @@ def test_sync_to_a_real_sftp_server(layout, sftp):
     rclone, remote_dir = sftp
     dest = f"memfs-sftp:{remote_dir}"
     made = daily(layout, 4)
-    report = offsite_sync(layout.backups, dest, Policy(7, 0, 0), rclone=rclone, now=NOW)
+    report = offsite_sync(layout.backups, dest, Retention(7, 0, 0), rclone=rclone, now=NOW)
     assert report.ok, report.to_dict()
     assert {c.verified_by for c in report.copied} <= {"md5", "download"} and len(report.copied) == 4
     for b in made:
         assert md5_of(remote_dir / b.name) == md5_of(b.path)
         assert (remote_dir / b.md5_path.name).read_text() == b.md5_path.read_text()
-    prune_backups(layout.backups, Policy(2, 0, 0), now=NOW)
-    report = offsite_sync(layout.backups, dest, Policy(2, 0, 0), rclone=rclone, now=NOW)
+    prune_backups(layout.backups, Retention(2, 0, 0), now=NOW)
+    report = offsite_sync(layout.backups, dest, Retention(2, 0, 0), rclone=rclone, now=NOW)
     assert report.ok and len(report.deleted) == 2 and len(list(remote_dir.iterdir())) == 4
     # An unreachable server: reported, nothing raised, local backups intact.
     down = Rclone(config=rclone.config, flags=("--contimeout", "2s", "--retries", "1", "--low-level-retries", "1"))
     bad = rclone.config.read_text().replace("host = 127.0.0.1", "host = 127.0.0.2")
     rclone.config.write_text(bad)
-    report = offsite_sync(layout.backups, dest, Policy(2, 0, 0), rclone=down, now=NOW)
+    report = offsite_sync(layout.backups, dest, Retention(2, 0, 0), rclone=down, now=NOW)
     assert not report.ok and all(b.path.exists() for b in list_backups(layout.backups)[0])
