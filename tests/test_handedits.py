@@ -27,17 +27,9 @@ from memfs.filestore import TEMP_NAME, Layout
 from memfs.limits import EMBED_INPUT_CHARS, MAX_CONTENT_CHARS, MAX_FILE_BYTES
 from memfs.validate import fix, validate
 from memfs.watcher import Watcher
+from test_watcher import wait_until
 
 ROOT_USER = os.geteuid() == 0
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write(path: Path, doc) -> None:
@@ -324,13 +316,82 @@ def test_plumbing_fake_embedder_search_and_list_run_while_the_model_encodes(root
         reader = threading.Thread(target=lambda: got.append((keyword(store, "herons"), len(store.list()))))
         reader.start()
         reader.join(30)
-        encoding_still = indexing.is_alive()
+        answered, encoding_still = bool(got), indexing.is_alive()  # before the model is let go
         store.embedder.release.set()
         indexing.join(60)
-        assert encoding_still and got, "a search waited for the model"
+        assert encoding_still and answered, "a search waited for the model"
         # The row is in the catalog (keyword finds it) before its vector exists.
         assert sorted(got[0][0]) == sorted([store.list()[-1].memory.id, "S"])
         assert store.vectors.ids() == store.catalog.ids()
+
+
+def test_plumbing_fake_embedder_a_watcher_batch_reads_its_files_without_the_state_lock(root):
+    """A burst of dropped files is read and parsed before the lock is taken: a search runs meanwhile."""
+    with MemoryStore.open(root, create=True, embedder=BlockingFakeEmbedder()) as store:
+        first = store.add("already there: a note about herons").memory.id
+        for i in range(5):
+            write(store.layout.memories / f"drop/{i}.json", {"id": f"D{i}", "content": f"dropped note {i}"})
+        reading, release = threading.Event(), threading.Event()
+        real_read = store._read
+
+        def slow_read(rel):
+            if rel == "drop/3.json":
+                reading.set()
+                assert release.wait(60)
+            return real_read(rel)
+
+        store._read = slow_read
+        paths = [f"drop/{i}.json" for i in range(5)]
+        batch = threading.Thread(target=lambda: store.reconcile(paths=paths))
+        batch.start()
+        assert reading.wait(30)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(keyword(store, "herons")))
+        reader.start()
+        reader.join(10)
+        answered, still_reading = bool(got), batch.is_alive()
+        release.set()
+        batch.join(60)
+        assert still_reading and answered, "a search waited for the watcher's file reads"
+        assert sorted(store.catalog.ids()) == sorted([first] + [f"D{i}" for i in range(5)])
+
+
+def test_plumbing_fake_embedder_a_file_changed_after_the_early_read_is_read_again(root):
+    """What was parsed before the lock is used only if the file's state is still the same under it."""
+    with MemoryStore.open(root, create=True, embedder=BlockingFakeEmbedder()) as store:
+        path = store.layout.memories / "e.json"
+        write(path, {"id": "E", "content": "first words"})
+        real_read_ahead = store._read_ahead
+
+        def read_ahead_then_edit(rels):
+            early = real_read_ahead(rels)
+            assert early["e.json"][1].content == "first words"
+            write(path, {"id": "E", "content": "second, longer words"})  # between the read and the lock
+            return early
+
+        store._read_ahead = read_ahead_then_edit
+        store.reconcile(paths=["e.json"])
+        assert store.get("E").content == "second, longer words"
+        assert keyword(store, "longer") == ["E"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the nice value is per thread on Linux only")
+def test_plumbing_fake_embedder_encoding_runs_below_the_priority_of_requests(root):
+    """The model's encoding yields the CPU to searches (nice +10 on its thread); the caller's
+    own priority is untouched."""
+    seen = []
+
+    class Recording(BlockingFakeEmbedder):
+        def embed(self, texts):
+            seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+            return super().embed(texts)
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    with MemoryStore.open(root, create=True, embedder=Recording()) as store:
+        store.add_many([{"content": "a note"}, {"content": "another note"}])
+        store.add("one more note")
+    assert seen and all(n == min(19, before + 10) for n in seen), seen
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
 # -- 5. get serves the last good version --------------------------------------------------------------

@@ -18,7 +18,7 @@ from memfs import MemoryStore
 from memfs.watcher import Watcher
 
 
-def wait_until(predicate, timeout=20.0, what="condition"):
+def wait_until(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
