@@ -35,6 +35,7 @@ class Embedder(Protocol):
 
 _model = None
 _model_lock = threading.Lock()
+_pool_threads: int | None = None  # torch's intra-op threads as it chose them (every core)
 
 
 def model_dir() -> Path:
@@ -66,7 +67,40 @@ def _load_model():
             from sentence_transformers import SentenceTransformer
 
             _model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+            _one_parallel_pool()
     return _model
+
+
+# A query is encoded on one thread: as fast as on two (6.3 ms either way here), and it leaves the
+# other cores to the indexer instead of waiting for one of them (issue #14's bench). Batches use
+# torch's whole pool (64 memories: 0.44 s on two threads, 0.79 s on one).
+QUERY_CHARS = 512
+
+
+def _threads_for(texts: Sequence[str]) -> int:
+    """torch's intra-op threads for this call. torch.set_num_threads is per calling thread (OpenMP),
+    so a search setting one thread leaves the indexer's encoding, on its own thread, as it was."""
+    import torch
+
+    global _pool_threads
+    if _pool_threads is None:
+        _pool_threads = torch.get_num_threads()
+    n = 1 if len(texts) == 1 and len(texts[0]) <= QUERY_CHARS else _pool_threads
+    torch.set_num_threads(n)
+    return n
+
+
+def _one_parallel_pool() -> None:
+    """Leave parallel work to torch's thread pool: numpy's BLAS (OpenBLAS) runs on one thread.
+
+    Both pools size themselves to every core, and an OpenBLAS worker spins for a while after each
+    call. Once a store passed ~2,000 memories, the exact vector search's matrix product went
+    multi-threaded and its spinning workers took the cores the model wanted for the next query:
+    search p50 went from 7.8 to 16 ms and p99 to ~100 ms on 2 cores (issue #14's bench, after the
+    drop). One BLAS thread costs the product itself little (200k × 384: 10 ms instead of 6 ms)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def model_input(text: str) -> str:
@@ -100,7 +134,9 @@ class MiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = _load_model().encode(
+        model = _load_model()
+        _threads_for(texts)
+        vectors = model.encode(
             [model_input(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
