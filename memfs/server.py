@@ -240,7 +240,8 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
                   description="Memories as JSON files, with semantic and keyword search.")
     app.add_middleware(Guard, token=token, owner=owner)
 
-    def ready() -> None:
+    async def ready() -> None:
+        # async: FastAPI runs a sync dependency in its threadpool, a second thread hop per request
         if not owner.ready:
             raise ApiError(503, "not_ready", "the startup reconcile is still running; try again shortly")
 
