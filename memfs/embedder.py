@@ -35,7 +35,7 @@ class Embedder(Protocol):
 
 _model = None
 _model_lock = threading.Lock()
-_pool_threads: int | None = None  # torch's intra-op threads as it chose them (every core)
+_pool_threads = 1  # torch's intra-op threads as it chose them at load (every core)
 
 
 def model_dir() -> Path:
@@ -68,6 +68,10 @@ def _load_model():
 
             _model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
             _one_parallel_pool()
+            import torch
+
+            global _pool_threads
+            _pool_threads = torch.get_num_threads()  # before any call below sets a thread's count
     return _model
 
 
@@ -77,17 +81,12 @@ def _load_model():
 QUERY_CHARS = 512
 
 
-def _threads_for(texts: Sequence[str]) -> int:
-    """torch's intra-op threads for this call. torch.set_num_threads is per calling thread (OpenMP),
+def _set_threads_for(texts: Sequence[str]) -> None:
+    """Give this call torch's intra-op threads. torch.set_num_threads is per calling thread (OpenMP),
     so a search setting one thread leaves the indexer's encoding, on its own thread, as it was."""
     import torch
 
-    global _pool_threads
-    if _pool_threads is None:
-        _pool_threads = torch.get_num_threads()
-    n = 1 if len(texts) == 1 and len(texts[0]) <= QUERY_CHARS else _pool_threads
-    torch.set_num_threads(n)
-    return n
+    torch.set_num_threads(1 if len(texts) == 1 and len(texts[0]) <= QUERY_CHARS else _pool_threads)
 
 
 def _one_parallel_pool() -> None:
@@ -135,7 +134,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = _load_model()
-        _threads_for(texts)
+        _set_threads_for(texts)
         vectors = model.encode(
             [model_input(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from memfs.lock import is_held, read_owner
+from test_watcher import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,20 +31,11 @@ def owner_record(root) -> dict:
     return read_owner(lock) if is_held(lock) else {}
 
 
-def wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_watch(root):
     proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "watch"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: owner_record(root).get("started_by") == "watch" and run(root, "status", "--json").returncode == 0
-             and json.loads(run(root, "status", "--json").stdout)["ready"], what="memfs watch ready")
+    wait_until(lambda: owner_record(root).get("started_by") == "watch" and run(root, "status", "--json").returncode == 0
+               and json.loads(run(root, "status", "--json").stdout)["ready"], timeout=120, what="memfs watch ready")
     return proc
 
 
@@ -70,8 +62,8 @@ def test_everything_works_through_a_running_watch(store_root):
         # A hand-dropped file is found by `memfs search` within 1 s (the watcher indexes it).
         (root / "data" / "memories" / "hand.json").write_text('{"content": "the wombat rota is posted on the fridge"}')
         dropped = time.monotonic()
-        wait_for(lambda: json.loads(run(root, "search", "wombat", "--mode", "keyword", "--json").stdout)["hits"],
-                 timeout=10, what="hand-dropped file searchable")
+        wait_until(lambda: json.loads(run(root, "search", "wombat", "--mode", "keyword", "--json").stdout)["hits"],
+                   timeout=10, what="hand-dropped file searchable")
         assert time.monotonic() - dropped < 5  # loose: each probe is a whole process start
         assert owner_record(root)["pid"] == watch.pid  # every command went through the watch
         second = run(root, "watch", timeout=60)
@@ -93,7 +85,7 @@ def test_owner_on_demand_status_idle_exit_and_stop(store_root):
     assert st["running"] and st["pid"] == record["pid"] and st["idle_exit"] == 3 and st["socket"]
     # A read-only command goes through it too, rather than waiting for the lock.
     assert run(root, "list", "--json").returncode == 0
-    wait_for(lambda: not is_held(root / "data" / "memfs.lock"), timeout=20, what="idle exit")
+    wait_until(lambda: not is_held(root / "data" / "memfs.lock"), timeout=20, what="idle exit")
     assert not json.loads(run(root, "status", "--json").stdout)["running"]
     # --no-daemon opens the store in the command's own process: no owner is left behind.
     r = run(root, "--no-daemon", "add", "no background process for me")
@@ -125,7 +117,7 @@ def test_kill_9_of_the_owner_is_recovered_by_the_next_call(store_root):
     assert run(root, "add", "before the crash").returncode == 0
     pid = owner_record(root)["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not is_held(root / "data" / "memfs.lock"), what="lock released by the kernel")
+    wait_until(lambda: not is_held(root / "data" / "memfs.lock"), timeout=120, what="lock released by the kernel")
     r = run(root, "add", "after the crash", "--json")
     assert r.returncode == 0, r.stderr
     assert owner_record(root)["pid"] != pid
@@ -202,7 +194,7 @@ def test_torture_clients_watch_backup_and_kill_9(store_root):
         hits = json.loads(run(root, "search", f"c{n}w{i}z", "--mode", "keyword", "--json", env=env).stdout)["hits"]
         assert hits and hits[0]["content"] == f"torture client {n} write {i} marker c{n}w{i}z"
     last_client = time.monotonic()
-    wait_for(lambda: not is_held(root / "data" / "memfs.lock"), timeout=30, what="idle owner exit")
+    wait_until(lambda: not is_held(root / "data" / "memfs.lock"), timeout=30, what="idle owner exit")
     assert time.monotonic() - last_client <= 2 * 3 + 1  # gone within 2 x the idle time
     intervals = _owner_intervals(root, killed)
     assert len(intervals) >= 2
