@@ -94,7 +94,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
 
     app = create_app(ops, token=token, on_stop=stop)
     if extended is not None:
-        app = _with_extended_memory_api(app, owner, ops, extended.getsockname()[1])
+        app = _with_extended_memory_api(app, owner, ops, extended.getsockname()[1], token)
     # On TCP, h11 rather than httptools: httptools has no limit on header size (#15: a 20 MB header
     # blocked the event loop ~0.5 s), and the protocol class adds the header-read timeout uvicorn 0.54
     # lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults.
@@ -120,22 +120,28 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         owner.close()
 
 
-def _with_extended_memory_api(app, owner: Owner, ops, port: int):
+def _with_extended_memory_api(app, owner: Owner, ops, port: int, token: str | None):
     """Answer the extended-memory service's API (memfs.http_extended) on its own port, so its clients'
-    requests (`/store`, `/retrieve/{key}`, its own `/health` and `/stats`) work unchanged."""
+    requests (`/store`, `/retrieve/{key}`, its own `/health` and `/stats`) work unchanged.
+
+    The same Guard as the main port stands in front (#19: this port once took no token and read any
+    body whole): the token on every route, its /health included (it names the store's path and counts),
+    and the body limit counted as the bytes come."""
     from fastapi import FastAPI
 
     from .http_extended import extended_memory_router
+    from .server import Guard
 
     def backup(store) -> dict:
         return ops.backup().to_dict()
 
     extended = FastAPI(title="memfs: extended-memory API")
     extended.include_router(extended_memory_router(lambda: owner.store, backup=backup))
+    guarded = Guard(extended, token=token, owner=owner, public=frozenset())
 
     async def dispatch(scope, receive, send):
         server = scope.get("server")
-        target = extended if scope["type"] == "http" and server and server[1] == port else app
+        target = guarded if scope["type"] == "http" and server and server[1] == port else app
         await target(scope, receive, send)
 
     return dispatch

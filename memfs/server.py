@@ -195,15 +195,16 @@ class Guard:
     It also keeps the owner's idle clock: requests in flight, and when the last one ended.
     """
 
-    def __init__(self, app, *, token: str | None, owner):
-        self.app, self.token, self.owner = app, token, owner
+    def __init__(self, app, *, token: str | None, owner, public: frozenset[str] = frozenset({"/health"})):
+        # `public`: the paths answered without the token (memfs's /health, which then hides its details).
+        self.app, self.token, self.owner, self.public = app, token, owner, public
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
         # /docs, /redoc and /openapi.json too: README promises the token on every route but /health.
-        if path != "/health" and not bearer_ok(scope, self.token):
+        if path not in self.public and not bearer_ok(scope, self.token):
             return await _error(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)",
                                 close=True)(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")

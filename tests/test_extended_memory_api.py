@@ -122,3 +122,53 @@ def test_ttl_extension_on_store(server, store):
     assert curl(f"curl {base}/retrieve/otp", server)["status"] == "found"
     time.sleep(1.2)
     assert curl(f"curl {base}/retrieve/otp", server)["status"] == "not_found"
+
+
+TOKEN = "extended-port-token-0123456789"
+
+
+def _send(port, method, path, body: bytes | None = None, token: str | None = None):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        try:
+            conn.request(method, path, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the body was read (413, 401): the answer is waiting all the same
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_the_extended_port_takes_the_token_and_the_body_limit_of_the_main_port(tmp_path):
+    """#19: `serve --extended-port` once answered every route without the token (POST /store, every
+    key, DELETE /clear) and read a body of any size whole. A real `memfs serve` with a token set."""
+    from test_server import Server, free_port
+
+    from memfs.server import MAX_BODY
+
+    ext = free_port()
+    server = Server(tmp_path / "store", env={"MEMFS_API_TOKEN": TOKEN}, args=("--extended-port", str(ext)))
+    try:
+        stored = json.dumps({"key": "k", "value": {"secret": 1}}).encode()
+        assert _send(ext, "POST", "/store", stored, token=TOKEN)[0] == 200
+        for method, path, body in (("POST", "/store", json.dumps({"key": "k", "value": 2}).encode()),
+                                   ("GET", "/retrieve/k", None), ("GET", "/list", None),
+                                   ("DELETE", "/clear?confirm=true", None), ("GET", "/stats", None),
+                                   ("POST", "/backup", None), ("GET", "/health", None)):
+            status, answer = _send(ext, method, path, body)
+            assert status == 401 and answer["error"]["code"] == "unauthorized", (method, path, answer)
+            status, _ = _send(ext, method, path, body, token="wrong-" + TOKEN)
+            assert status == 401, (method, path)
+        # Nothing the refused requests asked for happened.
+        assert _send(ext, "GET", "/retrieve/k", token=TOKEN)[1]["value"] == {"secret": 1}
+        assert not list((tmp_path / "store" / "backups").glob("memory_backup_*"))
+        status, answer = _send(ext, "POST", "/store", b'{"key": "big", "value": "' + b"x" * MAX_BODY + b'"}',
+                               token=TOKEN)
+        assert status == 413 and answer["error"]["code"] == "too_large"
+        assert _send(ext, "GET", "/retrieve/big", token=TOKEN)[1]["status"] == "not_found"
+    finally:
+        assert server.stop() == 0
