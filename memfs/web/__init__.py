@@ -15,6 +15,8 @@ with the same limits and error messages. This module adds what a browser needs b
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from importlib import resources
 from urllib.parse import parse_qs
 
@@ -37,8 +39,16 @@ EVENT_POLL_SECONDS = 0.5
 EVENT_STREAM_SECONDS = 5.0
 
 
+@functools.lru_cache(maxsize=None)
 def asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+@functools.lru_cache(maxsize=None)
+def asset_version(name: str) -> str:
+    """The asset's content hash: the page names `/ui/app.js?v=<hash>`, so a browser keeps the file
+    until it changes (a new memfs version) and a page view costs the HTML and the API call alone."""
+    return hashlib.sha256(asset(name)).hexdigest()[:16]
 
 
 def wants_html(request_or_scope) -> bool:
@@ -51,7 +61,10 @@ def wants_html(request_or_scope) -> bool:
 
 
 def page() -> HTMLResponse:
-    return HTMLResponse(asset("index.html"), headers=SECURITY_HEADERS)
+    html = asset("index.html").decode()
+    for name in ("app.js", "app.css"):
+        html = html.replace(f"/ui/{name}", f"/ui/{name}?v={asset_version(name)}")
+    return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 
 def web_router(ops, token: str | None) -> APIRouter:
@@ -83,10 +96,13 @@ def web_router(ops, token: str | None) -> APIRouter:
         return response
 
     @r.get("/ui/{name}")
-    def static(name: str) -> Response:
+    def static(name: str, v: str = "") -> Response:
         if name not in ASSETS:
             return Response(status_code=404)
-        return Response(asset(name), media_type=ASSETS[name], headers=SECURITY_HEADERS)
+        headers = dict(SECURITY_HEADERS)
+        if v == asset_version(name):
+            headers["cache-control"] = "public, max-age=31536000, immutable"
+        return Response(asset(name), media_type=ASSETS[name], headers=headers)
 
     @r.get("/events")
     async def events(request: Request) -> StreamingResponse:
