@@ -131,7 +131,6 @@ def hit_titles(driver) -> list[str]:
 
 def test_a_newcomers_flow_search_open_edit_create_delete(server, browser, shots):
     login(browser, server)
-    shots(browser, "login-done")
     box = browser.find_element(By.ID, "q")
     box.send_keys("who manages our office in Portugal")  # a paraphrase: no word but "office" in common
     wait(browser, lambda d: hit_titles(d) and hit_titles(d)[0].startswith("The Lisbon office"), "the paraphrase at rank 1")
@@ -275,3 +274,18 @@ def test_with_a_token_nothing_without_it_and_a_forged_cross_site_post_is_refused
     assert api(server, "GET", "/stats")[1]["memories"] == before
     listed = json.loads(cli(server, "list", "--tag", "forged", "--json").stdout)
     assert listed["memories"] == []
+
+
+def test_readable_at_a_phone_width(server, browser, shots):
+    login(browser, server)
+    browser.set_window_size(390, 844)
+    try:
+        for screen in ("search&q=office", "browse", "health"):
+            browser.get(f"{server.url}/?view={screen}")
+            wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#hits li, #browse-list tr, #memory-count"),
+                 f"the {screen} screen")
+            # Nothing wider than the screen: no sideways scrolling on a phone.
+            assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), screen
+        shots(browser, "phone-health")
+    finally:
+        browser.set_window_size(1200, 900)

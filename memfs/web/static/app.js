@@ -210,7 +210,7 @@ function memoryView() {
       if (loaded && JSON.stringify(loaded) !== JSON.stringify(m)) toast("This memory changed (another client or a hand edit): showing the new version.");
       loaded = m;
       const near = h("ol", {class: "neighbours", id: "neighbours"});
-      box.replaceChildren(
+      box.replaceChildren(...[
         h("h1", {}, firstLine(m.content)),
         m.warning ? h("p", {class: "warning"}, m.warning) : null,
         h("pre", {class: "content", id: "content"}, m.content),
@@ -228,7 +228,7 @@ function memoryView() {
         h("div", {class: "actions"},
           h("a", {href: "/?view=edit&id=" + encodeURIComponent(m.id), "data-view": "edit", class: "button"}, "Edit"),
           h("button", {type: "button", class: "danger", id: "delete", onclick: () => remove(m)}, "Delete")),
-        h("h2", {}, "Nearest memories"), near);
+        h("h2", {}, "Nearest memories"), near].filter(Boolean));
       const r = await api("POST", "/search", {query: m.content.slice(0, 1000), mode: "semantic", k: 6, min_score: 0});
       near.replaceChildren(...r.hits.filter(x => x.id !== m.id).slice(0, 5).map(x =>
         h("li", {}, memoryLink(x.id, firstLine(x.content)), " ", h("span", {class: "score"}, "sim " + (x.similarity ?? 0).toFixed(2)))));
