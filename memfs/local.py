@@ -206,6 +206,10 @@ class LocalOperations(AdminOperations, TransferOperations):
         with self.owner.using() as store:
             return Stats(**store.stats())
 
+    def revision(self) -> str:
+        with self.owner.using() as store:
+            return store.revision()
+
     def health(self, details: bool = True) -> Health:
         owner = self.owner
         loaded = bool(owner.embedder is not None and getattr(owner.embedder, "loaded", False))

@@ -47,6 +47,10 @@ class Operations(Protocol):
 
     def health(self) -> Health: ...
 
+    def revision(self) -> str:
+        """Changes whenever any memory is added, changed or removed (live views poll it; opaque)."""
+        ...
+
     def status(self) -> OwnerStatus: ...
 
     # -- backups --------------------------------------------------------------------------------------

@@ -169,6 +169,9 @@ class RemoteOperations:
     def stats(self) -> Stats:
         return Stats.from_dict(self.request("GET", "/stats"))
 
+    def revision(self) -> str:
+        return self.request("GET", "/revision")["revision"]
+
     def health(self) -> Health:
         status, data = self._send("GET", "/health", None)
         return Health.from_dict(data)

@@ -173,6 +173,8 @@ class Stats(Record):
     last_reconcile: str | None
     disk_bytes: dict[str, int]
     root: str = ""
+    added_per_day: dict[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" (UTC) -> count, last 30 days
+    tags: dict[str, int] = field(default_factory=dict)  # the 50 most used tags -> memories carrying each
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +30,8 @@ from .local import LocalOperations
 from .ops import Retention
 from .query import Filters
 from .timeparse import parse_when
+from .web import page, wants_html, web_router
+from .web.session import cookie_ok
 
 log = logging.getLogger("memfs.server")
 
@@ -170,8 +172,11 @@ def _on_unix_socket(scope) -> bool:
 
 def bearer_ok(scope, token: str | None) -> bool:
     """The request may act: no token is set, it came over the Unix socket (0600: the file's permissions
-    are the authentication), or it carries `Authorization: Bearer <token>` (the scheme in any case)."""
+    are the authentication), it carries `Authorization: Bearer <token>` (the scheme in any case), or
+    the web page's session cookie with its CSRF rule (memfs.web.session)."""
     if token is None or _on_unix_socket(scope):
+        return True
+    if cookie_ok(scope, token):
         return True
     given = b""
     for name, value in scope.get("headers", ()):
@@ -188,6 +193,13 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"request body over {MAX_BODY} bytes")
 
 
+LOGIN_PAGE = frozenset({"/ui/login", "/ui/login.css"})
+
+
+def _redirect(location: str) -> Response:
+    return Response(status_code=303, headers={"location": location})
+
+
 class Guard:
     """ASGI middleware in front of every route (#15): the token is checked before a byte of the body is
     read, and the body limit holds on the bytes actually received, chunked or not, while they come.
@@ -195,7 +207,7 @@ class Guard:
     It also keeps the owner's idle clock: requests in flight, and when the last one ended.
     """
 
-    def __init__(self, app, *, token: str | None, owner, public: frozenset[str] = frozenset({"/health"})):
+    def __init__(self, app, *, token: str | None, owner, public: frozenset[str] = frozenset({"/health"}) | LOGIN_PAGE):
         # `public`: the paths answered without the token (memfs's /health, which then hides its details).
         self.app, self.token, self.owner, self.public = app, token, owner, public
 
@@ -205,6 +217,8 @@ class Guard:
         path = scope["path"]
         # /docs, /redoc and /openapi.json too: README promises the token on every route but /health.
         if path not in self.public and not bearer_ok(scope, self.token):
+            if scope["method"] == "GET" and wants_html(scope):  # a person at a browser: the login page
+                return await _redirect("/ui/login")(scope, receive, send)
             return await _error(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)",
                                 close=True)(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
@@ -292,8 +306,12 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
                             f"details under error id {error_id}")
         return _error(err.http_status, err.code, str(err))
 
+    app.include_router(web_router(ops, token))
+
     @app.get("/")
-    def index() -> dict:
+    def index(request: Request):
+        if wants_html(request):  # a browser: the web page (memfs.web); scripts get the links below
+            return page()
         return {"service": "memfs", "version": __version__,
                 "links": {"health": "/health", "docs": "/docs", "openapi": "/openapi.json",
                           "memories": "/memories", "search": "/search", "stats": "/stats", "backups": "/backups"}}
@@ -350,6 +368,10 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
                                          min_score=body.min_score).to_dict())
 
     # -- the store as a whole -----------------------------------------------------------------------
+
+    @app.get("/revision", dependencies=guarded)
+    def revision():
+        return {"revision": ops.revision()}
 
     @app.get("/stats", dependencies=guarded)
     def stats():

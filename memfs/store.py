@@ -35,6 +35,8 @@ from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fus
 from .results import AddResult, InvalidFile, MemoryRecord, ReconcileReport, SearchResult
 from .vectors import EXACT_MAX, VectorIndex
 
+ADDED_PER_DAY_DAYS = 30  # how far back stats count memories added per day
+
 log = logging.getLogger("memfs")
 
 # progress(phase, done, total): reconcile and bulk add report through this; the CLI draws a bar.
@@ -472,12 +474,14 @@ class MemoryStore:
             db = self.catalog.db
             types = dict(db.execute("SELECT type, count(*) FROM docs GROUP BY type ORDER BY 2 DESC"))
             tags = db.execute("SELECT count(DISTINCT tag) FROM doc_tags").fetchone()[0]
+            top_tags = dict(db.execute("SELECT tag, count(*) FROM doc_tags GROUP BY tag ORDER BY 2 DESC, 1 LIMIT 50"))
             content_bytes = db.execute("SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM docs").fetchone()[0]
             return {
                 "root": str(self.layout.root),
                 "memories": self.catalog.count(),
                 "types": types,
                 "distinct_tags": tags,
+                "tags": top_tags,
                 "content_bytes": content_bytes,
                 "invalid_files": len(self.catalog.invalid()),
                 "vectors": self.vectors.count(),
@@ -486,7 +490,19 @@ class MemoryStore:
                 "last_reconcile": self.catalog.get_meta("last_reconcile"),
                 "disk_bytes": {d.name: _du(d) for d in (self.layout.memories, self.layout.embeddings,
                                                          self.layout.indexes)},
+                "added_per_day": dict(db.execute(
+                    "SELECT date(created_ts, 'unixepoch'), count(*) FROM docs WHERE created_ts >= ?"
+                    " GROUP BY 1 ORDER BY 1", (time.time() - ADDED_PER_DAY_DAYS * 86400,))),
             }
+
+    def revision(self) -> str:
+        """A value that changes whenever a memory is added, changed (by any client or by hand, once
+        indexed) or removed: live views poll it instead of the memories. One indexed SQL pass."""
+        with self._mutex:
+            row = self.catalog.db.execute(
+                "SELECT count(*), coalesce(max(updated_ts), 0), coalesce(sum(mtime_ns % 1000003), 0),"
+                " coalesce(sum(ino % 1000003), 0), coalesce(sum(size), 0) FROM docs").fetchone()
+        return "-".join(str(v) for v in row)
 
     # -- reconcile ----------------------------------------------------------------------------------
 
