@@ -1,16 +1,17 @@
 """Import memories from the stores people run today (issue #13), with dedup, provenance and a record.
 
-Each source format has a reader that turns the source into `SourceRecord`s: a memfs document dict
-(DESIGN.md §3) with the record's location, or an error for that record. `import_sources` then
+Each source format has a reader (source_readers.py) that turns the source into `SourceRecord`s
+(source_records.py): a memfs document dict (DESIGN.md §3) with the record's location, or an error
+for that record. `import_sources` then
 
 1. opens each source **read-only** (SQLite through a `mode=ro` URI; memfs never writes to a source)
    and reads every source whole before writing anything, so a corrupt or locked source imports nothing;
 2. sorts every record into new / duplicate / updated / invalid / expired: by content hash (unless
    `dedup=False`), and by (namespace, key) for key/value sources, so running an import twice adds
    nothing;
-3. reuses the vectors a source carries when they are the same model's — checked by re-embedding a
-   sample and comparing, never assumed from a name — by seeding the embedding cache, so `add_many`
-   embeds only what is left;
+3. proves the vectors a source carries record by record (`check_vectors`: a memfs export's
+   `embedding_sha256`, or embedding and comparing every foreign one; never a sample) and seeds the
+   embedding cache, so `add_many` embeds only what is left;
 4. writes the new memories through `MemoryStore.add_many` (batched, with progress) and rewrites the
    updated ones; and keeps a migration record per source (`migrations.py`) that `verify` replays.
 
@@ -26,9 +27,9 @@ Formats and where each schema comes from:
 |                   | tables, so no extension is needed to read them                                  |
 | `extended-memory` | the extended-memory service's `memory_store(key PRIMARY KEY, value, type, …)`   |
 |                   | (sutazai/sutazaiapp `docker/mcp-services/extended-memory-persistent/server.py`)  |
-| `swarm`           | claude-flow's `.swarm/memory.db` table `memory_entries(id, key, value, namespace, |
-|                   | metadata, created_at, updated_at, accessed_at, access_count, ttl, expires_at,   |
-|                   | UNIQUE(key, namespace))`                                                        |
+| `swarm`           | claude-flow's `.swarm/memory.db` table `memory_entries`: 2.x (`value`, seconds,   |
+|                   | `ttl`) or 3.x (`content`, milliseconds, `embedding`, `status`)                  |
+| `swarm-json`      | claude-flow 3.x `memory export` (`ruflo-memory-export/v1`)                      |
 | `kg-jsonl`        | the MCP reference memory server's `memory.jsonl` (entity and relation lines)    |
 """
 

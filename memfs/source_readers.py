@@ -305,8 +305,9 @@ def _mms_json_record(e: Any, loc: str) -> SourceRecord:
         raise InvalidDocumentError("'metadata' must be an object")
     meta = dict(e.get("metadata") or {})
     vector = e.get("embedding")
+    own = isinstance(meta.get("memfs"), dict)  # before _mms_doc takes metadata.memfs out
     return SourceRecord(loc, _mms_doc(e, meta), vector=np.asarray(vector, dtype=np.float32) if vector else None,
-                        own_provenance=isinstance(meta.get("memfs"), dict))
+                        own_provenance=own)
 
 
 # memfs: {"format": "memfs.export/1", "model": ..., "memories": [document, ...], "count": n}.

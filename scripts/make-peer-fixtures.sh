@@ -70,6 +70,10 @@ make_cf3() {
     note "claude-flow@$CF3_VERSION (npm)"
     npm_peer cf3 "claude-flow@$CF3_VERSION" || return 1
     CF="$PEERS/cf3/node_modules/.bin/claude-flow"; LOG="$PEERS/cf3-run.log"; : >"$LOG"
+    # Its AgentDB bridge needs a second native better-sqlite3 (agentdb's own); without it, its sql.js
+    # fallback keeps writes in memory only. CLAUDE_FLOW_DISABLE_BRIDGE=1 is claude-flow's own switch to
+    # its direct writer (memory-initializer.js), which writes .swarm/memory.db itself.
+    export CLAUDE_FLOW_DISABLE_BRIDGE=1
     local p="$PEERS/cf3-project"; rm -rf "$p"; mkdir -p "$p"
     cf "$p" memory init || return 1
     cf "$p" memory store -k auth/decision --value "We use OAuth2 with PKCE for the mobile app" -n architecture --tags auth,mobile

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,89 @@ def test_a_foreign_source_with_swapped_vectors_is_caught_and_never_served(store,
         assert r.vectors_reused == 0 and "6 matched" in r.vector_check and "2 did not" in r.vector_check
         top = fresh.search("does float32 save memory", k=1)[0]
         assert top.memory.content == "numpy float32 halves memory"
+
+
+# -- claude-flow 3.x ------------------------------------------------------------------------------------
+
+
+CF3_DB = PEERS / "claude-flow-3.memory.db"
+CF3_JSON = PEERS / "claude-flow-3.export.json"
+
+
+def ms_time(value) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, timezone.utc)
+
+
+def test_claude_flow_3_database_every_live_row_exactly_deleted_absent_reimport_adds_nothing(store):
+    assert importers.detect_format(CF3_DB) == "swarm"
+    rows = _rows(CF3_DB)
+    live = [r for r in rows if r["status"] != "deleted"]
+    assert live and len(live) < len(rows), "the fixture should hold a deleted row"
+    report = importers.import_sources(store, [CF3_DB]).sources[0]
+    assert (report.new, report.invalid) == (len(live), 0)
+    got = {(m.namespace, m.key): m for m in by_content(store).values()}
+    assert len(got) == len(live)
+    for r in live:  # field by field: claude-flow column -> memfs field
+        m = got[(r["namespace"], r["key"])]
+        table = [
+            ("content", m.content, r["content"]),
+            ("type", m.type, "kv"),
+            ("tags", [t for t in m.tags if not t.startswith(("source:", "status:"))], json.loads(r["tags"] or "[]")),
+            ("metadata", {k: v for k, v in m.metadata.items()
+                          if k not in ("value_type", "claude_flow_type", "provenance_type", "owner_id", "status")},
+             json.loads(r["metadata"] or "{}")),
+            ("type column", m.metadata.get("claude_flow_type"), r["type"]),
+            ("created_at", m.created_at, ms_time(r["created_at"])),
+            ("updated_at", m.updated_at, ms_time(r["updated_at"])),
+            ("expires_at", m.expires_at, ms_time(r["expires_at"])),
+            ("archived", "status:archived" in m.tags, r["status"] == "archived"),
+            ("source", m.source, f"{CF3_DB.resolve()}#memory_entries id={r['id']}"),
+        ]
+        for name, ours, theirs in table:
+            assert ours == theirs, f"{r['key']}: {name}: {ours!r} != {theirs!r}"
+        if r["access_count"]:
+            assert store.catalog.access_of([m.id])[m.id][1] == r["access_count"]
+    assert not any((r["namespace"], r["key"]) in got for r in rows if r["status"] == "deleted")
+    again = importers.import_sources(store, [CF3_DB]).sources[0]
+    assert (again.new, again.updated, again.duplicate) == (0, 0, len(live))
+    assert migrations.verify(store, report.record_id).ok
+
+
+def _rows(path: Path) -> list[dict]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM memory_entries ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def test_claude_flow_3_export_json_is_read(store):
+    assert importers.detect_format(CF3_JSON) == "swarm-json"
+    data = json.loads(CF3_JSON.read_text())
+    report = importers.import_sources(store, [CF3_JSON]).sources[0]
+    assert (report.new, report.invalid) == (len(data["entries"]), 0)
+    got = {(m.namespace, m.key): m for m in by_content(store).values()}
+    for e in data["entries"]:
+        m = got[(e["namespace"], e["key"])]
+        assert m.content == e["value"] and m.type == "kv"
+    # the database it came from, imported after, adds nothing new: same keys, same content
+    again = importers.import_sources(store, [CF3_DB]).sources[0]
+    assert again.new == sum(1 for r in _rows(CF3_DB) if r["status"] != "deleted") - len(data["entries"])
+
+
+def test_claude_flow_3_archived_rows_are_kept_and_marked(store, tmp_path):
+    """The CLI cannot archive, so this database is built from claude-flow 3.43.0's schema
+    (source_fixtures.write_swarm3_db), not written by it."""
+    from source_fixtures import write_swarm3_db
+
+    src = write_swarm3_db(tmp_path / ".swarm" / "memory.db", [
+        {"key": "old/plan", "content": "The old rollout plan, kept for reference", "status": "archived"},
+        {"key": "gone", "content": "A removed note", "status": "deleted"},
+        {"key": "live", "content": "The current rollout plan", "tags": ["plan"]}])
+    report = importers.import_sources(store, [src]).sources[0]
+    mems = {m.key: m for m in by_content(store).values()}
+    assert report.new == 2 and set(mems) == {"old/plan", "live"}
+    assert mems["old/plan"].metadata["status"] == "archived" and "status:archived" in mems["old/plan"].tags
+    assert "status" not in mems["live"].metadata and "plan" in mems["live"].tags
+    assert any("'deleted' left out" in w for w in report.warnings)
