@@ -133,7 +133,8 @@ def main() -> None:
     print("| N | cf3 import ÷ add_many | cf3+vectors import ÷ add_many precomputed | memfs export+vectors "
           "import ÷ add_many precomputed | RSS n | RSS empty / import MB |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.n} | {t_add / t_imp:.2f} | {t_pre / t_v:.2f} | {t_pre / t_m:.2f} | {n} | {empty:.0f} / {full:.0f} |")
+    print(f"| {args.n} | {t_add / t_imp:.2f} | {t_pre / t_v:.2f} | {t_pre / t_m:.2f} | {n} "
+          f"| {empty:.0f} / {full:.0f} |")
 
 
 if __name__ == "__main__":

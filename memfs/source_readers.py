@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -289,7 +290,8 @@ def read_mms_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
         notes.append(f"exported on {machine}")
     superseded = 0
     for n, entry in enumerate(data["memories"]):
-        if isinstance(entry, dict) and isinstance(entry.get("metadata"), dict) and entry["metadata"].get("superseded_by"):
+        meta = entry.get("metadata") if isinstance(entry, dict) else None
+        if isinstance(meta, dict) and meta.get("superseded_by"):
             superseded += 1  # its exporter writes every version; only the live one is a memory
             continue
         loc = f"memories[{n}]"
@@ -350,15 +352,11 @@ def read_kg_jsonl(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
                 yield guard(loc, lambda line=line, loc=loc: _kg_record(line, loc))
 
 
-def _kg_escape(part: str) -> str:
-    return part.replace("\\", "\\\\").replace("|", "\\|")
-
-
 def relation_key(src: str, rel: str, dst: str) -> str:
-    """`relation:<from>|<type>|<to>` with `\\` and `|` escaped in each part, so no two relations share a
-    key (`A|x -y-> B` is `relation:A\\|x|y|B`, `A -x|y-> B` is `relation:A|x\\|y|B`; issue #25). Names
-    without either character keep the plain key they always had."""
-    return "relation:" + "|".join(_kg_escape(str(p)) for p in (src, rel, dst))
+    """`relation:` + the JSON list [from, type, to]: JSON keeps the three parts apart whatever characters
+    they hold, so no two relations share a key (`A|x -y-> B` and `A -x|y-> B` once both became
+    `relation:A|x|y|B`; issue #25). The same key the MCP knowledge-graph tools write (memfs.graph)."""
+    return "relation:" + json.dumps([src, rel, dst], ensure_ascii=False)
 
 
 def _kg_record(line: bytes, loc: str) -> SourceRecord:
