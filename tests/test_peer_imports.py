@@ -92,7 +92,7 @@ def test_memfs_through_mms_format_keeps_source_and_adds_no_tag(store, tmp_path):
     with MemoryStore.open(tmp_path / "back", create=True) as back:
         importers.import_sources(back, [tmp_path / "mms.json"])
         (m,) = [e.memory for e in back.list()]
-        assert m.source == "pagerduty#42" and m.tags == ["db"]
+        assert m.source == "pagerduty#42" and list(m.tags) == ["db"]
 
 
 # -- the MCP reference memory server 2026.8.31 --------------------------------------------------------
