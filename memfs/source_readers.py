@@ -137,7 +137,7 @@ def read_swarm_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
     if data.get("count") is not None and data["count"] != len(data["entries"]):
         raise SourceError(f"{path}: says {data['count']} entries but holds {len(data['entries'])}; the export is "
                           "truncated, nothing was imported")
-    for n, entry in enumerate(data["entries"]):
+    for n, entry in _taken(data["entries"]):
         loc = f"entries[{n}]" + (f" key={entry.get('key')!r}" if isinstance(entry, dict) else "")
         yield guard(loc, lambda e=entry, loc=loc: _swarm_json_record(e, loc))
 
@@ -289,7 +289,7 @@ def read_mms_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
     if machine:
         notes.append(f"exported on {machine}")
     superseded = 0
-    for n, entry in enumerate(data["memories"]):
+    for n, entry in _taken(data["memories"]):
         meta = entry.get("metadata") if isinstance(entry, dict) else None
         if isinstance(meta, dict) and meta.get("superseded_by"):
             superseded += 1  # its exporter writes every version; only the live one is a memory
@@ -324,7 +324,7 @@ def read_memfs(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
     if data.get("count") is not None and data["count"] != len(data["memories"]):
         raise SourceError(f"{path}: says {data['count']} memories but holds {len(data['memories'])}; "
                           "the export is truncated, nothing was imported")
-    for n, entry in enumerate(data["memories"]):
+    for n, entry in _taken(data["memories"]):
         loc = f"memories[{n}]" + (f" id={entry.get('id')}" if isinstance(entry, dict) and entry.get("id") else "")
         yield guard(loc, lambda e=entry, loc=loc: _memfs_record(e, loc, model))
 
@@ -381,6 +381,14 @@ def _kg_record(line: bytes, loc: str) -> SourceRecord:
                                   "metadata": {"from": src, "to": dst, "relationType": rel}})
     raise InvalidDocumentError(f"'type' must be entity or relation, got {obj.get('type')!r}")
 
+
+
+def _taken(entries: list) -> Iterator[tuple[int, Any]]:
+    """(index, entry), dropping each parsed entry from the list as it is handed out: its JSON floats
+    (384 Python floats an embedding) are freed record by record instead of living until the end."""
+    for n in range(len(entries)):
+        entry, entries[n] = entries[n], None
+        yield n, entry
 
 
 READERS: dict[str, Callable[[Path, list[str]], Iterator[SourceRecord]]] = {
