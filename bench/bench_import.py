@@ -128,7 +128,7 @@ def main() -> None:
     for p in paths:
         src = importers.read_source(p)
         for rec in src.records:
-            docs.append(importers._apply_options(rec.doc, "swarm", src.path, rec.location, None, None))
+            docs.append(importers.apply_options(rec, src, None, None))
 
     def anchor(r: int) -> float:
         with MemoryStore.open(work / f"anchor{r}", create=True, embedder=embedder) as s:

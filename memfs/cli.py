@@ -310,7 +310,8 @@ def export(ops, output, fmt, filter_tags, include_embeddings) -> None:
 @cli.command("import")
 @click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "memfs", "mms-json", "mms-sqlite", "extended-memory", "swarm", "kg-jsonl"]),
+              type=click.Choice(["auto", "memfs", "mms-json", "mms-sqlite", "extended-memory", "swarm", "swarm-json",
+                                 "kg-jsonl"]),
               help="The sources' format; auto reads it from their content.")
 @click.option("--dry-run", is_flag=True, help="Count new / duplicate / updated / invalid per source; write nothing.")
 @click.option("--no-dedup", is_flag=True, help="Store content that is already stored again.")

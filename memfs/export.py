@@ -7,14 +7,16 @@ pages of `PAGE` and written as they come, so 100k memories take no more memory t
   "memories": [<memory document as on disk> (+ "embedding", + "access")...], "count": n}` — `count`
   comes last, after the memories, so an export cut short is detected on import.
 - `mms` format: mcp-memory-service's export (`export_metadata` + `memories[]` with content,
-  content_hash, tags, created_at/updated_at as epoch floats and their `_iso` twins, memory_type,
-  metadata, optional embedding): what its `sync/importer.py` (`scripts/sync/import_memories.py`) reads.
+  content_hash (mcp-memory-service's own rule: SHA-256 of the stripped, lower-cased content), tags,
+  created_at/updated_at as epoch floats and their `_iso` twins, memory_type, metadata, store,
+  optional embedding): what its `sync/importer.py` (`scripts/sync/import_memories.py`) reads.
   Fields mms has no place for (id, namespace, key, expires_at, source) ride in `metadata.memfs`, so a
   memfs → mms → memfs trip keeps them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import socket
 import time
@@ -83,22 +85,46 @@ def count(store: "MemoryStore", tags: Iterable[str] = ()) -> int:
     return store.catalog.db.execute(sql, args).fetchone()[0]
 
 
-def _memfs_item(d: dict, vector: np.ndarray | None, access: tuple[float, int] | None) -> dict:
+def vector_proof(model: str, content_hash: str, vector: np.ndarray) -> str:
+    """SHA-256 binding a vector to the model that made it and the content it was made from.
+
+    Written beside each exported embedding; import reuses a vector only when its proof matches the
+    record's own content hash and this store's model, so a vector that was swapped, edited, or paired
+    with edited content is re-embedded, record by record, never judged from a sample (issue #25). It
+    guards against accidents (a tool rewriting vectors, an edited export), not against a forger, who
+    could recompute it: import only exports you trust to carry vectors, or pass none."""
+    h = hashlib.sha256(f"{model}\0{content_hash}\0".encode())
+    h.update(np.ascontiguousarray(vector, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def _memfs_item(d: dict, vector: np.ndarray | None, access: tuple[float, int] | None, model: str,
+                content_hash: str) -> dict:
     if vector is not None:
         d["embedding"] = vector.tolist()
+        d["embedding_sha256"] = vector_proof(model, content_hash, vector)
     if access is not None:
         d["access"] = {"accessed_at": access[0], "access_count": access[1]}
     return d
+
+
+def mms_content_hash(content: str) -> str:
+    """mcp-memory-service's content hash (utils/hashing.py generate_content_hash): SHA-256 of the
+    content stripped and lower-cased. Its importer deduplicates on this field, so an export carrying
+    it adds nothing to the store its memories came from (issue #25)."""
+    return hashlib.sha256(content.strip().lower().encode("utf-8")).hexdigest()
 
 
 def _mms_item(m: Memory, vector: np.ndarray | None) -> dict:
     own = {k: v for k, v in {"id": m.id, "namespace": m.namespace, "key": m.key,
                               "expires_at": documents.format_time(m.expires_at) if m.expires_at else None,
                               "source": m.source}.items() if v is not None}
-    d = {"content": m.content, "content_hash": m.content_hash, "tags": list(m.tags),
+    d = {"content": m.content, "content_hash": mms_content_hash(m.content), "tags": list(m.tags),
          "created_at": m.created_at.timestamp(), "created_at_iso": documents.format_time(m.created_at),
          "updated_at": m.updated_at.timestamp(), "updated_at_iso": documents.format_time(m.updated_at),
-         "memory_type": m.type, "metadata": {**m.metadata, "memfs": own}}
+         "memory_type": m.type, "metadata": {**m.metadata, "memfs": own},
+         # its store partition: a plain memory's namespace (mms-sqlite import makes a store a namespace)
+         "store": m.namespace if m.namespace and m.key is None else "default"}
     if vector is not None:
         d["embedding"] = vector.tolist()
     return d
@@ -136,7 +162,7 @@ def export(store: "MemoryStore", out: BinaryIO, *, format: str = "memfs", filter
             vectors = store.catalog.cached_vectors(model, (r[2] for r in rows)) if include_embeddings else {}
             if format == "memfs":
                 access = store.catalog.access_of(r[0] for r in rows)
-                items = [_memfs_item(_document(r), vectors.get(r[2]), access.get(r[0])) for r in rows]
+                items = [_memfs_item(_document(r), vectors.get(r[2]), access.get(r[0]), model, r[2]) for r in rows]
             else:
                 items = [_mms_item(Catalog._entry(r).memory, vectors.get(r[2])) for r in rows]
             chunk = b",".join(orjson.dumps(i) for i in items)

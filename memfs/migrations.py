@@ -116,6 +116,7 @@ class VerifyReport(Record):
     ok: bool
     checked: int = 0
     present: int = 0
+    lost: int = 0  # records not in the store (every one counted; the first `max_listed` are in `missing`)
     missing: list = field(default_factory=list)  # locations of records not in the store
     changed: list = field(default_factory=list)  # keys present with other content since (edited later)
     source_changed: bool = False  # the source's SHA-256 differs from the record's
@@ -123,19 +124,38 @@ class VerifyReport(Record):
     note: str | None = None
 
 
+def _missing(rep: VerifyReport, location: str, max_listed: int) -> None:
+    rep.lost += 1
+    if len(rep.missing) < max_listed:
+        rep.missing.append(location)
+
+
+def _edited_since(store: "MemoryStore", m, imported_at: datetime | None) -> bool:
+    """Does the memory holding m's (namespace, key) carry a write after the import? Then other content
+    there is a later edit (`changed`); otherwise the key holds another record's content and this
+    record was lost (two source records that mapped to one key, issue #25)."""
+    ids = store.catalog.ids_for_key(m.namespace or "default", m.key)
+    entry = store.catalog.get(ids[0]) if ids else None
+    return entry is not None and imported_at is not None and entry.memory.updated_at > imported_at
+
+
 def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> VerifyReport:
     """Re-read the record's source with the same options and check every valid record is in the store.
 
-    A plain record counts as present when its content is stored; a key/value record when its
-    (namespace, key) holds that content (or, reported as `changed`, other content written later).
+    Every record is compared, none sampled. A plain record counts as present when its content is
+    stored; a key/value record when its (namespace, key) holds that content, or, reported as
+    `changed`, other content written after the import ended. A key holding another record's content
+    with no write since means this record was lost, and `ok` is false.
     """
-    from .importers import _apply_options, read_source
+    from .importers import apply_options, read_source
 
     record = load(store.layout, record_id)
     src_info, options = record["source"], record.get("options", {})
     src = read_source(Path(src_info["path"]), src_info["format"])
     rep = VerifyReport(record["id"], src_info["path"], ok=False, source_changed=src.sha256 != src_info["sha256"])
     now = utcnow()
+    ended = record.get("ended_at")
+    imported_at = documents.parse_time(ended) if ended else None
     hashes = store.catalog.hashes()
     keys = store.catalog.key_hashes()
     valid: list[str] = []
@@ -143,8 +163,7 @@ def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> Ve
         if rec.error:
             continue
         try:
-            doc = _apply_options(rec.doc or {}, src.format, src.path, rec.location, options.get("source_tag"),
-                                 options.get("namespace"))
+            doc = apply_options(rec, src, options.get("source_tag"), options.get("namespace"))
             m = documents.from_dict(doc, default_id="verify", default_time=now)
         except Exception:
             continue
@@ -156,19 +175,19 @@ def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> Ve
             h = keys.get((m.namespace or "default", m.key))
             if h == m.content_hash:
                 rep.present += 1
-            elif h is not None:
+            elif h is not None and _edited_since(store, m, imported_at):
                 rep.present += 1
                 if len(rep.changed) < max_listed:
                     rep.changed.append(rec.location)
-            elif len(rep.missing) < max_listed:
-                rep.missing.append(rec.location)
+            else:  # absent, or holding another record's content: this one was lost
+                _missing(rep, rec.location, max_listed)
         elif m.content_hash in hashes:
             rep.present += 1
-        elif len(rep.missing) < max_listed:
-            rep.missing.append(rec.location)
+        else:
+            _missing(rep, rec.location, max_listed)
     rep.records_sha256_matches = (hashlib.sha256("\n".join(sorted(valid)).encode()).hexdigest()
                                   == record.get("records_sha256"))
-    rep.ok = rep.present == rep.checked and not rep.missing
+    rep.ok = rep.present == rep.checked and rep.lost == 0
     if rep.source_changed:
         rep.note = "the source changed since it was imported: checked against what it holds now"
     return rep

@@ -17,6 +17,14 @@ if ! command -v rclone >/dev/null || ! command -v age >/dev/null || ! [ -x /usr/
         echo "test.sh: rclone, age or sshd missing and not root: the off-site/encryption interop tests will skip" >&2
     fi
 fi
+# mcp-memory-service in its own venv (issue #25): the round trip into its real importer
+# (tests/test_peer_imports.py) skips, saying so, without it. Its venv needs a python that loads SQLite
+# extensions (Debian's python3); the fixtures themselves are committed, so only the venv is made here.
+if [ ! -x /tmp/memfs-peers/mms-venv/bin/python ] && [ -x /usr/bin/python3 ]; then
+    (/usr/bin/python3 -m venv /tmp/memfs-peers/mms-venv \
+        && /tmp/memfs-peers/mms-venv/bin/pip install -q "mcp-memory-service==12.4.0") >/dev/null 2>&1 \
+        || echo "test.sh: could not install mcp-memory-service; the round trip into its importer will skip" >&2
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

@@ -186,3 +186,49 @@ def write_kg_jsonl(path: Path, entities: list[dict], relations: list[dict]) -> P
     lines += [json.dumps({"type": "relation", **r}) for r in relations]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_swarm3_db(path: Path, rows: list[dict]) -> Path:
+    """claude-flow 3.x's `.swarm/memory.db` table `memory_entries`, its schema copied from claude-flow
+    3.43.0 (v3/@claude-flow/cli/dist/src/memory/memory-initializer.js): id TEXT, content, times in
+    milliseconds, tags and embedding as JSON text, status active|archived|deleted. For the benchmark at
+    sizes the CLI cannot write in reasonable time; the tests read what claude-flow itself wrote
+    (tests/fixtures/peers/).
+
+    rows: dicts with key, content, namespace, and optionally tags, metadata, embedding (list), status, …
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE IF NOT EXISTS memory_entries (
+          id TEXT PRIMARY KEY, key TEXT NOT NULL, namespace TEXT DEFAULT 'default', content TEXT NOT NULL,
+          type TEXT DEFAULT 'semantic' CHECK(type IN ('semantic', 'episodic', 'procedural', 'working', 'pattern')),
+          embedding TEXT, embedding_model TEXT DEFAULT 'local', embedding_dimensions INTEGER,
+          tags TEXT, metadata TEXT, owner_id TEXT,
+          provenance_type TEXT DEFAULT 'unknown' CHECK(provenance_type IN (
+            'user_claim', 'agent_output', 'system_observation', 'tool_result', 'unknown')),
+          created_at INTEGER NOT NULL DEFAULT (strftime('%s', 'now') * 1000),
+          updated_at INTEGER NOT NULL DEFAULT (strftime('%s', 'now') * 1000),
+          expires_at INTEGER, last_accessed_at INTEGER, access_count INTEGER DEFAULT 0,
+          status TEXT DEFAULT 'active' CHECK(status IN ('active', 'archived', 'deleted')),
+          UNIQUE(namespace, key));
+        CREATE INDEX IF NOT EXISTS idx_memory_namespace ON memory_entries(namespace);
+        CREATE INDEX IF NOT EXISTS idx_memory_status ON memory_entries(status);
+    """)
+    now = int(time.time() * 1000)
+    with db:
+        for n, r in enumerate(rows):
+            emb = r.get("embedding")
+            created = r.get("created_at", now - 86_400_000)
+            db.execute(
+                "INSERT INTO memory_entries (id, key, namespace, content, embedding, embedding_model,"
+                " embedding_dimensions, tags, metadata, created_at, updated_at, expires_at, last_accessed_at,"
+                " access_count, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (f"entry_{created}_{n:06d}", r["key"], r.get("namespace", "default"), r["content"],
+                 json.dumps([float(x) for x in emb]) if emb is not None else None,
+                 r.get("embedding_model", "Xenova/all-MiniLM-L6-v2") if emb is not None else "local",
+                 len(emb) if emb is not None else None, json.dumps(r.get("tags", [])),
+                 json.dumps(r.get("metadata", {})), created, r.get("updated_at", created), r.get("expires_at"),
+                 r.get("last_accessed_at"), r.get("access_count", 0), r.get("status", "active")))
+    db.close()
+    return path

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Import benchmarks on the peers' own formats (issue #25), each figure beside an anchor measured in
+the same run.
+
+    flock /tmp/memfs-bench.lock .venv/bin/python bench/bench_import_peers.py [N=27589] [--rss-n 20000]
+
+- claude-flow 3.x: import of N records from 12 `.swarm/memory.db` (3.x schema, no vectors)
+  ÷ `add_many` of the same documents into an empty store                 (throughput, goal ≥ 0.9)
+- claude-flow 3.x with this model's vectors in its `embedding` column ÷ `add_many` with the vectors
+  precomputed (seeded in the cache): a foreign vector is proven only by embedding its text
+  (docs/import-export.md), so this shows what that proof costs
+- memfs export with embeddings (per-record `embedding_sha256`, reused without embedding)
+  ÷ `add_many` with precomputed vectors                                     (goal ≥ 0.9)
+- peak RSS of importing that export at --rss-n records, in a fresh process, beside the peak RSS of a
+  process that opens an empty store and embeds one text           (goal ≤ 1.2 × empty + 100 MB)
+
+The texts are bench_import.py's (realistic agent notes, every one distinct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+from bench_import import generate  # noqa: E402
+from memfs import MemoryStore, export, importers  # noqa: E402
+from source_fixtures import write_swarm3_db  # noqa: E402
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def cf3_rows(rows: list[dict], vectors=None) -> list[dict]:
+    out = []
+    for i, r in enumerate(rows):
+        row = {"key": r["key"], "content": r["value"], "namespace": r["namespace"], "metadata": r["metadata"],
+               "created_at": r["created_at"] * 1000, "access_count": r["access_count"], "tags": ["bench"]}
+        if vectors is not None:
+            row["embedding"] = vectors[i]
+        out.append(row)
+    return out
+
+
+def peak_rss_mb(code: str) -> float:
+    run = subprocess.run([sys.executable, "-c", code + "\nimport resource, sys\n"
+                          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                         capture_output=True, text=True, check=True, cwd=HERE.parent)
+    return int(run.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", nargs="?", type=int, default=27589)
+    ap.add_argument("--rss-n", type=int, default=20000)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/memfs-import-peers-bench"))
+    args = ap.parse_args()
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    dbs = generate(args.n, random.Random(13))
+    paths = [write_swarm3_db(work / "cf3" / f"p{d:02d}" / ".swarm" / "memory.db", cf3_rows(rows))
+             for d, rows in enumerate(dbs)]
+    docs = [importers.apply_options(rec, src, None, None)
+            for src in (importers.read_source(p) for p in paths) for rec in src.records]
+
+    # 1. claude-flow 3.x, no vectors: import ÷ add_many of the same documents
+    with MemoryStore.open(work / "anchor", create=True) as s:
+        s.embedder.embed(["warm up"] * 64)
+        _, t_add = timed(lambda: s.add_many(docs))
+        model = s.embedder.model_id
+        texts = [d["content"] for d in docs]
+        vectors = s.catalog.cached_vectors(model, [m.memory.content_hash for m in s.list(limit=None)])
+        by_text = {e.memory.content: vectors[e.memory.content_hash] for e in s.list(limit=None)}
+        with open(work / "export.json", "wb") as f:
+            export.export(s, f, include_embeddings=True)
+    with MemoryStore.open(work / "cf3-store", create=True) as s:
+        s.embedder.embed(["warm up"] * 64)
+        rep, t_imp = timed(lambda: importers.import_sources(s, paths))
+        assert sum(x.new for x in rep.sources) == args.n
+    print(f"# claude-flow 3.x, {args.n} records: add_many {args.n / t_add:.0f}/s, import {args.n / t_imp:.0f}/s, "
+          f"ratio {t_add / t_imp:.2f}", flush=True)
+
+    # 2. and 3.: with vectors, ÷ add_many with the vectors precomputed (seeded in the cache)
+    vpaths = [write_swarm3_db(work / "cf3v" / f"p{d:02d}" / ".swarm" / "memory.db",
+                              cf3_rows(rows, [by_text[r["value"]].tolist() for r in rows]))
+              for d, rows in enumerate(dbs)]
+    with MemoryStore.open(work / "anchor-pre", create=True) as s:
+        s.embedder.embed(["warm up"] * 64)
+        from memfs import documents
+
+        def seeded_add():
+            s.catalog.cache_vectors(model, {documents.content_hash(t): by_text[t] for t in texts})
+            return s.add_many(docs)
+        _, t_pre = timed(seeded_add)
+    with MemoryStore.open(work / "cf3v-store", create=True) as s:
+        rep, t_v = timed(lambda: importers.import_sources(s, vpaths))
+        check = rep.sources[0].vector_check
+    with MemoryStore.open(work / "memfs-store", create=True) as s:
+        rep, t_m = timed(lambda: importers.import_sources(s, [work / "export.json"]))
+        reused = rep.sources[0].vectors_reused
+    print(f"# with vectors: add_many precomputed {args.n / t_pre:.0f}/s; claude-flow 3.x import "
+          f"{args.n / t_v:.0f}/s (ratio {t_pre / t_v:.2f}; {check}); memfs export import {args.n / t_m:.0f}/s "
+          f"(ratio {t_pre / t_m:.2f}, {reused} reused)", flush=True)
+
+    # 4. peak RSS at --rss-n, fresh processes
+    n = min(args.rss_n, args.n)
+    sub = work / "export-rss.json"
+    import orjson
+    data = orjson.loads((work / "export.json").read_bytes())
+    data["memories"] = data["memories"][:n]
+    data["count"] = n
+    sub.write_bytes(orjson.dumps(data))
+    del data
+    empty = peak_rss_mb(f"from memfs import MemoryStore\nwith MemoryStore.open({str(work / 'rss-empty')!r}, "
+                        "create=True) as s: s.embedder.embed(['warm up'])")
+    full = peak_rss_mb(f"from memfs import MemoryStore, importers\nwith MemoryStore.open({str(work / 'rss-full')!r}, "
+                       f"create=True) as s: importers.import_sources(s, [{str(sub)!r}])")
+    print(f"# peak RSS: empty store {empty:.0f} MB; import of {n} with embeddings {full:.0f} MB "
+          f"(goal ≤ {1.2 * empty + 100:.0f} MB)")
+    print("| N | cf3 import ÷ add_many | cf3+vectors import ÷ add_many precomputed | memfs export+vectors "
+          "import ÷ add_many precomputed | RSS n | RSS empty / import MB |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {args.n} | {t_add / t_imp:.2f} | {t_pre / t_v:.2f} | {t_pre / t_m:.2f} | {n} "
+          f"| {empty:.0f} / {full:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
