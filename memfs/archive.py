@@ -155,6 +155,9 @@ class DecompressingSource:
                 continue
 
     def _gz(self) -> None:
+        """One gzip member, to its end: zlib checks the trailer's CRC-32 and length there, so the stream
+        is always read to it (issue #24 item 11: a reader that stopped at the tar's end never saw a
+        flipped trailer). Nothing may follow the member."""
         dec = zlib.decompressobj(31)
         data = b""
         while not dec.eof:
@@ -166,11 +169,16 @@ class DecompressingSource:
             data = dec.unconsumed_tail
             if out:
                 self._put(out)
+        if dec.unused_data or self._raw.read(1):
+            raise CorruptBackupError("corrupted: data follows the end of the compressed stream (memfs writes "
+                                     "one gzip member and nothing after it)")
 
     def _zst(self) -> None:
+        """Every frame to the end of the file: bytes after the first frame must be another valid frame
+        (their content is then held to the end-of-archive rule), so trailing garbage is refused."""
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK)
+        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK, read_across_frames=True)
         while chunk := reader.read(_CHUNK):
             self._put(chunk)
 
@@ -245,6 +253,23 @@ class _StreamReader:
         for _ in self.pieces(n):
             pass
 
+    def check_end(self) -> None:
+        """After the end-of-archive block: what is left of the stream must be zero padding, and the
+        stream must end (which makes the decompressor check its trailer or frame checksum)."""
+        left = self._buf[self._pos:]
+        seen = 0
+        while True:
+            seen += len(left)
+            if bytes(left).strip(b"\0"):
+                raise CorruptBackupError("corrupted: data follows the end of the archive")
+            if seen > MAX_TRAILING_ZEROS:
+                raise CorruptBackupError(f"corrupted: more than {MAX_TRAILING_ZEROS} bytes follow the end "
+                                         "of the archive")
+            chunk = self._next_chunk()
+            if chunk is None:
+                return
+            left = memoryview(chunk)
+
 
 
 _OWNER_IDS = b"0000000\x000000000\0"  # uid, gid 0
@@ -279,8 +304,12 @@ _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 _USTAR_MAGIC = b"ustar\x0000"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
-# C0 controls, DEL, C1 controls (also as the lone surrogates surrogateescape makes of raw bytes 0x80-0x9f).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f]")
+# C0 controls, DEL, C1 controls (also as the lone surrogates surrogateescape makes of raw bytes 0x80-0x9f),
+# and the bidirectional controls, which reorder what a terminal shows (U+202E made `evil\u202enosj.exe`
+# read as `evilexe.json`; issue #24 item 11): marks, embeddings, overrides and isolates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What may follow the end-of-archive blocks: zero padding to a tar record (GNU tar pads to 10 KiB).
+MAX_TRAILING_ZEROS = 1 << 20
 
 
 def _octal(field: bytes) -> int:
@@ -385,6 +414,12 @@ def checksums_bytes(hashes: dict[str, str]) -> bytes:
     return orjson.dumps({"files": hashes}, option=orjson.OPT_INDENT_2)
 
 
+def _peek_version(manifest: dict) -> int:
+    """The version a manifest claims, 0 if it claims none readable (check_manifest then says why)."""
+    version = str(manifest.get("format", "")).rpartition("/")[2]
+    return int(version) if version.isdigit() and version.isascii() else 0
+
+
 def _load_json(data: bytes, what: str) -> dict:
     try:
         value = orjson.loads(data)
@@ -395,25 +430,77 @@ def _load_json(data: bytes, what: str) -> dict:
     return value
 
 
-def check_manifest_header(manifest: dict) -> int:
-    """The manifest's format version, after refusing an unknown or newer format and odd fields."""
-    fmt = str(manifest.get("format", ""))
-    name, _, version = fmt.rpartition("/")
-    if name != BACKUP_FORMAT_NAME or not version.isdigit():
-        raise CorruptBackupError(f"unknown backup format {printable(fmt)!r}")
+_KINDS = ("backup", "pre-restore")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _malformed(field: str, why: str) -> CorruptBackupError:
+    return CorruptBackupError(f"the manifest's {field} is malformed ({why}); this is not an archive memfs wrote, "
+                              "or it was altered")
+
+
+def _check_text(manifest: dict, field: str, *, required: bool = True, allowed: tuple[str, ...] = ()) -> None:
+    value = manifest.get(field)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value or len(value) > 256 or _CONTROL.search(value):
+        raise _malformed(field, "missing, not a string, or holding control characters")
+    if allowed and value not in allowed:
+        raise _malformed(field, f"{printable(value)!r} is not one of {', '.join(allowed)}")
+
+
+def _check_count(manifest: dict, field: str) -> int:
+    value = manifest.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(field, f"{printable(repr(value))[:40]} is not a whole number >= 0")
+    return value
+
+
+def check_manifest(manifest: dict, *, first: bool) -> int:
+    """The manifest's format version, after checking every field it has; raises before anything is
+    written or swapped (issue #24 item 6: a manifest that came last was never checked, and a
+    `memory_count` of "many" failed the restore only after the swap).
+
+    `first`: the manifest is the archive's first member (format 2), else its last (format 1). A
+    newer format raises UnsupportedFormatError wherever it sits; everything else odd, CorruptBackupError.
+    """
+    fmt = manifest.get("format")
+    name, _, version = fmt.rpartition("/") if isinstance(fmt, str) else ("", "", "")
+    if name != BACKUP_FORMAT_NAME or not version.isdigit() or not version.isascii() or int(version) < 1:
+        raise CorruptBackupError(f"unknown backup format {printable(repr(fmt))[:80]}: not a memfs backup")
     if int(version) > BACKUP_FORMAT_VERSION:
         raise UnsupportedFormatError(f"written by a newer memfs (format {printable(fmt)}, this one reads up to "
                                      f"/{BACKUP_FORMAT_VERSION}); upgrade memfs to restore it")
-    if not isinstance(manifest.get("memory_count", 0), int) or not _TIME.match(str(manifest.get("created_at", ""))):
-        raise CorruptBackupError("the manifest's memory_count or created_at is malformed")
-    if int(version) >= 2:
-        sizes, dirs = manifest.get("sizes"), manifest.get("dirs")
-        if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()) \
-                or not isinstance(dirs, list) or manifest.get("total_bytes") != sum(sizes.values()):
-            raise CorruptBackupError("the manifest's sizes, dirs or total_bytes are malformed")
-        for name in list(sizes) + dirs:
-            _check_member(str(name), tarfile.REGTYPE if name in sizes else tarfile.DIRTYPE)
-    return int(version)
+    version = int(version)
+    if first != (version >= 2):
+        where = "first" if first else "last"
+        raise CorruptBackupError(f"a format-{version} manifest cannot be the archive's {where} member")
+    if not _TIME.match(manifest.get("created_at") if isinstance(manifest.get("created_at"), str) else ""):
+        raise _malformed("created_at", "not a UTC time like 2025-01-01T00:00:00Z")
+    _check_count(manifest, "memory_count")
+    for text in ("memfs_version", "host", "model_id"):
+        _check_text(manifest, text, required=False)
+    _check_text(manifest, "kind", required=version >= 2, allowed=_KINDS)
+    if version == 1:
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(isinstance(v, str) and _SHA256.match(v) for v in files.values()):
+            raise _malformed("files", "not a map of file name to SHA-256")
+        for member in files:
+            _check_member(member, tarfile.REGTYPE)
+        return version
+    sizes, dirs = manifest.get("sizes"), manifest.get("dirs")
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                              for v in sizes.values()):
+        raise _malformed("sizes", "not a map of file name to a size in bytes")
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise _malformed("dirs", "not a list of directory names")
+    if _check_count(manifest, "total_bytes") != sum(sizes.values()):
+        raise _malformed("total_bytes", "not the sum of the sizes")
+    for member in sizes:
+        _check_member(member, tarfile.REGTYPE)
+    for member in dirs:
+        _check_member(member, tarfile.DIRTYPE)
+    return version
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -473,16 +560,14 @@ def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile 
                 raise CorruptBackupError(f"the member {name} is {size} bytes, more than any real manifest")
             value = _load_json(reader.read(size), name)
             reader.skip(-size % tarfile.BLOCKSIZE)
-            if name == MANIFEST and n == 0:
-                version = check_manifest_header(value)
-                if version >= 2:
-                    bounds = value["sizes"]
-                    out = ArchiveContents(value, version)
-                    if on_manifest:
-                        on_manifest(value)
-                else:
-                    v1_manifest = value  # a format-1 manifest first: only a lone manifest; it must be last
+            if name == MANIFEST and n == 0 and _peek_version(value) >= 2:
+                version = check_manifest(value, first=True)
+                bounds = value["sizes"]
+                out = ArchiveContents(value, version)
+                if on_manifest:
+                    on_manifest(value)
             elif name == MANIFEST and out is None:
+                check_manifest(value, first=False)  # format 1: the last member (nothing may follow)
                 v1_manifest = value
             elif name == CHECKSUMS and out is not None:
                 trailer = value
@@ -519,6 +604,7 @@ def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile 
         reader.skip(-size % tarfile.BLOCKSIZE)
         if progress and n % 500 == 0:
             progress("verify", n, 0)
+    reader.check_end()
     return _finish(out, v1_manifest, trailer, hashes, sizes, dirs, n)
 
 
