@@ -348,3 +348,16 @@ def test_kill_during_restore_leaves_old_or_new_data(manage, populated, delay):
         pre = [b for b in backups(populated) if b.kind == "pre-restore"]
         assert len(pre) == 1 and pre[0].checksum_state(verify=True) == "ok"
     assert not list((populated / "data").glob(".restore-*"))
+
+
+def test_list_and_validate_take_a_passphrase_file(manage, populated, tmp_path):
+    """Issue #24 item 8: passphrase backups could never be deep-verified by `list` or `validate --backups`."""
+    words = tmp_path / "pass"
+    words.write_text("correct horse battery staple\n")
+    manage("backup", "--encrypt", "--passphrase-file", str(words))
+    assert "encrypted" in manage("list", "--verify").output
+    listing = manage("list", "--verify", "--passphrase-file", str(words)).output
+    assert " ok " in listing and "encrypted " not in listing.split("status:")[0].split("KEPT BECAUSE")[1]
+    assert "no problems" in manage("validate", "--backups", "--passphrase-file", str(words)).output
+    (tmp_path / "wrong").write_text("wrong\n")
+    assert "wrong key" in manage("validate", "--backups", "--passphrase-file", str(tmp_path / "wrong"), code=1).output
