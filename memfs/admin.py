@@ -8,6 +8,7 @@ Secrets never travel as values: an identity or a passphrase is named by a file o
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +21,8 @@ from .retention import Retention
 from .restore import STATUS_MEANINGS, restore_backup, verify_backup
 from .results import (BackupInfo, BackupList, BackupResult, OffsiteResult, Problem, PruneEntry, PruneResult,
                       RestoreSummary, Stray, ValidationResult)
+
+log = logging.getLogger(__name__)
 
 
 def translated(fn):
@@ -104,6 +107,8 @@ class AdminOperations:
         if prune:  # the backup just made is never a candidate, whatever the clock or the policy says
             pruned = apply_prune([i for i in plan_prune(directory, retention)
                                   if i.backup.path != made.path])
+        for line in prune_messages(pruned):
+            log.info("%s", line)
         offsite = None
         if copy_to:
             from .offsite import offsite_sync
@@ -184,14 +189,19 @@ class AdminOperations:
             _refuse_unless_restorable(b, report, verify)
             return RestoreSummary(self._rel(b.path), report.memory_count, dry_run=True, created_at=report.created_at)
         snapshot_keys = [i.to_public() for i in identities or () if hasattr(i, "to_public")] or None
+        # Counted on the model itself, wherever the embedding happens after the swap (opening the store,
+        # its levelling reconcile, the watcher's first pass, the check below): issue #24 item 10, where
+        # one reconcile's report said "0 re-embedded" after opening had embedded every memory.
+        encoded_before = getattr(self.owner.embedder, "embedded", 0)
         with self.owner.swapping():
             done = restore_backup(self.layout, b, verify_md5=verify, progress=progress, identities=identities,
                                   passphrase=passphrase, snapshot_recipients=snapshot_keys,
                                   snapshot_passphrase=passphrase)
-        embedded = self.owner.wait_until_indexed()
+        self.owner.wait_until_indexed()
         with self.owner.exclusive() as store:
             if self.owner.watcher is None:
-                embedded = store.reconcile(verify_vectors=True).embedded
+                store.reconcile(verify_vectors=True)
+            embedded = getattr(store.embedder, "embedded", 0) - encoded_before
             problems = self._validate(False, None, None, None, None)[1].problems
         return RestoreSummary(self._rel(b.path), done.memory_count, embedded,
                               self._rel(done.pre_restore.path) if done.pre_restore else None, problems)

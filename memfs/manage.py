@@ -136,16 +136,14 @@ def backup(ops, compression, backup_dir, retention, no_prune, encrypt, recipient
     else:
         lock = " (encrypted)" if out.encrypted else ""
         _say(quiet, f"backup {out.backup}{lock} ({human_size(out.size)}), checksum {Path(out.md5).name}")
-        for name in out.pruned:
-            _say(quiet, f"pruned {name}")
-        for note in out.notes:
-            _say(quiet, note)
+        for note in out.notes:  # one line per pruned backup, a pre-restore snapshot named as such
+            _say(quiet, printable(note))
         if out.offsite is not None:
             _print_offsite(out.offsite, quiet)
     if out.offsite is not None and not out.offsite.ok:
         _problems_exit()
     off = "" if out.offsite is None else f" offsite={'ok' if out.offsite.ok else 'FAILED: ' + '; '.join(out.offsite.errors)}"
-    return f"{out.name} {out.size}B pruned={','.join(out.pruned) or 0}{off}"
+    return f"{out.name} {out.size}B pruned={'; '.join(out.notes) or 0}{off}"
 
 
 def _print_offsite(r, quiet: bool) -> None:

@@ -361,3 +361,67 @@ def test_list_and_validate_take_a_passphrase_file(manage, populated, tmp_path):
     assert "no problems" in manage("validate", "--backups", "--passphrase-file", str(words)).output
     (tmp_path / "wrong").write_text("wrong\n")
     assert "wrong key" in manage("validate", "--backups", "--passphrase-file", str(tmp_path / "wrong"), code=1).output
+
+
+# -- issue #24 item 10: what restore and backup say is what they did -----------------------------------
+
+
+def test_restore_counts_every_memory_it_embedded(manage, populated, tmp_path):
+    """An archive without vectors (memories only): opening the restored store embedded every memory,
+    and the restore said "0 re-embedded"."""
+    from memfs.backups import create_backup
+    from memfs.filestore import Layout
+
+    bare = Layout(tmp_path / "bare")
+    bare.create()
+    shutil.copytree(populated / "data" / "memories", bare.memories, dirs_exist_ok=True)
+    made = create_backup(bare, backup_dir=populated / "backups")
+    out = manage("restore", str(made.path), "--yes").output
+    assert "restored" in out and "16 memories, 16 re-embedded" in out, out
+    assert "no problems" in manage("validate").output
+    again = manage("restore", str(made.path), "--yes", "--json").stdout
+    assert orjson.loads(again)["embedded"] == 16  # the archive has no catalog, so no cached vectors either
+
+
+def test_a_pruned_pre_restore_snapshot_is_named_once_in_the_output_and_in_the_log(manage, populated):
+    from datetime import datetime, timedelta, timezone
+
+    from memfs.backups import create_backup
+    from memfs.filestore import Layout
+
+    layout = Layout(populated)
+    month_ago = datetime.now(timezone.utc) - timedelta(days=30)
+    snaps = [create_backup(layout, kind="pre-restore", now=month_ago + timedelta(hours=h)) for h in range(4)]
+    out = manage("backup").output
+    oldest = snaps[0].name
+    assert [line for line in out.splitlines() if oldest in line] == [
+        f"pruned pre-restore snapshot {oldest} (the data replaced by a restore on {month_ago:%Y-%m-%d %H:%M} UTC)"]
+    assert all(s.path.exists() for s in snaps[1:]) and not snaps[0].path.exists()
+    logs = populated / "data" / "logs"
+    assert f"pruned pre-restore snapshot {oldest}" in (logs / "manage-data.log").read_text()
+    assert f"pruned pre-restore snapshot {oldest}" in (logs / "memfs.log").read_text()
+
+
+def test_two_concurrent_backups_through_the_owner_both_wait_their_turn_and_succeed(populated):
+    """docs/backups.md said a second concurrent run exits 4; through the owner it waits for the first
+    and succeeds (decided: cron and a person may overlap, and each archive is a consistent snapshot)."""
+    from test_contract import start_owner
+
+    _big_blob(populated)
+    proc, _ = start_owner(populated)
+    try:
+        runs = [_manage_proc_piped(populated, "backup", "--no-prune") for _ in range(2)]
+        results = [(p.wait(300), p.stdout.read(), p.stderr.read()) for p in runs]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert [code for code, _, _ in results] == [0, 0], results
+    made = [b for b in backups(populated) if b.kind == "backup"]
+    assert len(made) == 2 and len({b.name for b in made}) == 2
+    listed = orjson.loads(CliRunner().invoke(cli, ["--root", str(populated), "list", "--verify", "--json"]).stdout)
+    assert [r["status"] for r in listed["backups"]] == ["ok", "ok"]
+
+
+def _manage_proc_piped(root: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "manage_data.py"), "--root", str(root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
