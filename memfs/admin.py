@@ -144,7 +144,9 @@ class AdminOperations:
     @translated
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult:
-        plan, _ = prune_backups(self._backup_dir(backup_dir), retention, dry_run)
+        plan, deleted = prune_backups(self._backup_dir(backup_dir), retention, dry_run)
+        for line in prune_messages(deleted):
+            log.info("%s", line)
         return PruneResult(dry_run, [PruneEntry(i.backup.name, i.decision.keep, list(i.decision.reasons))
                                      for i in plan])
 

@@ -200,7 +200,7 @@ class PassphraseReader:
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._counter = 0
         self._pending = f.read(_CHUNK + _TAG)
-        self._plain = b""
+        self._plain = bytearray()
         self._done = False
 
     def _next(self) -> bytes:
@@ -223,10 +223,13 @@ class PassphraseReader:
     def read(self, n: int = -1) -> bytes:
         while not self._done and (n < 0 or len(self._plain) < n):
             self._plain += self._next()
-        if n < 0:
-            n = len(self._plain)
-        out, self._plain = self._plain[:n], self._plain[n:]
+        if n < 0 or n >= len(self._plain):
+            out = bytes(self._plain)
+            self._plain.clear()
+            return out
+        out = bytes(self._plain[:n])
+        del self._plain[:n]
         return out
 
     def close(self) -> None:
-        self._plain = b""
+        self._plain.clear()
