@@ -18,6 +18,14 @@ Issue #11 only (the rows above are not re-run):
 - deep verify (`verify_backup`) ÷ (`tar -tzf` + `md5sum`) of the same archive   goal ≤ 1.5
 - refusing a gzip bomb (2 GiB of zeros in a ~2 MB archive, a member missing from the manifest):
   peak bytes staged and time to refusal                                         goal ≤ manifest total, < 2 s
+
+    .venv/bin/python bench/bench_backup.py [N] --issue24 [--repeat 3]
+
+Issue #24 only: passphrase backups written and read by memfs/age_scrypt.py (streamed, scrypt 2^18 on
+every host), and the deep verify that now reads the compressed stream to its trailer:
+- passphrase backup gz ÷ plain backup gz of the same store
+- deep verify of a passphrase backup gz ÷ deep verify of the plain one
+- deep verify gz ÷ (`tar -tzf` + `md5sum`) of the same archive                  goal ≤ 1.5
 """
 
 from __future__ import annotations
@@ -200,16 +208,48 @@ def issue11(args, root: Path, layout: Layout) -> None:
     shutil.rmtree(work)
 
 
+def issue24(args, root: Path, layout: Layout) -> None:
+    work = HERE / "out" / "backup-bench-24"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    words = "correct horse battery staple"
+    n = iter(range(1000))
+    rows = []
+    enc, plain = _alternate(
+        args.repeat, lambda: create_backup(layout, backup_dir=work / f"pass-{next(n)}", passphrase=words),
+        lambda: create_backup(layout, backup_dir=work / f"plain-{next(n)}"))
+    rows.append(("passphrase backup gz (streamed, scrypt 2^18) ÷ plain backup gz", enc, plain, "–"))
+    locked = create_backup(layout, backup_dir=work / "verify-pass", passphrase=words)
+    made = create_backup(layout, backup_dir=work / "verify-plain")
+    assert verify_backup(locked, passphrase=words).status == "ok" and verify_backup(made).status == "ok"
+    deep, anchor = _alternate(args.repeat, lambda: verify_backup(locked, passphrase=words),
+                              lambda: verify_backup(made))
+    rows.append(("deep verify, passphrase gz ÷ deep verify, plain gz", deep, anchor, "–"))
+    deep, anchor = _alternate(args.repeat, lambda: verify_backup(made),
+                              lambda: sh(f"tar -z -tf {made.path} > /dev/null && md5sum {made.path}"))
+    rows.append(("deep verify gz, to the gzip trailer ÷ (`tar -z -tf` + `md5sum`)", deep, anchor, "≤ 1.5"))
+    print(f"Store: {args.n:,} memories ({root}), archive {made.size / 1e6:.1f} MB; median of {args.repeat} runs, "
+          "ours and the anchor alternating.\n")
+    print("| operation | memfs s | anchor s | ratio | goal |")
+    print("|---|---|---|---|---|")
+    for name, ours_s, anchor_s, goal in rows:
+        print(f"| {name} | {ours_s:.2f} | {anchor_s:.2f} | **{ours_s / anchor_s:.2f}** | {goal} |")
+    shutil.rmtree(work)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=20000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--issue11", action="store_true", help="only the issue #11 measurements")
+    ap.add_argument("--issue24", action="store_true", help="only the issue #24 measurements")
     ap.add_argument("--bomb-gib", type=float, default=2.0, help="size of the gzip bomb's zeros (GiB)")
     args = ap.parse_args()
     root = build_store(args.n)
     if args.issue11:
         return issue11(args, root, Layout(root))
+    if args.issue24:
+        return issue24(args, root, Layout(root))
     layout = Layout(root)
     work = HERE / "out" / "backup-bench"
     shutil.rmtree(work, ignore_errors=True)

@@ -7,6 +7,8 @@ Secrets never travel as values: an identity or a passphrase is named by a file o
 
 from __future__ import annotations
 
+import functools
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Iterable
@@ -20,11 +22,11 @@ from .restore import STATUS_MEANINGS, restore_backup, verify_backup
 from .results import (BackupInfo, BackupList, BackupResult, OffsiteResult, Problem, PruneEntry, PruneResult,
                       RestoreSummary, Stray, ValidationResult)
 
+log = logging.getLogger(__name__)
+
 
 def translated(fn):
     """OSError / sqlite3.Error -> a MemfsError with advice, so every way in reports it the same."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -105,6 +107,8 @@ class AdminOperations:
         if prune:  # the backup just made is never a candidate, whatever the clock or the policy says
             pruned = apply_prune([i for i in plan_prune(directory, retention)
                                   if i.backup.path != made.path])
+        for line in prune_messages(pruned):
+            log.info("%s", line)
         offsite = None
         if copy_to:
             from .offsite import offsite_sync
@@ -115,18 +119,20 @@ class AdminOperations:
 
     @translated
     def list_backups(self, *, retention: Retention = Retention(), verify: str | None = None,
-                     identity_file: str | None = None, backup_dir: str | None = None) -> BackupList:
+                     identity_file: str | None = None, backup_dir: str | None = None,
+                     passphrase_file: str | None = None) -> BackupList:
         """Every backup with its retention reasons; with `verify` "deep", each read whole as a restore
         would (restorable or not), with "quick" its checksum alone."""
         if verify not in (None, "deep", "quick"):
             raise BadRequestError(f"verify must be deep or quick, not {verify!r}")
-        identities, _ = _secrets(identity_file, None)
+        identities, passphrase = _secrets(identity_file, passphrase_file)
         directory = self._backup_dir(backup_dir)
         scanned = scan_backup_dir(directory)
         rows = []
         for item in plan_prune(directory, retention):
             b = item.backup
-            report = verify_backup(b, deep=verify == "deep", identities=identities) if verify else None
+            report = verify_backup(b, deep=verify == "deep", identities=identities, passphrase=passphrase) \
+                if verify else None
             rows.append(BackupInfo(b.name, self._rel(b.path), b.kind, b.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                    b.size, b.compression, report.status if report else "unverified",
                                    report.reason if report else "", b.encrypted,
@@ -138,7 +144,9 @@ class AdminOperations:
     @translated
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult:
-        plan, _ = prune_backups(self._backup_dir(backup_dir), retention, dry_run)
+        plan, deleted = prune_backups(self._backup_dir(backup_dir), retention, dry_run)
+        for line in prune_messages(deleted):
+            log.info("%s", line)
         return PruneResult(dry_run, [PruneEntry(i.backup.name, i.decision.keep, list(i.decision.reasons))
                                      for i in plan])
 
@@ -183,41 +191,59 @@ class AdminOperations:
             _refuse_unless_restorable(b, report, verify)
             return RestoreSummary(self._rel(b.path), report.memory_count, dry_run=True, created_at=report.created_at)
         snapshot_keys = [i.to_public() for i in identities or () if hasattr(i, "to_public")] or None
+        # Counted on the model itself, wherever the embedding happens after the swap (opening the store,
+        # its levelling reconcile, the watcher's first pass, the check below): issue #24 item 10, where
+        # one reconcile's report said "0 re-embedded" after opening had embedded every memory.
+        encoded_before = getattr(self.owner.embedder, "embedded", 0)
         with self.owner.swapping():
             done = restore_backup(self.layout, b, verify_md5=verify, progress=progress, identities=identities,
                                   passphrase=passphrase, snapshot_recipients=snapshot_keys,
                                   snapshot_passphrase=passphrase)
-        embedded = self.owner.wait_until_indexed()
+        self.owner.wait_until_indexed()
         with self.owner.exclusive() as store:
             if self.owner.watcher is None:
-                embedded = store.reconcile(verify_vectors=True).embedded
-            problems = self._validate(False, None, None, None)[1].problems
+                store.reconcile(verify_vectors=True)
+            embedded = getattr(store.embedder, "embedded", 0) - encoded_before
+            problems = self._validate(False, None, None, None, None)[1].problems
         return RestoreSummary(self._rel(b.path), done.memory_count, embedded,
                               self._rel(done.pre_restore.path) if done.pre_restore else None, problems)
 
-    def _validate(self, backups: bool, backup_dir: str | None, identities, progress):
+    def _validate(self, backups: bool, backup_dir: str | None, identities, passphrase, progress):
         """(the validation report, as a result)."""
         from .validate import validate as run_validation
 
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
-                                progress=progress, identities=identities)
+                                progress=progress, identities=identities, passphrase=passphrase)
         return report, ValidationResult(report.ok, report.memory_files, report.seconds,
                                         [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
 
     @translated
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
-                 identity_file: str | None = None, progress: Progress | None = None) -> ValidationResult:
-        """Report every problem; with `fix`, repair what is derived (never a memory file) and re-check."""
+                 identity_file: str | None = None, passphrase_file: str | None = None,
+                 progress: Progress | None = None) -> ValidationResult:
+        """Report every problem; with `fix`, repair what is derived (never a memory file) and re-check.
+
+        Without `fix` nothing is created or changed (issue #24 item 12): a process that owns the store
+        only to validate it does not open it (opening creates a missing catalog, index directory or
+        Chroma database, which then hid the finding under a line of drift per memory)."""
         from .validate import fix as repair
 
-        identities, _ = _secrets(identity_file, None)
-        with self.owner.exclusive() as store:
-            report, result = self._validate(backups, backup_dir, identities, progress)
-            if not fix or not any(p.fixable for p in result.problems):
-                return result
-            self.layout.create()
-            clean_leftovers(self.layout, self._backup_dir(backup_dir))
-            repair(store, report)
-            _, after = self._validate(backups, backup_dir, identities, None)
+        identities, passphrase = _secrets(identity_file, passphrase_file)
+        check = functools.partial(self._validate, backups, backup_dir, identities, passphrase)
+        with self.owner.using() as store:
+            if store is None:
+                _, result = check(progress)
+                if not fix or not any(p.fixable for p in result.problems):
+                    return result
+                with self.owner.swapping():  # open the store now, to repair it
+                    self.layout.create()
+            with self.owner.exclusive() as store:
+                report, result = check(progress)
+                if not fix or not any(p.fixable for p in result.problems):
+                    return result
+                self.layout.create()
+                clean_leftovers(self.layout, self._backup_dir(backup_dir))
+                repair(store, report)
+                _, after = check(None)
         return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
                                 fixed=len(result.problems) - len(after.problems))

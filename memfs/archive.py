@@ -1,4 +1,4 @@
-"""The archive codec: tar headers, compression and decompression streams, member rules, the manifest.
+"""The archive codec: tar headers, compression and decompression streams, reading an archive whole.
 
 Nothing here knows about backup files, naming or the store's layout beyond the parts of data/ an
 archive may hold. backups.py writes archives with it; restore.py and verify read them with
@@ -9,48 +9,26 @@ Format 2 (written since issue #11) puts the manifest first, with every member's 
 and the SHA-256 of every file in a last member, `memfs-checksums.json`. A member missing from the
 manifest, or of another size, is refused as soon as its header is read, so a decompression bomb
 never reaches the disk. Format 1 (manifest last, hashes only) is still read: restore verifies it in a
-first pass that writes nothing, then extracts with the sizes that pass established.
+first pass that writes nothing, then extracts with the sizes that pass established. What a member and
+the manifest may be is archive_rules.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import queue
-import re
 import tarfile
 import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, Protocol
 
-import orjson
-
-from .errors import MemfsError, UnsupportedFormatError
-
-BACKUP_FORMAT_NAME = "memfs.backup"
-BACKUP_FORMAT_VERSION = 2
-MANIFEST = "memfs-backup.json"
-CHECKSUMS = "memfs-checksums.json"
-# The derived and true parts of data/ that a backup carries and a restore swaps. logs/ stays behind.
-PARTS = ("memories", "embeddings", "indexes")
-# Bounds on what is read into memory (not staging) from an archive: a manifest, a GNU long name.
-MAX_MANIFEST_BYTES = 256 << 20
-MAX_NAME_BYTES = 4096
+from .archive_rules import (BACKUP_FORMAT_NAME, BACKUP_FORMAT_VERSION, CHECKSUMS, FILE_TYPES, MANIFEST,  # noqa: F401
+                            MAX_MANIFEST_BYTES, MAX_NAME_BYTES, PARTS, CorruptBackupError, check_manifest,
+                            check_member, checksums_bytes, load_json, manifest_bytes, peek_version, printable)
 
 # progress(phase, done, total)
 Progress = Callable[[str, int, int], None]
-
-
-class CorruptBackupError(MemfsError):
-    """The archive failed a check (checksum, member safety, manifest); nothing was changed."""
-
-
-def printable(text: str) -> str:
-    """`text` safe for a terminal: control and invisible formatting characters (ESC, newline, C1,
-    bidi overrides, lone surrogates) escaped as repr would escape them. Issue #11 finding 4: a member
-    name must never reach a terminal raw."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
 
 _CHUNK = 1 << 20
 
@@ -155,6 +133,9 @@ class DecompressingSource:
                 continue
 
     def _gz(self) -> None:
+        """One gzip member, to its end: zlib checks the trailer's CRC-32 and length there, so the stream
+        is always read to it (issue #24 item 11: a reader that stopped at the tar's end never saw a
+        flipped trailer). Nothing may follow the member."""
         dec = zlib.decompressobj(31)
         data = b""
         while not dec.eof:
@@ -166,11 +147,16 @@ class DecompressingSource:
             data = dec.unconsumed_tail
             if out:
                 self._put(out)
+        if dec.unused_data or self._raw.read(1):
+            raise CorruptBackupError("corrupted: data follows the end of the compressed stream (memfs writes "
+                                     "one gzip member and nothing after it)")
 
     def _zst(self) -> None:
+        """Every frame to the end of the file: bytes after the first frame must be another valid frame
+        (their content is then held to the end-of-archive rule), so trailing garbage is refused."""
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK)
+        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK, read_across_frames=True)
         while chunk := reader.read(_CHUNK):
             self._put(chunk)
 
@@ -245,6 +231,23 @@ class _StreamReader:
         for _ in self.pieces(n):
             pass
 
+    def check_end(self) -> None:
+        """After the end-of-archive block: what is left of the stream must be zero padding, and the
+        stream must end (which makes the decompressor check its trailer or frame checksum)."""
+        left = self._buf[self._pos:]
+        seen = 0
+        while True:
+            seen += len(left)
+            if bytes(left).strip(b"\0"):
+                raise CorruptBackupError("corrupted: data follows the end of the archive")
+            if seen > MAX_TRAILING_ZEROS:
+                raise CorruptBackupError(f"corrupted: more than {MAX_TRAILING_ZEROS} bytes follow the end "
+                                         "of the archive")
+            chunk = self._next_chunk()
+            if chunk is None:
+                return
+            left = memoryview(chunk)
+
 
 
 _OWNER_IDS = b"0000000\x000000000\0"  # uid, gid 0
@@ -277,10 +280,8 @@ def _pad(n: int) -> bytes:
 
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 _USTAR_MAGIC = b"ustar\x0000"
-_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
-_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
-# C0 controls, DEL, C1 controls (also as the lone surrogates surrogateescape makes of raw bytes 0x80-0x9f).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f]")
+# What may follow the end-of-archive blocks: zero padding to a tar record (GNU tar pads to 10 KiB).
+MAX_TRAILING_ZEROS = 1 << 20
 
 
 def _octal(field: bytes) -> int:
@@ -329,91 +330,6 @@ def _next_header(reader: "_StreamReader") -> tuple[str, bytes, int, int, int] | 
         if kind == tarfile.DIRTYPE:
             name = name.rstrip("/")
     return name, kind, size, mode, mtime
-
-
-def _check_member(name: str, kind: bytes) -> None:
-    """Only regular files and directories, at normalised relative paths under data/{memories,…}/.
-
-    This is PEP 706's "data" filter made stricter: that filter also admits links that stay inside the
-    tree, so it must resolve every path (`realpath`, an lstat per component: a fifth of a restore's
-    time). With no link members and files opened O_EXCL|O_NOFOLLOW, no path can resolve outside
-    staging. tests/test_backup.py pins this to tarfile: its data filter accepts, unchanged, every member
-    of a real backup that this accepts; and each hostile member of the issue is refused here.
-    Names with control characters are refused too (issue #11 finding 4: they reached the terminal).
-    """
-    if kind in _PAX_TYPES:
-        raise CorruptBackupError(
-            "refusing a PAX extended header: memfs writes plain ustar/GNU members and never PAX ones, which "
-            "come from GNU tar --format=posix, bsdtar/libarchive or Python's tarfile. This is not an archive "
-            "that `manage_data.py backup` made; restore from one of those, or re-create it with "
-            "`tar --format=gnu`")
-    if _CONTROL.search(name):
-        raise CorruptBackupError(f"refusing member {printable(name)!r}: its name holds control characters")
-    if name in (MANIFEST, CHECKSUMS):
-        if kind not in _FILE_TYPES:
-            raise CorruptBackupError(f"the member {name!r} is not a regular file")
-        return
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts or "\\" in name:
-        raise CorruptBackupError(f"refusing member {name!r}: the path leaves the archive's tree")
-    if kind not in _FILE_TYPES and kind != tarfile.DIRTYPE:
-        what = ("a link" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else
-                "a device or special file" if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE) else
-                f"of tar type {kind!r}")
-        raise CorruptBackupError(f"refusing member {name!r}: it is {what}, and memfs backups hold only files")
-    if len(parts) < 2 or parts[0] != "data" or parts[1] not in PARTS or "" in parts or "." in parts:
-        raise CorruptBackupError(f"refusing member {name!r}: not a plain path under data/{{{','.join(PARTS)}}}/")
-
-
-# -- the manifest -------------------------------------------------------------------------------------
-
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-def manifest_bytes(*, memfs_version: str, created_at: str, kind: str, host: str, memory_count: int,
-                   model_id: str, sizes: dict[str, int], dirs: list[str]) -> bytes:
-    """The first member of a format-2 archive: what it holds and how big each file is."""
-    return orjson.dumps({
-        "format": f"{BACKUP_FORMAT_NAME}/{BACKUP_FORMAT_VERSION}", "memfs_version": memfs_version,
-        "created_at": created_at, "kind": kind, "host": host, "memory_count": memory_count,
-        "model_id": model_id, "total_bytes": sum(sizes.values()), "dirs": dirs, "sizes": sizes,
-    }, option=orjson.OPT_INDENT_2)
-
-
-def checksums_bytes(hashes: dict[str, str]) -> bytes:
-    """The last member of a format-2 archive: the SHA-256 of every file, computed as it was written."""
-    return orjson.dumps({"files": hashes}, option=orjson.OPT_INDENT_2)
-
-
-def _load_json(data: bytes, what: str) -> dict:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise CorruptBackupError(f"the {what} is not valid JSON ({e})") from e
-    if not isinstance(value, dict):
-        raise CorruptBackupError(f"the {what} is not a JSON object")
-    return value
-
-
-def check_manifest_header(manifest: dict) -> int:
-    """The manifest's format version, after refusing an unknown or newer format and odd fields."""
-    fmt = str(manifest.get("format", ""))
-    name, _, version = fmt.rpartition("/")
-    if name != BACKUP_FORMAT_NAME or not version.isdigit():
-        raise CorruptBackupError(f"unknown backup format {printable(fmt)!r}")
-    if int(version) > BACKUP_FORMAT_VERSION:
-        raise UnsupportedFormatError(f"written by a newer memfs (format {printable(fmt)}, this one reads up to "
-                                     f"/{BACKUP_FORMAT_VERSION}); upgrade memfs to restore it")
-    if not isinstance(manifest.get("memory_count", 0), int) or not _TIME.match(str(manifest.get("created_at", ""))):
-        raise CorruptBackupError("the manifest's memory_count or created_at is malformed")
-    if int(version) >= 2:
-        sizes, dirs = manifest.get("sizes"), manifest.get("dirs")
-        if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()) \
-                or not isinstance(dirs, list) or manifest.get("total_bytes") != sum(sizes.values()):
-            raise CorruptBackupError("the manifest's sizes, dirs or total_bytes are malformed")
-        for name in list(sizes) + dirs:
-            _check_member(str(name), tarfile.REGTYPE if name in sizes else tarfile.DIRTYPE)
-    return int(version)
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -465,24 +381,22 @@ def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile 
     n = 0
     while member := _next_header(reader):
         name, kind, size, mode, mtime = member
-        _check_member(name, kind)
+        check_member(name, kind)
         if trailer is not None or v1_manifest is not None:
             raise CorruptBackupError(f"member {name!r} comes after the archive's last member")
         if name in (MANIFEST, CHECKSUMS):
             if size > MAX_MANIFEST_BYTES:
                 raise CorruptBackupError(f"the member {name} is {size} bytes, more than any real manifest")
-            value = _load_json(reader.read(size), name)
+            value = load_json(reader.read(size), name)
             reader.skip(-size % tarfile.BLOCKSIZE)
-            if name == MANIFEST and n == 0:
-                version = check_manifest_header(value)
-                if version >= 2:
-                    bounds = value["sizes"]
-                    out = ArchiveContents(value, version)
-                    if on_manifest:
-                        on_manifest(value)
-                else:
-                    v1_manifest = value  # a format-1 manifest first: only a lone manifest; it must be last
+            if name == MANIFEST and n == 0 and peek_version(value) >= 2:
+                version = check_manifest(value, first=True)
+                bounds = value["sizes"]
+                out = ArchiveContents(value, version)
+                if on_manifest:
+                    on_manifest(value)
             elif name == MANIFEST and out is None:
+                check_manifest(value, first=False)  # format 1: the last member (nothing may follow)
                 v1_manifest = value
             elif name == CHECKSUMS and out is not None:
                 trailer = value
@@ -519,6 +433,7 @@ def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile 
         reader.skip(-size % tarfile.BLOCKSIZE)
         if progress and n % 500 == 0:
             progress("verify", n, 0)
+    reader.check_end()
     return _finish(out, v1_manifest, trailer, hashes, sizes, dirs, n)
 
 

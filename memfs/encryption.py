@@ -6,9 +6,9 @@ covers the ciphertext, so `md5sum -c` and off-site checksums work without a key.
 
 Recipients (X25519 `age1…` keys or `ssh-ed25519`/`ssh-rsa` public keys) are streamed through
 `encrypt_io`/`decrypt_io` on their own thread, behind a pipe: memory stays flat whatever the size.
-A passphrase (age's scrypt recipient) is for humans, as age says; pyrage has no streaming API for it,
-so such an archive is encrypted and decrypted in memory (at most about twice its size). Prefer keys
-for large stores.
+A passphrase (age's scrypt recipient) is for humans, as age says. pyrage's API for it holds the
+archive in memory and bounds the work factor by timing the host (issue #24 item 7), so memfs.age_scrypt
+does that recipient itself, streaming, at age's fixed default work factor.
 
 Identities and passphrases are handed in as values: the entry points read them from a file or the
 environment, never from the command line (DESIGN.md §7).
@@ -17,12 +17,12 @@ environment, never from the command line (DESIGN.md §7).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
+from .age_scrypt import PassphraseError, PassphraseReader, PassphraseWriter
 from .archive import CorruptBackupError
 from .errors import MemfsError
 
@@ -138,7 +138,7 @@ class AgeWriter:
         self._passphrase = passphrase
         self._error: BaseException | None = None
         if passphrase:
-            self._buffer = io.BytesIO()
+            self._sealer = PassphraseWriter(self._out, passphrase)
             return
         r, w = _pipe()
         self._pipe_in = os.fdopen(w, "wb", buffering=0)
@@ -161,7 +161,7 @@ class AgeWriter:
 
     def write(self, data) -> int:
         if self._passphrase:
-            return self._buffer.write(data)
+            return self._sealer.write(data)
         view = memoryview(data)
         try:
             while view:
@@ -173,8 +173,7 @@ class AgeWriter:
 
     def close(self) -> None:
         if self._passphrase:
-            self._out.write(_pyrage().passphrase.encrypt(self._buffer.getvalue(), self._passphrase))
-            self._buffer = io.BytesIO()
+            self._sealer.close()
             return
         self._pipe_in.close()
         self._thread.join()
@@ -195,16 +194,20 @@ class DecryptingReader:
         self._name = path.name
         self._source = source
         self._error: BaseException | None = None
+        self._plain = self._thread = self._owned = None
         if not identities and not passphrase:
             raise DecryptionError(f"{path.name} is encrypted: give an identity file (--identity, env "
                                   "MEMFS_AGE_IDENTITY) or a passphrase file to open it; nothing was changed")
-        if passphrase:  # pyrage has no streaming scrypt API (see the module docstring)
+        if passphrase:  # memfs.age_scrypt, on this thread (see the module docstring)
+            self._owned = None if source is not None else open(path, "rb")
             try:
-                ciphertext = source.read() if source is not None else path.read_bytes()
-                self._plain: BinaryIO = io.BytesIO(_pyrage().passphrase.decrypt(ciphertext, passphrase))
-            except _pyrage().DecryptError as e:
-                raise self._translate(e) from e
-            self._thread = None
+                self._plain = PassphraseReader(source or self._owned, passphrase, path.name)
+            except PassphraseError as e:
+                self.close()
+                raise DecryptionError(str(e)) from e
+            except BaseException:
+                self.close()
+                raise
             return
         r, w = _pipe()
         self._plain = os.fdopen(r, "rb", buffering=0)
@@ -244,9 +247,12 @@ class DecryptingReader:
         return data
 
     def close(self) -> None:
-        self._plain.close()  # a decrypting thread blocked on a full pipe gets EPIPE and ends
+        if self._plain is not None:
+            self._plain.close()  # a decrypting thread blocked on a full pipe gets EPIPE and ends
         if self._thread is not None:
             self._thread.join()
+        if self._owned is not None:
+            self._owned.close()
 
 
 def read_identity_file(path: Path) -> list:

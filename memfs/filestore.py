@@ -152,6 +152,11 @@ def scan(memories: Path, temps: list[tuple[str, float]] | None = None) -> dict[s
                         found[prefix + entry.name] = FileState.of(entry.stat())
                 except FileNotFoundError:
                     continue
+                except PermissionError:
+                    # Trigger: a folder that may be listed but not entered (mode r--, no x): every stat in
+                    # it fails. Why: that stopped validate, --fix and reconcile at the folder with exit 3
+                    # (issue #24 item 13). Outcome: the folder stands as one unreadable entry, as above.
+                    found[f"{prefix}*{MEMORY_SUFFIX}"] = FileState.of(os.stat(directory))
             elif temps is not None and TEMP_NAME.match(entry.name):
                 try:
                     if entry.is_file(follow_symlinks=False):

@@ -136,16 +136,14 @@ def backup(ops, compression, backup_dir, retention, no_prune, encrypt, recipient
     else:
         lock = " (encrypted)" if out.encrypted else ""
         _say(quiet, f"backup {out.backup}{lock} ({human_size(out.size)}), checksum {Path(out.md5).name}")
-        for name in out.pruned:
-            _say(quiet, f"pruned {name}")
-        for note in out.notes:
-            _say(quiet, note)
+        for note in out.notes:  # one line per pruned backup, a pre-restore snapshot named as such
+            _say(quiet, printable(note))
         if out.offsite is not None:
             _print_offsite(out.offsite, quiet)
     if out.offsite is not None and not out.offsite.ok:
         _problems_exit()
     off = "" if out.offsite is None else f" offsite={'ok' if out.offsite.ok else 'FAILED: ' + '; '.join(out.offsite.errors)}"
-    return f"{out.name} {out.size}B pruned={','.join(out.pruned) or 0}{off}"
+    return f"{out.name} {out.size}B pruned={'; '.join(out.notes) or 0}{off}"
 
 
 def _print_offsite(r, quiet: bool) -> None:
@@ -164,15 +162,17 @@ def _print_offsite(r, quiet: bool) -> None:
                                              "every member against its manifest, writing nothing.")
 @click.option("--quick", is_flag=True, help="With --verify: compare each archive with its .md5 only.")
 @identity_option
+@passphrase_option
 @json_option
 @command(outcome_log=AUDIT_LOG)
 @with_operations()
-def list_(ops, backup_dir, retention, verify, quick, identity, as_json):
+def list_(ops, backup_dir, retention, verify, quick, identity, passphrase_file, as_json):
     """Show backups: created (UTC), size, status, why retention keeps each. Exit 1 if one is bad."""
     if quick and not verify:
         raise click.UsageError("--quick goes with --verify")
     out = ops.list_backups(retention=retention, verify=("quick" if quick else "deep") if verify else None,
-                           identity_file=_file(identity), backup_dir=_dir(backup_dir))
+                           identity_file=_file(identity), passphrase_file=_file(passphrase_file),
+                           backup_dir=_dir(backup_dir))
     if as_json:
         emit_json(out.to_dict())
     else:
@@ -251,15 +251,16 @@ def _restore(ops, which, backup_dir, dry_run, no_verify, identity, passphrase_fi
               help="Also prove every backup restorable (each read whole, as `list --verify` does).")
 @backup_dir_option
 @identity_option
+@passphrase_option
 @click.option("--fix", is_flag=True, help="Repair what is derived (indexes, embeddings); never memory files.")
 @json_option
 @command(outcome_log=AUDIT_LOG)
-@with_operations(level=False)
-def validate(ops, check_backups, backup_dir, identity, fix, as_json):
-    """Check everything and report every problem; exit 1 if any."""
+@with_operations(level=False, open_store=False)
+def validate(ops, check_backups, backup_dir, identity, passphrase_file, fix, as_json):
+    """Check everything and report every problem; exit 1 if any. Without --fix, nothing is changed."""
     with progress_bar(not as_json) as progress:
-        out = ops.validate(backups=check_backups, fix=fix, backup_dir=_dir(backup_dir),
-                           identity_file=_file(identity), progress=progress)
+        out = ops.validate(backups=check_backups, fix=fix, backup_dir=_dir(backup_dir), identity_file=_file(identity),
+                           passphrase_file=_file(passphrase_file), progress=progress)
     if as_json:
         emit_json(out.to_dict())
     else:

@@ -192,6 +192,13 @@ def offsite_sync(backup_dir: Path, dest: str, policy: Retention = Retention(), *
         report.copied.append(copy)
         if copy.ok:
             present.add(b.name)
+    local_names = {b.name for b in local}
+    for b in remote.backups:  # copies only DEST holds: nothing here re-uploads them, so check them there
+        if b.name in present and b.name not in local_names and not dry_run:
+            problem = _verify_remote_only(b, dest, hashes, rclone)
+            if problem:
+                present.discard(b.name)
+                report.errors.append(problem)
     if not prune:
         return report
     complete = [b for b in remote.backups if b.name in present] + \
@@ -209,6 +216,24 @@ def offsite_sync(backup_dir: Path, dest: str, policy: Retention = Retention(), *
     return report
 
 
+def _verify_remote_only(backup: BackupFile, dest: str, hashes: dict[str, str], rclone: Rclone) -> str:
+    """"" if DEST's copy of a backup no longer here matches DEST's own .md5 of it, else what is wrong.
+
+    Issue #24 item 9: such copies were kept, unchecked, and the sync said ok. A damaged one is left in
+    place (it may be the last copy there is) but is not counted as a copy: retention plans without it,
+    and the sync reports it until someone deletes it or puts a good copy back."""
+    theirs = _remote_md5_file(backup, dest, rclone)
+    try:
+        digest = hashes.get(backup.name) or remote_md5(backup.name, dest, rclone)[0]
+    except OffsiteError as e:
+        return f"cannot verify {backup.name} at {dest} (held only there): {e}"
+    if theirs is None or digest != theirs:
+        return (f"the copy of {backup.name} at {dest} (held only there, not here) does not match its .md5 "
+                f"({digest or 'unreadable'} != {theirs or 'unreadable'}): it is damaged and no longer counts as a "
+                "copy. It was left in place; delete it there, or put back a good copy from elsewhere")
+    return ""
+
+
 def _remote_hashes(dest: str, rclone: Rclone) -> dict[str, str]:
     """name -> MD5 of every file at DEST the backend can hash (one listing; none if it cannot)."""
     r = rclone.run("md5sum", dest)
@@ -220,10 +245,14 @@ def _remote_hashes(dest: str, rclone: Rclone) -> dict[str, str]:
     return out
 
 
-def _same_md5_file(backup: BackupFile, dest: str, rclone: Rclone) -> bool:
-    """Does DEST's .md5 for this backup name the same digest as ours? (Cheap: the .md5 is 80 bytes.)"""
+def _remote_md5_file(backup: BackupFile, dest: str, rclone: Rclone) -> str | None:
+    """The digest DEST's .md5 for this backup names (cheap: the .md5 is 80 bytes), None if unreadable."""
     r = rclone.run("cat", remote_path(dest, backup.md5_path.name))
-    if r.returncode != 0:
-        return False
-    theirs = r.stdout.split()[0].lower() if r.stdout.split() else ""
-    return theirs == read_md5_file(backup.md5_path)
+    words = r.stdout.split() if r.returncode == 0 else []
+    digest = words[0].lower() if words else ""
+    return digest if len(digest) == 32 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+def _same_md5_file(backup: BackupFile, dest: str, rclone: Rclone) -> bool:
+    """Does DEST's .md5 for this backup name the same digest as ours?"""
+    return _remote_md5_file(backup, dest, rclone) == read_md5_file(backup.md5_path)

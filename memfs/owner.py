@@ -68,7 +68,10 @@ class Owner:
 
     def start(self, lock_timeout: float = 2.0) -> "Owner":
         """Take the lock (StoreBusyError if taken), finish an interrupted restore, open the store."""
-        self.layout.create()
+        if self.open_store:
+            self.layout.create()
+        else:  # the lock lives in data/; what opening would create is left to the operation (validate)
+            self.layout.data.mkdir(parents=True, exist_ok=True)
         record = {"started_by": self.started_by, "socket": str(self.socket) if self.socket else None,
                   "idle_exit": self.idle_exit}
         self.lock = StoreLock(self.layout.lock_file, url=self.url, **record).acquire(lock_timeout)

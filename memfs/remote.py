@@ -192,9 +192,11 @@ class RemoteOperations:
             "passphrase_file": passphrase_file, "copy_to": copy_to, **_retention(retention)}))
 
     def list_backups(self, *, retention: Retention = Retention(), verify: str | None = None,
-                     identity_file: str | None = None, backup_dir: str | None = None) -> BackupList:
+                     identity_file: str | None = None, backup_dir: str | None = None,
+                     passphrase_file: str | None = None) -> BackupList:
         return BackupList.from_dict(self.request("GET", "/backups", query={
-            "verify": verify, "identity_file": identity_file, "backup_dir": backup_dir, **_retention(retention)}))
+            "verify": verify, "identity_file": identity_file, "passphrase_file": passphrase_file,
+            "backup_dir": backup_dir, **_retention(retention)}))
 
     def restore(self, archive: str, *, verify: bool = True, dry_run: bool = False, backup_dir: str | None = None,
                 identity_file: str | None = None, passphrase_file: str | None = None,
@@ -204,9 +206,11 @@ class RemoteOperations:
             "identity_file": identity_file, "passphrase_file": passphrase_file}))
 
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
-                 identity_file: str | None = None, progress: Progress | None = None) -> ValidationResult:
+                 identity_file: str | None = None, passphrase_file: str | None = None,
+                 progress: Progress | None = None) -> ValidationResult:
         return ValidationResult.from_dict(self.request("POST", "/validate", {
-            "backups": backups, "fix": fix, "backup_dir": backup_dir, "identity_file": identity_file}))
+            "backups": backups, "fix": fix, "backup_dir": backup_dir, "identity_file": identity_file,
+            "passphrase_file": passphrase_file}))
 
     def prune(self, *, retention: Retention = Retention(), dry_run: bool = False,
               backup_dir: str | None = None) -> PruneResult:

@@ -120,7 +120,7 @@ def read_backup(archive: BackupFile, *, identities: Sequence | None = None, pass
         raise CorruptBackupError(f"{archive.name}: {e}. Nothing was changed; pick another backup "
                                  "(`manage_data.py list --verify`)") from e
     except UnsupportedFormatError as e:
-        raise UnsupportedFormatError(f"{archive.name} was {e}", str(archive.path)) from e
+        raise UnsupportedFormatError(f"{archive.name} was {e} (nothing was changed)", str(archive.path)) from e
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise MemfsError(f"no space left while unpacking {archive.name}; free space and try again "
@@ -461,6 +461,7 @@ def restore_backup(layout: Layout, archive: BackupFile, *, verify_md5: bool = Tr
     try:
         manifest = verify_and_extract(archive, staging, verify_md5=verify_md5, identities=identities,
                                       passphrase=passphrase, progress=progress)
+        memory_count = manifest["memory_count"]  # checked with the manifest: nothing can fail after the swap
         _mark(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -476,4 +477,4 @@ def restore_backup(layout: Layout, archive: BackupFile, *, verify_md5: bool = Tr
             raise
     _step("snapshot")
     swap_in(layout, staging)
-    return RestoreResult(archive, pre, int(manifest.get("memory_count", 0)))
+    return RestoreResult(archive, pre, memory_count)

@@ -163,6 +163,7 @@ class ValidateIn(BaseModel):
     fix: bool = False
     backup_dir: str | None = None
     identity_file: str | None = None
+    passphrase_file: str | None = None
 
 
 def _on_unix_socket(scope) -> bool:
@@ -386,7 +387,8 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
         body = body or ValidateIn(backups=backups)
         return OrjsonResponse(ops.validate(backups=body.backups or backups, fix=body.fix,
                                            backup_dir=local_path(request, body.backup_dir),
-                                           identity_file=local_path(request, body.identity_file)).to_dict())
+                                           identity_file=local_path(request, body.identity_file),
+                                           passphrase_file=local_path(request, body.passphrase_file)).to_dict())
 
     # -- backups ------------------------------------------------------------------------------------
 
@@ -402,10 +404,12 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     @app.get("/backups", dependencies=guarded)
     def get_backups(request: Request, verify: Literal["deep", "quick"] | None = None, keep_daily: int = 7,
                     keep_weekly: int = 4, keep_monthly: int = 12, keep_pre_restore: int = 3,
-                    keep_pre_restore_days: int = 7, identity_file: str | None = None, backup_dir: str | None = None):
+                    keep_pre_restore_days: int = 7, identity_file: str | None = None, backup_dir: str | None = None,
+                    passphrase_file: str | None = None):
         retention = Retention(keep_daily, keep_weekly, keep_monthly, keep_pre_restore, keep_pre_restore_days)
         return OrjsonResponse(ops.list_backups(retention=retention, verify=verify,
                                                identity_file=local_path(request, identity_file),
+                                               passphrase_file=local_path(request, passphrase_file),
                                                backup_dir=local_path(request, backup_dir)).to_dict())
 
     @app.post("/backups/prune", dependencies=guarded)

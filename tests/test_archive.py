@@ -217,7 +217,7 @@ def test_a_member_longer_than_the_manifest_says_is_refused_at_its_header(layout,
 
 def test_a_format_1_bomb_is_refused_before_anything_is_staged(layout, tmp_path, monkeypatch):
     """Manifest last (format 1), so its sizes are unknown until the end: the first pass writes nothing."""
-    manifest = orjson.dumps({"format": "memfs.backup/1", "created_at": "2025-01-01T00:00:00Z", "files": {}})
+    manifest = orjson.dumps({"format": "memfs.backup/1", "created_at": "2025-01-01T00:00:00Z", "memory_count": 1, "files": {}})
     archive = write_archive(tmp_path / "b", [*bomb("data/memories/zeros.json", 64 << 20),
                                              member(codec.MANIFEST, manifest), bytes(1024)])
     counts = Counting(monkeypatch)
@@ -251,7 +251,7 @@ def test_a_dry_run_writes_nothing_at_all(layout, tmp_path):
 def test_names_with_control_characters_are_refused_and_never_printed_raw(layout, tmp_path, name):
     files = {"data/memories/a.json": b"{}"}
     archive = write_archive(tmp_path / "b", b"".join([member(name), member(codec.MANIFEST, orjson.dumps(
-        {"format": "memfs.backup/1", "created_at": "2025-01-01T00:00:00Z", "files": {}})), bytes(1024)]))
+        {"format": "memfs.backup/1", "created_at": "2025-01-01T00:00:00Z", "memory_count": 0, "files": {}})), bytes(1024)]))
     error = refused_without_change(layout, archive, "control characters")
     assert not any(c in str(error) for c in CONTROL)
     # and the same inside a format-2 manifest
@@ -361,3 +361,120 @@ def test_a_failed_pre_restore_snapshot_changes_nothing_and_leaves_no_staging(lay
     with pytest.raises(OSError):
         restore_backup(layout, made)
     assert state(layout) == before and not list(layout.data.glob(".restore-*"))
+
+
+# -- issue #24 item 6: every manifest field checked before anything is swapped, wherever it sits ---------
+
+V1 = {"format": "memfs.backup/1", "created_at": "2025-01-01T00:00:00Z", "memory_count": 1}
+BAD_FIELDS = {"format 3": {"format": "memfs.backup/3"}, "format 99": {"format": "memfs.backup/99"},
+              "foreign": {"format": "tar.backup/1"}, "no format": {"format": None},
+              "format 0": {"format": "memfs.backup/0"}, "format not text": {"format": ["memfs.backup/1"]},
+              "count many": {"memory_count": "many"}, "count bool": {"memory_count": True},
+              "count negative": {"memory_count": -1}, "no count": {"memory_count": None},
+              "bad time": {"created_at": "yesterday"}, "kind": {"kind": "weekly"}, "host": {"host": 7}}
+
+
+def _manifest_last(files: dict[str, bytes], override: dict) -> bytes:
+    manifest = {**V1, "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}, **override}
+    manifest = {k: v for k, v in manifest.items() if v is not None}
+    return b"".join(member(k, v) for k, v in files.items()) + member(codec.MANIFEST, orjson.dumps(manifest)) \
+        + bytes(1024)
+
+
+@pytest.mark.parametrize("where", ["last", "first"])
+@pytest.mark.parametrize("override", BAD_FIELDS.values(), ids=BAD_FIELDS.keys())
+def test_a_bad_manifest_is_refused_wherever_it_sits_and_nothing_is_swapped(layout, tmp_path, where, override):
+    files = {"data/memories/a.json": b'{"content": "from the archive"}'}
+    if where == "last":
+        stream = _manifest_last(files, override)
+    else:
+        raw = orjson.loads(v2_manifest(files, **override))
+        raw = {k: v for k, v in raw.items() if v is not None}
+        checks = orjson.dumps({"files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}})
+        stream = (member(codec.MANIFEST, orjson.dumps(raw)) + b"".join(member(k, v) for k, v in files.items())
+                  + member(codec.CHECKSUMS, checks) + bytes(1024))
+    archive = write_archive(tmp_path / "b", stream)
+    report = verify_backup(archive)
+    assert not report.ok and report.status in ("corrupt", "newer format"), report
+    before = state(layout)
+    with pytest.raises(MemfsError):
+        restore_backup(layout, archive)
+    assert state(layout) == before and not list(layout.data.glob(".restore-*"))
+    result = CliRunner().invoke(cli, ["--root", str(layout.root), "restore", str(archive.path), "--yes"])
+    assert result.exit_code == 3 and "unexpected error" not in result.output, result.output
+    assert "Nothing was changed" in result.output or "nothing was changed" in result.output
+    assert state(layout) == before
+
+
+def test_a_format_2_manifest_last_or_a_format_1_manifest_first_is_refused(layout, tmp_path):
+    files = {"data/memories/a.json": b"{}"}
+    raw = v2_manifest(files)
+    last = write_archive(tmp_path / "b", b"".join(member(k, v) for k, v in files.items())
+                         + member(codec.MANIFEST, raw) + bytes(1024))
+    assert "cannot be the archive's last member" in verify_backup(last).reason
+    first = write_archive(tmp_path / "c", member(codec.MANIFEST, orjson.dumps(
+        {**V1, "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}}))
+        + b"".join(member(k, v) for k, v in files.items()) + bytes(1024))
+    assert verify_backup(first).status == "corrupt"
+
+
+# -- issue #24 item 11: the compressed stream read to its end; bidi controls refused ---------------------
+
+
+def _gzip_ending_across_a_read(stream: bytes) -> bytes:
+    """A gzip file of `stream` (plus zero padding) whose 8-byte trailer straddles a read of codec._CHUNK
+    bytes: the last tar block is decompressed one read before the trailer is checked."""
+    for pad in range(0, 16384):
+        comp = zlib.compressobj(0, zlib.DEFLATED, 31)
+        data = comp.compress(stream + bytes(pad)) + comp.flush()
+        if 0 < len(data) % codec._CHUNK < 8:
+            return data
+    raise AssertionError("no padding put the trailer across a read")
+
+
+@pytest.mark.parametrize("flip", [-6, -2], ids=["crc", "length"])
+def test_a_flipped_gzip_trailer_is_corrupt_even_after_the_tar_has_ended(layout, tmp_path, flip):
+    files = {"data/memories/a.json": os.urandom(codec._CHUNK - 8192)}
+    data = bytearray(_gzip_ending_across_a_read(v2_stream(files)))
+    directory = tmp_path / "b"
+    good = write_archive(directory, b"")
+    good.path.write_bytes(bytes(data))
+    good.md5_path.write_text(f"{md5_of(good.path)}  {good.name}\n")
+    assert verify_backup(good).status == "ok"
+    data[flip] ^= 0x01
+    good.path.write_bytes(bytes(data))
+    good.md5_path.write_text(f"{md5_of(good.path)}  {good.name}\n")
+    report = verify_backup(good)
+    assert report.status == "corrupt" and "does not decompress" in report.reason, report
+    refused_without_change(layout, good, "does not decompress")
+
+
+@pytest.mark.parametrize("compression", ["gz", "zst"])
+@pytest.mark.parametrize("tail", [b"garbage", b"\x1f\x8b\x08\x00junk", b"\0" * 100], ids=["text", "gzip-magic", "zeros"])
+def test_bytes_after_the_compressed_stream_are_corrupt(layout, compression, tail):
+    made = create_backup(layout, compression=compression)
+    with open(made.path, "ab") as f:
+        f.write(tail)
+    made.md5_path.write_text(f"{md5_of(made.path)}  {made.name}\n")
+    report = verify_backup(made)
+    assert report.status == "corrupt", report
+    refused_without_change(layout, made, "corrupted")
+
+
+def test_data_after_the_end_of_the_tar_is_corrupt_but_zero_padding_is_not(layout, tmp_path):
+    files = {"data/memories/a.json": b"{}"}
+    padded = write_archive(tmp_path / "b", v2_stream(files) + bytes(9 * 1024))  # GNU tar's 10 KiB record
+    assert verify_backup(padded).status == "ok"
+    smuggled = write_archive(tmp_path / "c", v2_stream(files) + member("data/memories/late.json", b"{}"))
+    refused_without_change(layout, smuggled, "follows the end of the archive")
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200f", "\u061c"])
+def test_names_with_bidi_controls_are_refused_with_the_control_characters(layout, tmp_path, char):
+    name = f"data/memories/evil{char}nosj.exe"
+    archive = write_archive(tmp_path / "b", v2_stream({"data/memories/a.json": b"{}", name: b"{}"}))
+    error = refused_without_change(layout, archive, "control characters")
+    assert char not in str(error)
+    last = write_archive(tmp_path / "c", member(name) + member(codec.MANIFEST, orjson.dumps({**V1, "files": {}}))
+                         + bytes(1024), name="memory_backup_20250102_000000")
+    refused_without_change(layout, last, "control characters")

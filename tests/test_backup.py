@@ -91,7 +91,7 @@ def test_backup_delete_restore_gives_same_files_and_results_without_embedding(ma
 def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_filter_accepts(manage, populated,
                                                                                                   tmp_path):
     """Restore parses our ustar headers itself and applies stricter checks than PEP 706's "data" filter
-    (see archive._check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
+    (see archive_rules.check_member). Pin both to tarfile: same name/type/size/mode/mtime for every member
     of a real backup (with a name over 100 bytes, non-ASCII and a space), and the data filter accepts
     each one unchanged apart from the mode it would also set."""
     odd = populated / "data" / "memories" / ("n" * 120) / "café notes.json"
@@ -109,7 +109,7 @@ def test_restore_reads_headers_as_tarfile_does_and_accepts_only_what_its_data_fi
             if len(info.name.encode()) > 100:
                 name = info.name  # carried by the GNU long-name member before it
             assert (name, kind, size, mode, mtime) == (info.name, info.type, info.size, info.mode, info.mtime)
-            archive._check_member(name, kind)
+            archive.check_member(name, kind)
             filtered = tarfile.data_filter(info, str(tmp_path))
             assert (filtered.name, filtered.type, filtered.size) == (info.name, info.type, info.size)
             seen.add(name)
@@ -348,3 +348,80 @@ def test_kill_during_restore_leaves_old_or_new_data(manage, populated, delay):
         pre = [b for b in backups(populated) if b.kind == "pre-restore"]
         assert len(pre) == 1 and pre[0].checksum_state(verify=True) == "ok"
     assert not list((populated / "data").glob(".restore-*"))
+
+
+def test_list_and_validate_take_a_passphrase_file(manage, populated, tmp_path):
+    """Issue #24 item 8: passphrase backups could never be deep-verified by `list` or `validate --backups`."""
+    words = tmp_path / "pass"
+    words.write_text("correct horse battery staple\n")
+    manage("backup", "--encrypt", "--passphrase-file", str(words))
+    assert "encrypted" in manage("list", "--verify").output
+    listing = manage("list", "--verify", "--passphrase-file", str(words)).output
+    assert " ok " in listing and "encrypted " not in listing.split("status:")[0].split("KEPT BECAUSE")[1]
+    assert "no problems" in manage("validate", "--backups", "--passphrase-file", str(words)).output
+    (tmp_path / "wrong").write_text("wrong\n")
+    assert "wrong key" in manage("validate", "--backups", "--passphrase-file", str(tmp_path / "wrong"), code=1).output
+
+
+# -- issue #24 item 10: what restore and backup say is what they did -----------------------------------
+
+
+def test_restore_counts_every_memory_it_embedded(manage, populated, tmp_path):
+    """An archive without vectors (memories only): opening the restored store embedded every memory,
+    and the restore said "0 re-embedded"."""
+    from memfs.backups import create_backup
+    from memfs.filestore import Layout
+
+    bare = Layout(tmp_path / "bare")
+    bare.create()
+    shutil.copytree(populated / "data" / "memories", bare.memories, dirs_exist_ok=True)
+    made = create_backup(bare, backup_dir=populated / "backups")
+    out = manage("restore", str(made.path), "--yes").output
+    assert "restored" in out and "16 memories, 16 re-embedded" in out, out
+    assert "no problems" in manage("validate").output
+    again = manage("restore", str(made.path), "--yes", "--json").stdout
+    assert orjson.loads(again)["embedded"] == 16  # the archive has no catalog, so no cached vectors either
+
+
+def test_a_pruned_pre_restore_snapshot_is_named_once_in_the_output_and_in_the_log(manage, populated):
+    from datetime import datetime, timedelta, timezone
+
+    from memfs.backups import create_backup
+    from memfs.filestore import Layout
+
+    layout = Layout(populated)
+    month_ago = datetime.now(timezone.utc) - timedelta(days=30)
+    snaps = [create_backup(layout, kind="pre-restore", now=month_ago + timedelta(hours=h)) for h in range(4)]
+    out = manage("backup").output
+    oldest = snaps[0].name
+    assert [line for line in out.splitlines() if oldest in line] == [
+        f"pruned pre-restore snapshot {oldest} (the data replaced by a restore on {month_ago:%Y-%m-%d %H:%M} UTC)"]
+    assert all(s.path.exists() for s in snaps[1:]) and not snaps[0].path.exists()
+    logs = populated / "data" / "logs"
+    assert f"pruned pre-restore snapshot {oldest}" in (logs / "manage-data.log").read_text()
+    assert f"pruned pre-restore snapshot {oldest}" in (logs / "memfs.log").read_text()
+
+
+def test_two_concurrent_backups_through_the_owner_both_wait_their_turn_and_succeed(populated):
+    """docs/backups.md said a second concurrent run exits 4; through the owner it waits for the first
+    and succeeds (decided: cron and a person may overlap, and each archive is a consistent snapshot)."""
+    from test_contract import start_owner
+
+    _big_blob(populated)
+    proc, _ = start_owner(populated)
+    try:
+        runs = [_manage_proc_piped(populated, "backup", "--no-prune") for _ in range(2)]
+        results = [(p.wait(300), p.stdout.read(), p.stderr.read()) for p in runs]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert [code for code, _, _ in results] == [0, 0], results
+    made = [b for b in backups(populated) if b.kind == "backup"]
+    assert len(made) == 2 and len({b.name for b in made}) == 2
+    listed = orjson.loads(CliRunner().invoke(cli, ["--root", str(populated), "list", "--verify", "--json"]).stdout)
+    assert [r["status"] for r in listed["backups"]] == ["ok", "ok"]
+
+
+def _manage_proc_piped(root: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "manage_data.py"), "--root", str(root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

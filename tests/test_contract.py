@@ -240,3 +240,20 @@ def test_remove_matching_is_a_dry_run_unless_told(ops):
     done = ops.remove_matching(Filters(tags=("scratch", "build"), match="all"), dry_run=False)
     assert not done.dry_run and set(done.removed) == temp
     assert [r.memory.id for r in ops.list().memories] == [keep]
+
+
+def test_passphrase_backups_are_deep_verified_by_list_and_validate(ops, root, tmp_path):
+    """Issue #24 item 8: `list` and `validate --backups` take a passphrase file, through every door."""
+    ops.add("Encrypted to a passphrase, and still verifiable")
+    words, wrong = tmp_path / "pass", tmp_path / "wrong"
+    words.write_text("correct horse battery staple\n")
+    wrong.write_text("incorrect horse\n")
+    made = ops.backup(passphrase_file=str(words))
+    assert made.encrypted
+    assert [b.status for b in ops.list_backups(verify="deep").backups] == ["encrypted"]
+    assert [b.status for b in ops.list_backups(verify="deep", passphrase_file=str(words)).backups] == ["ok"]
+    refused = ops.list_backups(verify="deep", passphrase_file=str(wrong))
+    assert [b.status for b in refused.backups] == ["wrong key"] and refused.bad
+    assert ops.validate(backups=True, passphrase_file=str(words)).ok
+    problems = ops.validate(backups=True, passphrase_file=str(wrong)).problems
+    assert [p.check for p in problems] == ["backup"] and "wrong key" in problems[0].message

@@ -166,15 +166,19 @@ def test_an_archive_encrypted_by_the_age_tool_restores(layout, key, tmp_path):
 
 
 def _age_decrypt_with_passphrase(path, out, passphrase: str) -> tuple[int, bytes]:
-    """`age -d` reads a passphrase only from a terminal: give it one (a pty), and type it."""
+    return _age_with_passphrase(["-d", "-o", str(out), str(path)], passphrase)
+
+
+def _age_with_passphrase(args: list[str], passphrase: str) -> tuple[int, bytes]:
+    """`age` reads a passphrase only from a terminal: give it one (a pty), and type it at each prompt."""
     import pty
     import select
     import time
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: age on the pty as its controlling terminal
-        os.execvp("age", ["age", "-d", "-o", str(out), str(path)])
-    seen, typed, deadline = b"", False, time.monotonic() + 60
+        os.execvp("age", ["age", *args])
+    seen, typed, deadline = b"", 0, time.monotonic() + 120
     while time.monotonic() < deadline:
         if not select.select([fd], [], [], 0.5)[0]:
             continue
@@ -185,9 +189,9 @@ def _age_decrypt_with_passphrase(path, out, passphrase: str) -> tuple[int, bytes
         if not chunk:
             break
         seen += chunk
-        if b"passphrase" in seen.lower() and not typed:
+        if seen.lower().count(b"passphrase") > typed:
             os.write(fd, passphrase.encode() + b"\n")
-            typed = True
+            typed += 1
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), seen
@@ -214,3 +218,82 @@ def test_identity_and_passphrase_files(tmp_path, key):
         read_passphrase_file(tmp_path / "empty")
     with pytest.raises(EncryptionKeyError, match="cannot read"):
         read_identity_file(tmp_path / "nope")
+
+
+# -- issue #24 item 7: a passphrase backup memfs wrote always opens with its passphrase ---------------------
+
+
+def _scrypt_stanza(path) -> list[bytes]:
+    head = path.read_bytes()[:200].split(b"\n")
+    assert head[0] == b"age-encryption.org/v1"
+    return head[1].split(b" ")
+
+
+def test_a_passphrase_backup_has_ages_fixed_work_factor_and_is_read_without_timing_the_host(layout, monkeypatch):
+    """pyrage chose the work factor by timing the host, and refused on decryption what this host, busy,
+    would now take over ~16 s for ("corrupted … Excessive work parameter"). memfs writes age's default,
+    2^18, on every host, and reads it with a fixed bound: nothing depends on the load."""
+    import pyrage
+
+    def timed_by_the_host(*args):
+        raise AssertionError("the passphrase path must not go through pyrage's host-timed scrypt")
+
+    monkeypatch.setattr(pyrage.passphrase, "encrypt", timed_by_the_host)
+    monkeypatch.setattr(pyrage.passphrase, "decrypt", timed_by_the_host)
+    made = create_backup(layout, passphrase="correct horse battery staple")
+    assert _scrypt_stanza(made.path)[:2] == [b"->", b"scrypt"] and _scrypt_stanza(made.path)[3] == b"18"
+    assert verify_backup(made, passphrase="correct horse battery staple").status == "ok"
+    before = state(layout)
+    (layout.memories / "m00.json").unlink()
+    restore_backup(layout, made, passphrase="correct horse battery staple")
+    assert {k: v for k, v in state(layout).items() if "pre_restore" not in k} == \
+        {k: v for k, v in before.items() if "pre_restore" not in k}
+
+
+def test_a_backup_pyrage_wrote_still_opens(layout, tmp_path):
+    """Passphrase backups made before item 7 (pyrage, whatever work factor it chose) are read as before."""
+    import pyrage
+
+    made = create_backup(layout)
+    encrypted = made.path.with_name(made.name + ".age")
+    encrypted.write_bytes(pyrage.passphrase.encrypt(made.path.read_bytes(), "old words"))
+    encrypted.with_name(encrypted.name + ".md5").write_text(f"{md5_of(encrypted)}  {encrypted.name}\n")
+    archive = next(b for b in list_backups(layout.backups)[0] if b.encrypted)
+    assert verify_backup(archive, passphrase="old words").status == "ok"
+    assert verify_backup(archive, passphrase="new words").status == "wrong key"
+
+
+def test_a_work_factor_over_the_bound_is_refused_without_saying_corrupted(layout, tmp_path):
+    import base64
+
+    made = create_backup(layout, passphrase="pw")
+    lines = made.path.read_bytes().split(b"\n", 4)
+    salt = base64.b64encode(os.urandom(16)).rstrip(b"=")
+    lines[1] = b"-> scrypt " + salt + b" 30"  # 2^30: 1 TiB of memory; age and memfs open at most 2^22
+    made.path.write_bytes(b"\n".join(lines))
+    made.md5_path.write_text(f"{md5_of(made.path)}  {made.name}\n")
+    report = verify_backup(made, passphrase="pw")
+    assert report.status == "wrong key" and "corrupt" not in report.reason.lower(), report
+    assert "2^30" in report.reason and "age -d" in report.reason
+
+
+def test_damaged_or_cut_passphrase_ciphertext_is_corrupt(layout):
+    made = create_backup(layout, passphrase="pw")
+    good = made.path.read_bytes()
+    for damaged in (good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 1]) + good[len(good) // 2 + 1:],
+                    good[:-100], good[:-(64 << 10) - 16], good + b"more"):
+        made.path.write_bytes(damaged)
+        made.md5_path.write_text(f"{md5_of(made.path)}  {made.name}\n")
+        report = verify_backup(made, passphrase="pw")
+        assert report.status == "corrupt", report
+
+
+@needs_age
+def test_an_archive_the_age_tool_encrypted_to_a_passphrase_restores(layout, tmp_path):
+    made = create_backup(layout)
+    out = made.path.with_name(made.name + ".age")
+    code, seen = _age_with_passphrase(["-p", "-o", str(out), str(made.path)], "typed by a person")
+    assert code == 0, seen
+    out.with_name(out.name + ".md5").write_text(f"{md5_of(out)}  {out.name}\n")
+    archive = next(b for b in list_backups(layout.backups)[0] if b.encrypted)
+    assert verify_backup(archive, passphrase="typed by a person").status == "ok"

@@ -91,6 +91,34 @@ def test_a_damaged_remote_copy_is_found_by_checksum_and_uploaded_again(layout, t
     assert md5_of(copy) == md5_of(made.path)
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate", "md5"])
+def test_a_damaged_copy_held_only_off_site_is_reported_and_no_longer_counts(layout, tmp_path, damage):
+    """Issue #24 item 9: a copy gone locally (a monthly, say) was never re-verified, and the sync said ok."""
+    dest = tmp_path / "offsite"
+    old, new = daily(layout, 2)[::-1]
+    assert offsite_sync(layout.backups, str(dest), now=NOW).ok
+    old.path.unlink()
+    old.md5_path.unlink()
+    copy = dest / old.name
+    if damage == "flip":
+        data = bytearray(copy.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, different bytes
+        copy.write_bytes(bytes(data))
+    elif damage == "truncate":
+        copy.write_bytes(copy.read_bytes()[:-10])
+    else:
+        (dest / old.md5_path.name).write_text(f"{'0' * 32}  {old.name}\n")
+    report = offsite_sync(layout.backups, str(dest), now=NOW)
+    assert not report.ok and len(report.errors) == 1, report.to_dict()
+    assert old.name in report.errors[0] and "damaged" in report.errors[0]
+    assert copy.exists() and report.deleted == []  # left in place: it may be the last copy there is
+    good = offsite_sync(layout.backups, str(dest), Retention(1, 0, 0), now=NOW)  # retention without it
+    assert copy.exists() and good.deleted == [] and not good.ok
+    copy.unlink()
+    (dest / old.md5_path.name).unlink()
+    assert offsite_sync(layout.backups, str(dest), now=NOW).ok
+
+
 def test_a_failed_copy_is_reported_and_the_local_backup_stands(layout, tmp_path):
     made = daily(layout, 1)[0]
     report = offsite_sync(layout.backups, "no-such-remote:backups", now=NOW)
