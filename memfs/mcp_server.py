@@ -250,11 +250,38 @@ prior context, look with memory_search (it finds paraphrases, not only the same 
 has an id; memory_get, memory_update and memory_delete take it (or its content_hash)."""
 
 
+class StrictServer(MCPServer):
+    """An MCPServer that refuses arguments a tool does not take (the SDK drops them silently), after
+    rewriting the argument shapes of other servers' same-named tools (`shapes`: tool -> args -> args)."""
+
+    def __init__(self, *args: Any, shapes: dict[str, Callable[[dict], dict]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.shapes = shapes or {}
+        self._takes: dict[str, list[str]] = {}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if name in self.shapes:
+            arguments = self.shapes[name](dict(arguments))
+        if not self._takes:
+            self._takes = {t.name: list(t.input_schema.get("properties", {})) for t in await self.list_tools()}
+        takes = self._takes.get(name)
+        unknown = sorted(set(arguments) - set(takes)) if takes is not None else []
+        if unknown:
+            raise ToolError(f"{name} does not take {', '.join(unknown)}: it takes "
+                            f"{', '.join(takes) or 'no arguments'} (see tools/list for what each means)")
+        return await super().call_tool(name, arguments, context)
+
+
 def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
-    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both."""
+    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both.
+
+    The native tools also understand mcp-memory-service 12.x's arguments to its tools of the same names."""
     if tools not in TOOL_SETS:
         raise ValueError(f"MEMFS_MCP_TOOLS must be one of {', '.join(TOOL_SETS)}, not {tools!r}")
-    server = MCPServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    from .mcp_compat import MMS_ARGUMENTS
+
+    server = StrictServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING",
+                          shapes=MMS_ARGUMENTS if tools in ("native", "all") else None)
     if tools in ("native", "all"):
         add_native_tools(server, gateway)
     if tools in ("compat", "all"):
