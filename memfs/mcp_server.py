@@ -2,9 +2,10 @@
 
 Thin over the operations interface (memfs.ops), always through the store's owner (memfs.connect):
 several agents' sessions, the CLI and the HTTP API share one writer, so none of them can corrupt the
-store the way two processes sharing a database file do. The connection is made on the first tool
-call, not at start-up: `initialize` and `tools/list` answer before any model, chromadb or numpy is
-imported (the owner, started on demand, loads the model). This module imports none of them.
+store the way two processes sharing a database file do. The connection is made in the background at
+start-up (Gateway.warm), never in the way of `initialize` and `tools/list`: they answer before any
+model, chromadb or numpy is imported (the owner, started on demand, loads the model). This module
+imports none of them.
 
 Errors are tool errors (`isError`) whose message says what to do; the server keeps serving. Every
 write is one operation of the owner, which writes a file atomically: a call that fails or a process
@@ -85,6 +86,17 @@ class Gateway:
         except MemfsError as e:
             log.info("tool error: %s", e)
             raise ToolError(str(e)) from None
+
+    def warm(self) -> None:
+        """Connect in the background now, not on the first tool call: the owner (started on demand)
+        loads the model while the client is still listing tools (issue #26: the first search from
+        cold waited for the whole start). A failure here is only logged; the first call reports it."""
+        def connect() -> None:
+            try:
+                self.call(lambda ops: None)
+            except Exception as e:  # the first tool call connects again and says what went wrong
+                log.info("warming the store's owner failed: %s", e)
+        threading.Thread(target=connect, name="memfs-mcp-warm", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
@@ -518,6 +530,7 @@ def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle
     gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
     server = build_server(gateway, tools)
     log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
+    gateway.warm()
     try:
         server.run("stdio")
     finally:

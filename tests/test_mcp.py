@@ -84,16 +84,25 @@ print(len(tools), heavy)
     assert out.stdout.split(None, 1) == ["19", "[]\n"]
 
 
-def test_initialize_and_tools_list_start_no_owner(store_root):
-    from memfs.lock import is_held
+def test_tools_list_answers_at_once_while_the_owner_warms_in_the_background(store_root):
+    """tools/list never waits for the owner; the owner (and its model) is started as `memfs mcp` starts,
+    before any tool call (issue #26: the first search from cold waited for the whole start)."""
+    from memfs.lock import is_held, read_owner
+    from test_watcher import wait_until
+
+    lock = store_root / "data" / "memfs.lock"
 
     async def go():
         async with session(store_root, "all") as c:
             names = [t.name for t in (await c.list_tools()).tools]
-            assert not is_held(store_root / "data" / "memfs.lock"), "tools/list must not start the owner"
-            return names
-    names = asyncio.run(go())
+            wait_until(lambda: is_held(lock) and read_owner(lock).get("socket"), timeout=60,
+                       what="an owner started before any tool call")
+            assert read_owner(lock)["started_by"] == "on-demand"
+            health = await call(c, "memory_health")
+            return names, health
+    names, health = asyncio.run(go())
     assert len(names) == 19 and "memory_store" in names and "store_memory" in names
+    assert health["owner_started_by"] == "on-demand"
 
 
 def test_tool_sets_follow_the_setting(store_root):
