@@ -32,6 +32,8 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def embed_query(self, query: str) -> np.ndarray: ...
+
 
 _model = None
 _model_lock = threading.Lock()
@@ -76,17 +78,19 @@ def _load_model():
 
 
 # A query is encoded on one thread: as fast as on two (6.3 ms either way here), and it leaves the
-# other cores to the indexer instead of waiting for one of them (issue #14's bench). Batches use
-# torch's whole pool (64 memories: 0.44 s on two threads, 0.79 s on one).
+# other cores to the indexer instead of waiting for one of them (issue #14's bench). Everything else
+# uses torch's whole pool: batches (64 memories: 0.44 s on two threads, 0.79 s on one) and a single
+# added memory too (25 ms on one thread, 18 ms on two: issue #26 found the query rule catching adds).
 QUERY_CHARS = 512
+_querying = threading.local()  # .text: the query embed_query is encoding on this thread
 
 
-def _set_threads_for(texts: Sequence[str]) -> None:
+def _set_threads(query: str | None) -> None:
     """Give this call torch's intra-op threads. torch.set_num_threads is per calling thread (OpenMP),
     so a search setting one thread leaves the indexer's encoding, on its own thread, as it was."""
     import torch
 
-    torch.set_num_threads(1 if len(texts) == 1 and len(texts[0]) <= QUERY_CHARS else _pool_threads)
+    torch.set_num_threads(1 if query is not None and len(query) <= QUERY_CHARS else _pool_threads)
 
 
 def _one_parallel_pool() -> None:
@@ -130,11 +134,20 @@ class MiniLMEmbedder:
     def loaded(self) -> bool:
         return _model is not None
 
+    def embed_query(self, query: str) -> np.ndarray:
+        """A search query's vector: a short one on one thread (QUERY_CHARS)."""
+        _querying.text = query
+        try:
+            return self.embed([query])[0]
+        finally:
+            _querying.text = None
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Memories' vectors (or, through embed_query, a query's), on every core."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = _load_model()
-        _set_threads_for(texts)
+        _set_threads(getattr(_querying, "text", None))
         vectors = model.encode(
             [model_input(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,

@@ -2,9 +2,10 @@
 
 Thin over the operations interface (memfs.ops), always through the store's owner (memfs.connect):
 several agents' sessions, the CLI and the HTTP API share one writer, so none of them can corrupt the
-store the way two processes sharing a database file do. The connection is made on the first tool
-call, not at start-up: `initialize` and `tools/list` answer before any model, chromadb or numpy is
-imported (the owner, started on demand, loads the model). This module imports none of them.
+store the way two processes sharing a database file do. The connection is made in the background at
+start-up (Gateway.warm), never in the way of `initialize` and `tools/list`: they answer before any
+model, chromadb or numpy is imported (the owner, started on demand, loads the model). This module
+imports none of them.
 
 Errors are tool errors (`isError`) whose message says what to do; the server keeps serving. Every
 write is one operation of the owner, which writes a file atomically: a call that fails or a process
@@ -85,6 +86,17 @@ class Gateway:
         except MemfsError as e:
             log.info("tool error: %s", e)
             raise ToolError(str(e)) from None
+
+    def warm(self) -> None:
+        """Connect in the background now, not on the first tool call: the owner (started on demand)
+        loads the model while the client is still listing tools (issue #26: the first search from
+        cold waited for the whole start). A failure here is only logged; the first call reports it."""
+        def connect() -> None:
+            try:
+                self.call(lambda ops: None)
+            except Exception as e:  # the first tool call connects again and says what went wrong
+                log.info("warming the store's owner failed: %s", e)
+        threading.Thread(target=connect, name="memfs-mcp-warm", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
@@ -250,11 +262,38 @@ prior context, look with memory_search (it finds paraphrases, not only the same 
 has an id; memory_get, memory_update and memory_delete take it (or its content_hash)."""
 
 
+class StrictServer(MCPServer):
+    """An MCPServer that refuses arguments a tool does not take (the SDK drops them silently), after
+    rewriting the argument shapes of other servers' same-named tools (`shapes`: tool -> args -> args)."""
+
+    def __init__(self, *args: Any, shapes: dict[str, Callable[[dict], dict]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.shapes = shapes or {}
+        self._takes: dict[str, list[str]] = {}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if name in self.shapes:
+            arguments = self.shapes[name](dict(arguments))
+        if not self._takes:
+            self._takes = {t.name: list(t.input_schema.get("properties", {})) for t in await self.list_tools()}
+        takes = self._takes.get(name)
+        unknown = sorted(set(arguments) - set(takes)) if takes is not None else []
+        if unknown:
+            raise ToolError(f"{name} does not take {', '.join(unknown)}: it takes "
+                            f"{', '.join(takes) or 'no arguments'} (see tools/list for what each means)")
+        return await super().call_tool(name, arguments, context)
+
+
 def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
-    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both."""
+    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both.
+
+    The native tools also understand mcp-memory-service 12.x's arguments to its tools of the same names."""
     if tools not in TOOL_SETS:
         raise ValueError(f"MEMFS_MCP_TOOLS must be one of {', '.join(TOOL_SETS)}, not {tools!r}")
-    server = MCPServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    from .mcp_compat import MMS_ARGUMENTS
+
+    server = StrictServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING",
+                          shapes=MMS_ARGUMENTS if tools in ("native", "all") else None)
     if tools in ("native", "all"):
         add_native_tools(server, gateway)
     if tools in ("compat", "all"):
@@ -491,6 +530,7 @@ def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle
     gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
     server = build_server(gateway, tools)
     log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
+    gateway.warm()
     try:
         server.run("stdio")
     finally:

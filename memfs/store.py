@@ -455,7 +455,7 @@ class MemoryStore:
         cached = self._last_query
         if cached is not None and cached[0] == query:
             return cached[1]
-        vector = self.embedder.embed([query])[0]
+        vector = self.embedder.embed_query(query)
         self._last_query = (query, vector)
         return vector
 

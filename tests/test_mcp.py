@@ -84,16 +84,25 @@ print(len(tools), heavy)
     assert out.stdout.split(None, 1) == ["19", "[]\n"]
 
 
-def test_initialize_and_tools_list_start_no_owner(store_root):
-    from memfs.lock import is_held
+def test_tools_list_answers_at_once_while_the_owner_warms_in_the_background(store_root):
+    """tools/list never waits for the owner; the owner (and its model) is started as `memfs mcp` starts,
+    before any tool call (issue #26: the first search from cold waited for the whole start)."""
+    from memfs.lock import is_held, read_owner
+    from test_watcher import wait_until
+
+    lock = store_root / "data" / "memfs.lock"
 
     async def go():
         async with session(store_root, "all") as c:
             names = [t.name for t in (await c.list_tools()).tools]
-            assert not is_held(store_root / "data" / "memfs.lock"), "tools/list must not start the owner"
-            return names
-    names = asyncio.run(go())
+            wait_until(lambda: is_held(lock) and read_owner(lock).get("socket"), timeout=60,
+                       what="an owner started before any tool call")
+            assert read_owner(lock)["started_by"] == "on-demand"
+            health = await call(c, "memory_health")
+            return names, health
+    names, health = asyncio.run(go())
     assert len(names) == 19 and "memory_store" in names and "store_memory" in names
+    assert health["owner_started_by"] == "on-demand"
 
 
 def test_tool_sets_follow_the_setting(store_root):
@@ -283,6 +292,84 @@ def test_recall_memory_time_expressions():
 
 
 # -- bad input ----------------------------------------------------------------------------------------
+
+
+# -- mcp-memory-service 12.x's arguments to the tools of the same names (issue #26) -------------------
+
+
+def test_mms_12_argument_shapes_are_understood(store_root):
+    """The three calls of issue #26 (they stored tags [] / type note, gave 5 hits, listed 20 unfiltered),
+    and the rest of mcp-memory-service 12.x's shapes of memory_search / list / delete / update."""
+    async def go():
+        async with session(store_root) as c:
+            decision = await call(c, "memory_store", {"content": "We deploy on Tuesdays after the ops review",
+                                                      "metadata": {"tags": "ops,deploy", "type": "decision",
+                                                                   "owner": "sam"}})
+            got = await call(c, "memory_get", {"id": decision["id"]})
+            assert (got["tags"], got["type"], got["metadata"]) == (["ops", "deploy"], "decision", {"owner": "sam"})
+            listed = await call(c, "memory_store", {"content": "A list of tags as an array works as well",
+                                                    "metadata": {"tags": ["ops"]}, "conversation_id": "conv_1"})
+            assert (await call(c, "memory_get", {"id": listed["id"]}))["metadata"] == {"conversation_id": "conv_1"}
+            for n in range(6):
+                await call(c, "memory_store", {"content": f"Python tip {n}: prefer pathlib over os.path for paths",
+                                               "metadata": {"tags": ["python"]}})
+
+            hits = (await call(c, "memory_search", {"query": "python file paths", "limit": 2}))["hits"]
+            assert len(hits) == 2 and all("python" in h["tags"] for h in hits)
+            page = (await call(c, "memory_list", {"tag": "python", "page_size": 3}))["memories"]
+            assert len(page) == 3 and all(m["tags"] == ["python"] for m in page)
+            page3 = (await call(c, "memory_list", {"tags": ["python"], "page": 2, "page_size": 4}))["memories"]
+            assert len(page3) == 2 and not {m["id"] for m in page3} & {m["id"] for m in page}
+            both = (await call(c, "memory_list", {"tags": ["ops", "deploy"], "tag_match": "all"}))["memories"]
+            assert [m["id"] for m in both] == [decision["id"]]
+            decisions = (await call(c, "memory_list", {"memory_type": "decision"}))["memories"]
+            assert [m["id"] for m in decisions] == [decision["id"]]
+            today = (await call(c, "memory_search", {"query": "when do we deploy", "time_expr": "today",
+                                                     "tags": "ops,deploy", "mode": "semantic"}))["hits"]
+            assert today[0]["id"] == decision["id"]
+            assert not (await call(c, "memory_search", {"query": "when do we deploy", "min_score": 0,
+                                                        "time_expr": "yesterday"}))["hits"]
+            assert not (await call(c, "memory_search", {"query": "deploy", "before": "2001-01-01",
+                                                        "min_score": 0}))["hits"]
+            exact = (await call(c, "memory_search", {"query": "Tuesdays", "mode": "exact"}))["hits"]
+            assert [h["id"] for h in exact] == [decision["id"]]
+
+            updated = await call(c, "memory_update", {"content_hash": decision["content_hash"],
+                                                      "updates": {"memory_type": "policy", "priority": "high"}})
+            assert updated["type"] == "policy" and updated["metadata"] == {"owner": "sam", "priority": "high"}
+            gone = await call(c, "memory_delete", {"content_hash": listed["content_hash"]})
+            assert gone["removed"] == [listed["id"]]
+            preview = await call(c, "memory_delete", {"tags": "python", "before": "2999-01-01"})
+            assert preview["dry_run"] and preview["count"] == 6
+    asyncio.run(go())
+    assert len(memory_files(store_root)) == 7
+
+
+def test_unknown_or_unsupported_arguments_are_errors_that_name_them(store_root):
+    async def go():
+        async with session(store_root, "all") as c:
+            cases = [("memory_search", {"query": "x", "limt": 2}, "limt"),
+                     ("memory_store", {"content": "never stored", "tgas": ["a"]}, "tgas"),
+                     ("memory_list", {"stale_days": 30}, "stale_days"),
+                     ("memory_stats", {"verbose": True}, "verbose"),
+                     ("store_memory", {"content": "never stored", "priority": 1}, "priority"),
+                     ("retrieve_memory", {"query": "x", "limit": 3}, "limit"),
+                     ("memory_search", {"query": "x", "quality_boost": 0.3}, "quality_boost"),
+                     ("memory_search", {"query": "x", "summarize": True}, "summarize"),
+                     ("memory_search", {"query": "x", "time_expr": "the other day"}, "time_expr"),
+                     ("memory_search", {"query": "x", "limit": 2, "k": 3}, "limit"),
+                     ("memory_store", {"content": "never stored", "store": "docs"}, "store"),
+                     ("memory_update", {"content_hash": "a" * 64, "updates": {"tags": ["a"]}}, "updates.tags"),
+                     ("memory_update", {"content_hash": "a" * 64, "versioned": True, "updates": {"content": "x"}},
+                      "versioned")]
+            for name, args, named in cases:
+                message = await fails(c, name, args)
+                assert named in message and name in message, (name, args, message)
+            assert "query is required" in await fails(c, "memory_search", {"time_expr": "last week"})
+            ok = await call(c, "memory_search", {"query": "x", "quality_boost": 0, "rerank": False, "store": "default"})
+            assert ok["hits"] == []
+    asyncio.run(go())
+    assert memory_files(store_root) == []
 
 
 def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(store_root):

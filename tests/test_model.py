@@ -1,6 +1,7 @@
 """The model is the one DESIGN.md §5 names, and it means what it should."""
 
 import numpy as np
+import pytest
 
 from memfs.embedder import MODEL_DIM, MODEL_SHA256, MiniLMEmbedder, model_file_sha256
 
@@ -27,3 +28,30 @@ def test_once_the_model_is_loaded_numpy_blas_leaves_parallel_work_to_torch():
     MiniLMEmbedder().embed(["load the model"])
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas), blas
+
+
+def test_a_short_query_runs_on_one_thread_and_a_single_add_on_every_core():
+    """A query is encoded on one torch thread (issue #14); a single added memory, however short, on
+    torch's whole pool (issue #26: the query rule caught single adds, 25 ms instead of 18 ms)."""
+    import os
+    import threading
+
+    import torch
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one thread is every core")
+    e = MiniLMEmbedder()
+    seen = {}
+
+    def run():  # torch's thread count is per calling thread: look on a fresh one
+        e.embed(["a short memory about herons"])
+        seen["add"] = torch.get_num_threads()
+        e.embed_query("herons")
+        seen["query"] = torch.get_num_threads()
+        e.embed(["another short memory"])
+        seen["add again"] = torch.get_num_threads()
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen["query"] == 1
+    assert seen["add"] == seen["add again"] > 1
