@@ -544,12 +544,12 @@ def _run_owner(started_by: str, **options) -> None:
                    f"listening on {where}; Ctrl-C stops", err=True)
 
     try:
-        run_owner(layout, started_by=started_by, on_ready=ready, **options)
+        left = run_owner(layout, started_by=started_by, on_ready=ready, **options)
     finally:
         logging.getLogger("memfs").removeHandler(handler)
         if console is not None:
             logging.getLogger("memfs").removeHandler(console)
-    click.echo("stopped; pending changes applied, lock released", err=True)
+    click.echo(f"stopped; {left}; lock released", err=True)
 
 
 def _owner_options(fn):

@@ -62,8 +62,9 @@ def log_to_owner_file(layout: Layout) -> logging.Handler:
 def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port: int | None = None,
               token: str | None = None, idle_exit: float | None = None, polling: bool = False,
               reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0,
-              extended_port: int | None = None) -> None:
-    """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out."""
+              extended_port: int | None = None) -> str:
+    """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out.
+    Returns what became of the pending work (Owner.close)."""
     import uvicorn
 
     from .local import LocalOperations
@@ -117,7 +118,8 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         for s in sockets:
             s.close()
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
-        owner.close()
+        left = owner.close()
+    return left
 
 
 def _with_extended_memory_api(app, owner: Owner, ops, port: int):

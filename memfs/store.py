@@ -491,7 +491,7 @@ class MemoryStore:
     # -- reconcile ----------------------------------------------------------------------------------
 
     def reconcile(self, *, paths: Iterable[str] | None = None, verify_vectors: bool = True,
-                  progress: Progress | None = None, reread: Iterable[str] = ()) -> ReconcileReport:
+                  progress: Progress | None = None, reread: Iterable[str] = (), embed: bool = True) -> ReconcileReport:
         """Bring catalog and vectors level with the files; re-embed only content never embedded before.
 
         Files whose size, mtime, inode and ctime match the catalog are not read. An unreadable or
@@ -504,6 +504,9 @@ class MemoryStore:
         Files refused as duplicates of an id are read again once no file holds that id any more, in
         the same call and wherever they lie (issue #14, finding 1: `cp a b; rm a` lost the memory).
         A full reconcile also removes temp files older than this store's opening (finding 6).
+
+        `embed=False` (the watcher's way, issue #24 item 1): files reach the catalog and the keyword
+        index and stale vectors go, but nothing is encoded; the rows stay unsynced for `embed_pending`.
         """
         started = time.monotonic()
         # A watcher batch's files are read and parsed before the state lock is taken: searches need
@@ -539,9 +542,10 @@ class MemoryStore:
                     files.update(more)
                     stale += self._reconcile_files(more, orphans, orphans, report, progress)
             self.vectors.delete(stale)
-            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+            if embed:
+                report.vectors_written += self._write_vectors(None, progress=progress, report=report)
             if verify_vectors:
-                self._verify_vectors(report, progress)
+                self._verify_vectors(report, progress, embed)
             report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one
@@ -688,7 +692,7 @@ class MemoryStore:
         self.catalog.set_invalid(rel, state, reason)
         return reason
 
-    def _verify_vectors(self, report: ReconcileReport, progress: Progress | None) -> None:
+    def _verify_vectors(self, report: ReconcileReport, progress: Progress | None, embed: bool = True) -> None:
         in_chroma = self.vectors.ids()
         in_catalog = self.catalog.ids()
         missing = in_catalog - in_chroma
@@ -698,7 +702,26 @@ class MemoryStore:
         self.vectors.delete(sorted(orphans))
         if missing:
             self.catalog.mark_unsynced(missing)
-            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+            if embed:
+                report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+
+    def pending_vectors(self) -> list[tuple[str, str, bool]]:
+        """(id, path, new) of every row whose vector is missing or out of date; `new`: it never had one."""
+        with self._mutex:
+            return self.catalog.unsynced_paths()
+
+    def embed_pending(self, ids: list[str]) -> ReconcileReport:
+        """Encode and index the vectors these rows lack (those still unsynced when the lock is taken).
+        The watcher's embedding worker calls this with small batches, most urgent first."""
+        report = ReconcileReport()
+        report.embedded = 0
+        started = time.monotonic()
+        with self._mutex:
+            entries = self.catalog.unsynced_among(ids)
+            if entries:
+                report.vectors_written = self._write_vectors([e.memory for e in entries], report=report)
+        report.seconds = time.monotonic() - started
+        return report
 
     # -- vectors ------------------------------------------------------------------------------------
 
