@@ -202,7 +202,8 @@ class AdminOperations:
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
                                 progress=progress, identities=identities)
         return report, ValidationResult(report.ok, report.memory_files, report.seconds,
-                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
+                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems],
+                                        pending=report.pending)
 
     @translated
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
@@ -211,6 +212,8 @@ class AdminOperations:
         from .validate import fix as repair
 
         identities, _ = _secrets(identity_file, None)
+        if self.owner.watcher is not None:  # files just dropped reach the catalog first (issue #24, 5)
+            self.owner.watcher.wait_applied(timeout=30.0)
         with self.owner.exclusive() as store:
             report, result = self._validate(backups, backup_dir, identities, progress)
             if not fix or not any(p.fixable for p in result.problems):
@@ -220,4 +223,4 @@ class AdminOperations:
             repair(store, report)
             _, after = self._validate(backups, backup_dir, identities, None)
         return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
-                                fixed=len(result.problems) - len(after.problems))
+                                fixed=len(result.problems) - len(after.problems), pending=after.pending)

@@ -64,6 +64,7 @@ class Owner:
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
         self.watcher = None
+        self.opened_report = None  # what the reconcile on opening did (no watcher), until taken
         self._swap = threading.RLock()  # held while the store is replaced (restore) or snapshotted
 
     def start(self, lock_timeout: float = 2.0) -> "Owner":
@@ -91,7 +92,8 @@ class Owner:
 
             self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
         elif self.level_on_open:
-            self.store.reconcile(verify_vectors=False)  # pick up hand edits made since the last run
+            # Pick up hand edits made since the last run; kept for the command's own report.
+            self.opened_report = self.store.reconcile(verify_vectors=False)
 
     def _close_store(self) -> str:
         """Stop the watcher (waiting for its batch: never close the store under it), close the store;

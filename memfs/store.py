@@ -126,6 +126,10 @@ class MemoryStore:
         # Temp files older than this were left by a process that died mid-write: only the lock's holder
         # writes them, and we hold it since before now (issue #14, finding 6).
         self._opened_at = time.time()
+        self._invalid_logged: frozenset = frozenset()  # what the last full reconcile's warning named
+        # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
+        # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
+        self.vectors_lag = catalog.has_unsynced()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -370,8 +374,10 @@ class MemoryStore:
     def _ranked(self, plan: QueryPlan, k: int, mode: Mode, filters: Filters) -> list[Hit]:
         """Every figure for the k best, in the mode's order (docs/search.md)."""
         weights = self.catalog.term_weights(plan)
-        if mode == "hybrid" and keyword_weight(plan) == 0:
+        lagging = mode == "hybrid" and self.vectors_lag
+        if mode == "hybrid" and keyword_weight(plan) == 0 and not lagging:
             # A plain question is ranked by meaning alone (docs/search.md): no keyword round trip.
+            # While some rows still wait for their vectors, those are found by keyword (below).
             mode = "semantic"
         if mode == "semantic":
             sims = dict(self._semantic(plan.text, k, filters))
@@ -402,6 +408,8 @@ class MemoryStore:
                 score = max(0.0, sim or 0.0)
             elif mode == "keyword":
                 score = cover
+            elif sim is None and lagging:
+                score = cover  # no vector yet (issue #24, item 1): its keyword score stands in
             else:
                 score = fused_score(sim, cover, plan.exact)
             scored.append(((-score, ranks[mem_id].get("keyword", 1 << 30), mem_id), score, sim, terms))
@@ -546,13 +554,17 @@ class MemoryStore:
                 report.vectors_written += self._write_vectors(None, progress=progress, report=report)
             if verify_vectors:
                 self._verify_vectors(report, progress, embed)
+            self.vectors_lag = self.catalog.has_unsynced()
             report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one
                 self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
-                if report.invalid:
+                invalid_now = frozenset((i.path, i.reason) for i in report.invalid)
+                # Said once per change, not at every periodic reconcile (issue #24, item 5).
+                if report.invalid and invalid_now != self._invalid_logged:
                     log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
                                 report.invalid[0].path, report.invalid[0].reason)
+                self._invalid_logged = invalid_now
             return report
 
     def _remove_stale_temps(self, temps: list[tuple[str, float]]) -> None:
@@ -720,6 +732,7 @@ class MemoryStore:
             entries = self.catalog.unsynced_among(ids)
             if entries:
                 report.vectors_written = self._write_vectors([e.memory for e in entries], report=report)
+            self.vectors_lag = self.catalog.has_unsynced()
         report.seconds = time.monotonic() - started
         return report
 
