@@ -134,7 +134,7 @@ def test_idle_exit_waits_for_the_embedding_to_finish(root):
     """Item 2: the idle timer counted only queued paths, so an owner started on demand exited in the
     middle of a batch."""
     assert run(root, "init").returncode == 0
-    r = run(root, "add", "an owner on demand", env={"MEMFS_IDLE_EXIT": "1"})
+    r = run(root, "add", "an owner on demand", env={"MEMFS_IDLE_EXIT": "3"})
     assert r.returncode == 0, r.stderr
     pid = owner_record(root)["pid"]
     drop_burst(root / "data" / "memories")
