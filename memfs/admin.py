@@ -215,7 +215,8 @@ class AdminOperations:
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
                                 progress=progress, identities=identities, passphrase=passphrase)
         return report, ValidationResult(report.ok, report.memory_files, report.seconds,
-                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems])
+                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems],
+                                        pending=report.pending)
 
     @translated
     def validate(self, *, backups: bool = False, fix: bool = False, backup_dir: str | None = None,
@@ -229,6 +230,8 @@ class AdminOperations:
         from .validate import fix as repair
 
         identities, passphrase = _secrets(identity_file, passphrase_file)
+        if self.owner.watcher is not None:  # files just dropped reach the catalog first (issue #24, 5)
+            self.owner.watcher.wait_applied(timeout=30.0)
         check = functools.partial(self._validate, backups, backup_dir, identities, passphrase)
         with self.owner.using() as store:
             if store is None:
@@ -246,4 +249,4 @@ class AdminOperations:
                 repair(store, report)
                 _, after = check(None)
         return ValidationResult(after.ok, after.memory_files, after.seconds, after.problems,
-                                fixed=len(result.problems) - len(after.problems))
+                                fixed=len(result.problems) - len(after.problems), pending=after.pending)

@@ -464,6 +464,14 @@ class Catalog:
         return self._entries(self.db.execute(
             f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
 
+    def has_unsynced(self) -> bool:
+        return self.db.execute("SELECT 1 FROM docs WHERE synced_fp IS NOT vec_fp LIMIT 1").fetchone() is not None
+
+    def unsynced_paths(self) -> list[tuple[str, str, bool]]:
+        """(id, path, never synced) of the rows unsynced() would return, without their content."""
+        return [(i, p, bool(n)) for i, p, n in self.db.execute(
+            "SELECT id, path, synced_fp IS NULL FROM docs WHERE synced_fp IS NOT vec_fp")]
+
     def unsynced_among(self, ids: list[str]) -> list[Entry]:
         """unsynced(), for just these ids."""
         found: list[Entry] = []

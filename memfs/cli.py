@@ -453,20 +453,26 @@ def status(as_json) -> None:
     layout = click.get_current_context().obj["layout"]
     record = read_owner(layout.lock_file) if is_held(layout.lock_file) else {}
     st = OwnerStatus(False)
+    unreachable = False
     if record.get("socket"):
         try:
             with RemoteOperations(socket=record["socket"], ready_wait=0) as remote:
                 st = remote.status()
         except OwnerGoneError:
-            pass
-    elif record:
-        st = OwnerStatus(True, pid=record.get("pid"), started_by=record.get("started_by"), since=record.get("since"))
+            # The lock is held: the owner is alive, only its socket does not answer (issue #24, 3).
+            unreachable = is_held(layout.lock_file)
+    if unreachable or (record and not record.get("socket")):
+        st = OwnerStatus(True, pid=record.get("pid"), started_by=record.get("started_by"), since=record.get("since"),
+                         socket=record.get("socket"))
     if as_json:
-        emit_json(st.to_dict())
+        emit_json({**st.to_dict(), **({"unreachable": True} if unreachable else {})})
     elif not st.running:
         click.echo(f"no owner runs for {layout.root}")
     else:
         where = st.socket or "no socket (a command that owns the store for its own run)"
+        if unreachable:
+            where += (" (unreachable: the socket is missing or does not answer; a running owner makes it "
+                      "again within seconds, and `memfs stop` stops it by its pid)")
         click.echo(f"owner: pid {st.pid}, started by {st.started_by}, since {st.since}\nsocket: {where}")
         if st.url:
             click.echo(f"url:    {st.url}")
@@ -493,13 +499,29 @@ def stop(timeout) -> None:
         with RemoteOperations(socket=record["socket"], ready_wait=0) as remote:
             remote.stop()
     except OwnerGoneError:
-        pass
+        _signal_owner(record)  # its socket is gone (issue #24, item 3): SIGTERM stops it the same way
     deadline = time.monotonic() + timeout
     while is_held(layout.lock_file):
         if time.monotonic() > deadline:
             raise StoreBusyError(f"the owner (pid {record.get('pid')}) has not stopped after {timeout:.0f}s")
         time.sleep(0.05)
     click.echo(f"stopped the owner (pid {record.get('pid')})")
+
+
+def _signal_owner(record: dict) -> None:
+    """SIGTERM to the owner named by the lock record, when it runs on this host (a clean stop)."""
+    import os
+    import signal
+    import socket
+
+    if record.get("pid") and record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(record["pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise StoreBusyError(f"permission denied: the owner (pid {record['pid']}) runs as another user; "
+                                 "stop it as that user") from None
 
 
 def _take_over(layout, started_by: str) -> None:
@@ -545,12 +567,12 @@ def _run_owner(started_by: str, **options) -> None:
                    f"listening on {where}; Ctrl-C stops", err=True)
 
     try:
-        run_owner(layout, started_by=started_by, on_ready=ready, **options)
+        left = run_owner(layout, started_by=started_by, on_ready=ready, **options)
     finally:
         logging.getLogger("memfs").removeHandler(handler)
         if console is not None:
             logging.getLogger("memfs").removeHandler(console)
-    click.echo("stopped; pending changes applied, lock released", err=True)
+    click.echo(f"stopped; {left}; lock released", err=True)
 
 
 def _owner_options(fn):

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from .errors import EXIT_FAILED, MemfsError
-from .filestore import Layout
+from .filestore import Layout, apply_store_umask
 
 DEFAULT_ROOT = "./memory-system"
 log = logging.getLogger("memfs.cli")
@@ -97,6 +97,7 @@ def command(outcome_log: str | None = None):
             started = time.monotonic()
             outcome, code = "ok", 0
             try:
+                apply_store_umask()  # every file a command or its owner creates is private (#24, 4)
                 summary = ctx.invoke(fn, *args, **kwargs)
                 code = ctx.obj.get("exit_code", 0)
                 outcome = (f"problems (exit {code}) " if code else "ok ") + (summary or "")
@@ -106,6 +107,13 @@ def command(outcome_log: str | None = None):
             except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt) as e:
                 outcome = f"stopped ({type(e).__name__})"
                 raise
+            except BrokenPipeError:
+                # `memfs list | head`: the reader stopped reading; nothing failed, so no traceback
+                # (issue #24, item 5). stdout goes to /dev/null so the exit's flush cannot fail again.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+                outcome = "stopped (the reader closed the pipe)"
             except Exception as e:
                 error_id = secrets.token_hex(4)
                 _log_traceback(ctx.obj["layout"], error_id, e)

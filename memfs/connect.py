@@ -19,6 +19,7 @@ from .filestore import Layout
 from .lock import describe, is_held, read_owner
 from .remote import OwnerGoneError, RemoteOperations
 
+SOCKET_GRACE = 3.0  # seconds a missing socket may take to come back before a command says so
 DEFAULT_IDLE_EXIT = 900.0  # seconds an owner started on demand stays without requests (MEMFS_IDLE_EXIT)
 
 # Not repeated when the connection dropped after the request was sent: it may have been applied.
@@ -50,12 +51,21 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
 
     deadline = time.monotonic() + wait
     spawned_at: float | None = None
+    missing_since: float | None = None
     while True:
         record = read_owner(layout.lock_file)
         if is_held(layout.lock_file):
             sock = record.get("socket")
             if sock and os.path.exists(sock):
                 return RemoteOperations(socket=sock)
+            if sock:
+                # Trigger: the lock's holder names a socket that is not there (deleted by hand, or a
+                # tmp cleaner). Why: the owner is alive; waiting `wait` seconds and blaming "in use"
+                # hid that (issue #24, item 3). Outcome: the owner puts it back within a second or
+                # two; past SOCKET_GRACE, say exactly what is wrong.
+                missing_since = missing_since or time.monotonic()
+                if time.monotonic() - missing_since > SOCKET_GRACE:
+                    raise unreachable(layout, record)
             # A holder that does not serve (a --no-daemon command, an owner still binding): wait for it.
         elif daemon:
             if spawned_at is None or time.monotonic() - spawned_at > 15:
@@ -74,6 +84,14 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
             raise StoreBusyError(f"the store at {layout.root} is in use by {describe(record)}, which does not "
                                  "take requests; wait for it to finish, or stop it, then try again")
         time.sleep(0.05)
+
+
+def unreachable(layout: Layout, record: dict) -> StoreBusyError:
+    """The owner holds the lock but its socket is missing: alive, not absent."""
+    return StoreBusyError(
+        f"the owner of {layout.root} ({describe(record)}) is alive but unreachable: its socket "
+        f"{record.get('socket')} is missing. A running owner makes it again within seconds; if it does "
+        f"not, `memfs stop` stops the owner (by its pid), and the next command starts a new one")
 
 
 def spawn_owner(layout: Layout, idle_exit: float) -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import BadRequestError
-from .filestore import Layout
+from .filestore import Layout, apply_store_umask
 from .inputs import HEADER_TIMEOUT_SECONDS, MAX_HEADER_BYTES, MIN_TOKEN_CHARS
 from .owner import Owner, socket_path
 
@@ -62,14 +62,16 @@ def log_to_owner_file(layout: Layout) -> logging.Handler:
 def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port: int | None = None,
               token: str | None = None, idle_exit: float | None = None, polling: bool = False,
               reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0,
-              extended_port: int | None = None) -> None:
-    """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out."""
+              extended_port: int | None = None) -> str:
+    """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out.
+    Returns what became of the pending work (Owner.close)."""
     import uvicorn
 
     from .local import LocalOperations
     from .server import create_app
 
     check_exposure(host, token)
+    apply_store_umask()
     url = f"http://{host}:{port}" if host is not None else None
     sock_path = socket_path(layout)
     owner = Owner(layout, started_by=started_by, polling=polling, reconcile_every=reconcile_every, url=url,
@@ -101,7 +103,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     hardening = {} if tcp is None and extended is None else dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
                                             h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30, **hardening)
-    server = uvicorn.Server(config)
+    server = socket_keeping_server(config, sock_path, sockets)
     # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
     # a no-op one lets the `finally` below drain and release cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,7 +119,51 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         for s in sockets:
             s.close()
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
-        owner.close()
+        left = owner.close()
+    return left
+
+
+def socket_keeping_server(config, path: Path, sockets: list[socket.socket]):
+    """A uvicorn server that puts its Unix socket back when it is deleted or replaced (issue #24, item 3:
+    with data/memfs.sock deleted, every client waited 60 s and `memfs stop` could not reach it).
+    Checked once a second on uvicorn's tick; the new listener joins `sockets` (closed at exit)."""
+    import asyncio
+
+    import uvicorn
+
+    def inode() -> int | None:
+        try:
+            return os.lstat(path).st_ino
+        except OSError:
+            return None
+
+    class SocketKeepingServer(uvicorn.Server):
+        listening = inode()
+
+        async def on_tick(self, counter: int) -> bool:
+            if counter % 10 == 5 and self.started and inode() != self.listening:
+                await self.listen_again()
+            return await super().on_tick(counter)
+
+        async def listen_again(self) -> None:
+            try:
+                sock = bind_unix(path)
+            except OSError as e:
+                log.error("the owner's socket %s is gone and could not be made again: %s", path, e)
+                return
+            cfg = self.config
+
+            def protocol(_loop=None):
+                return cfg.http_protocol_class(config=cfg, server_state=self.server_state,
+                                               app_state=self.lifespan.state, _loop=_loop)
+
+            self.servers.append(await asyncio.get_running_loop().create_server(protocol, sock=sock,
+                                                                                backlog=cfg.backlog))
+            sockets.append(sock)
+            self.listening = inode()
+            log.warning("the owner's socket %s was deleted or replaced; listening on a new one", path)
+
+    return SocketKeepingServer(config)
 
 
 def _with_extended_memory_api(app, owner: Owner, ops, port: int, token: str | None):

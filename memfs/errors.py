@@ -72,6 +72,26 @@ class StoreBusyError(MemfsError):
     code = "busy"
 
 
+class PermissionDeniedError(MemfsError):
+    """This user may not reach the store: its data/ is private, or its owner's socket is (0600)."""
+
+    http_status = 403
+    code = "permission_denied"
+
+
+def permission_denied(path, what: str) -> PermissionDeniedError:
+    """The error for `path` (the store's data/, or its owner's socket) refusing this user."""
+    import os
+
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        uid = None
+    whose = f"uid {uid}" if uid is not None else "another user"
+    return PermissionDeniedError(f"permission denied: {what.format(uid=whose)}; run memfs as that user "
+                                 f"(you are uid {os.getuid()})")
+
+
 class StoreNotInitializedError(MemfsError):
     """The root has no data/ layout yet."""
 
@@ -130,3 +150,21 @@ def io_error(e: OSError | Exception) -> MemfsError:
     if e.errno in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
         return MemfsError(f"{where}permission denied; check the permissions of the store's directories")
     return MemfsError(f"{where}{e.strerror or e}")
+
+
+# A path in a message starts where a word starts: after the start, a space, a quote, a bracket, '=' or ':'.
+_PATH_START = r"(?<![^\s'\"(\[=:,])"
+
+
+def relative_to_root(message: str, roots: "list[str]") -> str:
+    """The message with the store's root taken off the paths in it, so a response names files from
+    the root (#15). Only whole paths are touched: the root at the start of a word and followed by '/'
+    (or, for an absolute root, ending the path), never the same letters inside a word (issue #24,
+    item 14: with `--root ow`, "shows" became "sh.s")."""
+    import re
+
+    for r in sorted(set(roots), key=len, reverse=True):
+        message = re.sub(_PATH_START + re.escape(r.rstrip("/")) + "/", "", message)
+        if r.startswith("/"):
+            message = re.sub(_PATH_START + re.escape(r.rstrip("/")) + r"(?![^\s'\")\],:;.])", ".", message)
+    return message

@@ -36,6 +36,10 @@ class Layout:
 
     def require(self, *, create: bool = False) -> "Layout":
         """This layout, created if asked, else StoreNotInitializedError when there is no store here."""
+        if not os.access(self.data, os.X_OK) and self.data.exists():
+            from .errors import permission_denied
+
+            raise permission_denied(self.data, f"the store at {self.root} belongs to {{uid}} (its data/ is private)")
         if create:
             self.create()
         elif not self.memories.is_dir():
@@ -78,8 +82,32 @@ class Layout:
         return [self.data, self.memories, self.embeddings, self.indexes, self.logs, self.backups]
 
     def create(self) -> None:
+        """The directories, private to this user unless MEMFS_UMASK says otherwise (issue #24, item 4)."""
+        mode = 0o777 & ~store_umask()
         for d in self.directories():
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True, mode=mode)
+
+
+def store_umask() -> int:
+    """The mask the store's files and directories are created with: MEMFS_UMASK (octal), default 077,
+    so the memories, catalog and vectors are 0600 in 0700 directories whatever the login umask is
+    (issue #24, item 4: under umask 022 every other user could read every memory). Set 027 or 022 to
+    share a store with a group or everyone."""
+    raw = os.environ.get("MEMFS_UMASK", "077")
+    try:
+        value = int(raw, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        from .errors import BadRequestError
+
+        raise BadRequestError(f"MEMFS_UMASK={raw!r} is not an octal mask such as 077 (private) or 022")
+    return value
+
+
+def apply_store_umask() -> None:
+    """Make this process create files with store_umask() (commands and owners call it on entry)."""
+    os.umask(store_umask())
 
 
 def is_ignored_name(name: str) -> bool:

@@ -196,6 +196,9 @@ class LocalOperations(AdminOperations, TransferOperations):
     def reindex(self, *, progress: Progress | None = None) -> ReconcileReport:
         with self.owner.using() as store:
             report = store.reconcile(verify_vectors=True, progress=progress)
+            opened, self.owner.opened_report = self.owner.opened_report, None
+            if opened is not None:
+                report.absorb(opened)
             if store.vectors_outdated:  # made with older HNSW parameters (docs/search.md): rebuilt from the cache
                 report.vectors_written += store.rebuild_vectors(progress)
             store.sweep_expired()  # expired key/value memories were hidden already; now their files go

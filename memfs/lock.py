@@ -43,6 +43,11 @@ def is_held(path: Path) -> bool:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except PermissionError:
+        from .errors import permission_denied
+
+        raise permission_denied(path.parent, f"the store at {path.parent.parent} belongs to {{uid}} "
+                                             "(its data/ is private)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -268,6 +268,9 @@ def validate(ops, check_backups, backup_dir, identity, passphrase_file, fix, as_
             click.echo(f"{p.check}: {printable(p.path)}: {printable(p.message)}")
         if out.fixed:
             click.echo(f"fixed {out.fixed} problem(s)")
+        if out.pending:
+            click.echo(f"pending: {out.pending} memories are searchable by keyword and wait for their vectors "
+                       "(the owner is embedding them; not a problem)")
         click.echo(f"{out.memory_files} memory files checked in {out.seconds:.2f}s: "
                    + ("no problems" if out.ok else f"{len(out.problems)} problem(s)"))
     if not out.ok:

@@ -64,6 +64,7 @@ class Owner:
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
         self.watcher = None
+        self.opened_report = None  # what the reconcile on opening did (no watcher), until taken
         self._swap = threading.RLock()  # held while the store is replaced (restore) or snapshotted
 
     def start(self, lock_timeout: float = 2.0) -> "Owner":
@@ -94,25 +95,39 @@ class Owner:
 
             self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
         elif self.level_on_open:
-            self.store.reconcile(verify_vectors=False)  # pick up hand edits made since the last run
+            # Pick up hand edits made since the last run; kept for the command's own report.
+            self.opened_report = self.store.reconcile(verify_vectors=False)
 
-    def _close_store(self) -> None:
+    def _close_store(self) -> str:
+        """Stop the watcher (waiting for its batch: never close the store under it), close the store;
+        returns what the watcher left, for the stop message."""
+        left = "the store was not open"
         if self.watcher is not None:
-            self.watcher.stop()
+            stopped = self.watcher.stop()
             self.watcher = None
+            left = stopped.message()
+            log.info("watcher stopped: %s", left)
+            if not stopped.finished:
+                return left  # a thread still uses the store; the process exit ends it
+        elif self.store is not None:
+            left = "every change applied"
         if self.store is not None:
             self.store.close()
             self.store = None
+        return left
 
-    def close(self) -> None:
-        """Apply pending changes, close everything, release the lock."""
+    def close(self) -> str:
+        """Apply pending changes, close everything, release the lock. Returns what was done with the
+        pending work (issue #24, item 2: the message said "applied" for work that was cut off)."""
+        left = "the store was not open"
         with self._swap:
             try:
-                self._close_store()
+                left = self._close_store()
             finally:
                 if self.lock is not None and self.lock.held:
                     log.info("owner pid %d released the lock at %.6f", os.getpid(), time.time())
                     self.lock.release()
+        return left
 
     @contextlib.contextmanager
     def using(self) -> Iterator[MemoryStore]:
@@ -164,8 +179,8 @@ class Owner:
         if self.watcher is None:
             return 0
         self.watcher.idle.wait(timeout)
-        return self.watcher.reports[0].embedded if self.watcher.reports else 0
+        return self.watcher.embedded
 
     def busy(self) -> bool:
-        """Work pending that an idle exit must not cut short (the watcher's queue)."""
-        return self.watcher is not None and self.watcher.status().queue_depth > 0
+        """Work an idle exit must not cut short: paths queued, a batch being applied, vectors to embed."""
+        return self.watcher is not None and self.watcher.busy()

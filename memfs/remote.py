@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from .errors import MemfsError, OwnerUnavailableError, error_class
+from .errors import MemfsError, OwnerUnavailableError, error_class, permission_denied
 from .ops import Progress, Retention
 from .query import Filters, Mode
 from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
@@ -40,6 +40,11 @@ class _UnixConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.unix_path)
+        except PermissionError:
+            # Another user's owner (issue #24, item 4): not "gone", and retrying cannot help.
+            sock.close()
+            raise permission_denied(self.unix_path, "the store's owner runs as {uid} (its socket "
+                                                    f"{self.unix_path} is private)") from None
         except OSError:
             sock.close()
             raise

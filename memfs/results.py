@@ -159,6 +159,13 @@ class ReconcileReport(Record):
     seconds: float = 0.0
     _nested: ClassVar[dict[str, type]] = {"invalid": InvalidFile}
 
+    def absorb(self, earlier: "ReconcileReport") -> None:
+        """Count an earlier pass's work in this report (the reconcile when a --no-daemon command
+        opened the store did what `reindex` then found done: issue #24, item 5)."""
+        for name in ("added", "updated", "moved", "removed", "embedded", "vectors_written"):
+            setattr(self, name, getattr(self, name) + getattr(earlier, name))
+        self.seconds += earlier.seconds
+
 
 @dataclass(frozen=True)
 class Stats(Record):
@@ -298,6 +305,7 @@ class ValidationResult(Record):
     seconds: float
     problems: list[Problem]
     fixed: int = 0
+    pending: int = 0  # memories whose vectors are still being made (issue #24, item 5): not a problem
     _nested: ClassVar[dict[str, type]] = {"problems": Problem}
 
 

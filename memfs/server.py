@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .errors import InternalError, MemfsError
+from .errors import InternalError, MemfsError, relative_to_root
 from .inputs import MAX_REQUEST_BODY_BYTES
 from .local import LocalOperations
 from .ops import Retention
@@ -287,13 +287,11 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
         return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail),
                       close=e.status_code == 413)
 
-    roots = sorted({str(ops.layout.root), str(ops.layout.root.resolve())}, key=len, reverse=True)
+    roots = [str(ops.layout.root), str(ops.layout.root.resolve())]
 
     def relative(message: str) -> str:
         """No absolute path of the store in a response (#15): the messages name files from its root."""
-        for r in roots:
-            message = message.replace(r + "/", "").replace(r, ".")
-        return message
+        return relative_to_root(message, roots)
 
     @app.exception_handler(MemfsError)
     async def on_memfs_error(request, e: MemfsError):

@@ -128,6 +128,10 @@ class MemoryStore:
         # Temp files older than this were left by a process that died mid-write: only the lock's holder
         # writes them, and we hold it since before now (issue #14, finding 6).
         self._opened_at = time.time()
+        self._invalid_logged: frozenset = frozenset()  # what the last full reconcile's warning named
+        # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
+        # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
+        self.vectors_lag = catalog.has_unsynced()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -372,8 +376,10 @@ class MemoryStore:
     def _ranked(self, plan: QueryPlan, k: int, mode: Mode, filters: Filters) -> list[Hit]:
         """Every figure for the k best, in the mode's order (docs/search.md)."""
         weights = self.catalog.term_weights(plan)
-        if mode == "hybrid" and keyword_weight(plan) == 0:
+        lagging = mode == "hybrid" and self.vectors_lag
+        if mode == "hybrid" and keyword_weight(plan) == 0 and not lagging:
             # A plain question is ranked by meaning alone (docs/search.md): no keyword round trip.
+            # While some rows still wait for their vectors, those are found by keyword (below).
             mode = "semantic"
         if mode == "semantic":
             sims = dict(self._semantic(plan.text, k, filters))
@@ -404,6 +410,8 @@ class MemoryStore:
                 score = max(0.0, sim or 0.0)
             elif mode == "keyword":
                 score = cover
+            elif sim is None and lagging:
+                score = cover  # no vector yet (issue #24, item 1): its keyword score stands in
             else:
                 score = fused_score(sim, cover, plan.exact)
             scored.append(((-score, ranks[mem_id].get("keyword", 1 << 30), mem_id), score, sim, terms))
@@ -507,7 +515,7 @@ class MemoryStore:
     # -- reconcile ----------------------------------------------------------------------------------
 
     def reconcile(self, *, paths: Iterable[str] | None = None, verify_vectors: bool = True,
-                  progress: Progress | None = None, reread: Iterable[str] = ()) -> ReconcileReport:
+                  progress: Progress | None = None, reread: Iterable[str] = (), embed: bool = True) -> ReconcileReport:
         """Bring catalog and vectors level with the files; re-embed only content never embedded before.
 
         Files whose size, mtime, inode and ctime match the catalog are not read. An unreadable or
@@ -520,6 +528,9 @@ class MemoryStore:
         Files refused as duplicates of an id are read again once no file holds that id any more, in
         the same call and wherever they lie (issue #14, finding 1: `cp a b; rm a` lost the memory).
         A full reconcile also removes temp files older than this store's opening (finding 6).
+
+        `embed=False` (the watcher's way, issue #24 item 1): files reach the catalog and the keyword
+        index and stale vectors go, but nothing is encoded; the rows stay unsynced for `embed_pending`.
         """
         started = time.monotonic()
         # A watcher batch's files are read and parsed before the state lock is taken: searches need
@@ -555,16 +566,21 @@ class MemoryStore:
                     files.update(more)
                     stale += self._reconcile_files(more, orphans, orphans, report, progress)
             self.vectors.delete(stale)
-            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+            if embed:
+                report.vectors_written += self._write_vectors(None, progress=progress, report=report)
             if verify_vectors:
-                self._verify_vectors(report, progress)
+                self._verify_vectors(report, progress, embed)
+            self.vectors_lag = self.catalog.has_unsynced()
             report.invalid = [InvalidFile(i.path, i.reason) for i in self.catalog.invalid()]
             report.seconds = time.monotonic() - started
             if paths is None:  # a full reconcile; the watcher's path batches are not one
                 self.catalog.set_meta("last_reconcile", documents.format_time(utcnow()))
-                if report.invalid:
+                invalid_now = frozenset((i.path, i.reason) for i in report.invalid)
+                # Said once per change, not at every periodic reconcile (issue #24, item 5).
+                if report.invalid and invalid_now != self._invalid_logged:
                     log.warning("%d invalid memory file(s), e.g. %s: %s", len(report.invalid),
                                 report.invalid[0].path, report.invalid[0].reason)
+                self._invalid_logged = invalid_now
             return report
 
     def _remove_stale_temps(self, temps: list[tuple[str, float]]) -> None:
@@ -704,7 +720,7 @@ class MemoryStore:
         self.catalog.set_invalid(rel, state, reason)
         return reason
 
-    def _verify_vectors(self, report: ReconcileReport, progress: Progress | None) -> None:
+    def _verify_vectors(self, report: ReconcileReport, progress: Progress | None, embed: bool = True) -> None:
         in_chroma = self.vectors.ids()
         in_catalog = self.catalog.ids()
         missing = in_catalog - in_chroma
@@ -714,7 +730,27 @@ class MemoryStore:
         self.vectors.delete(sorted(orphans))
         if missing:
             self.catalog.mark_unsynced(missing)
-            report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+            if embed:
+                report.vectors_written += self._write_vectors(None, progress=progress, report=report)
+
+    def pending_vectors(self) -> list[tuple[str, str, bool]]:
+        """(id, path, new) of every row whose vector is missing or out of date; `new`: it never had one."""
+        with self._mutex:
+            return self.catalog.unsynced_paths()
+
+    def embed_pending(self, ids: list[str]) -> ReconcileReport:
+        """Encode and index the vectors these rows lack (those still unsynced when the lock is taken).
+        The watcher's embedding worker calls this with small batches, most urgent first."""
+        report = ReconcileReport()
+        report.embedded = 0
+        started = time.monotonic()
+        with self._mutex:
+            entries = self.catalog.unsynced_among(ids)
+            if entries:
+                report.vectors_written = self._write_vectors([e.memory for e in entries], report=report)
+            self.vectors_lag = self.catalog.has_unsynced()
+        report.seconds = time.monotonic() - started
+        return report
 
     # -- vectors ------------------------------------------------------------------------------------
 

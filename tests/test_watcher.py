@@ -80,7 +80,7 @@ def test_rename_of_100_files_embeds_nothing(watched):
     for i in range(100):
         write(mem / "old" / f"m{i}.json", {"id": f"m{i}", "content": f"memory number {i} about capybaras"})
     wait_until(lambda: store.catalog.count() == 100, what="100 created")
-    w.idle.wait(10)
+    assert w.idle.wait(120), "the 100 files embedded"
     before = store.embedder.embedded
     (mem / "new").mkdir()
     for i in range(100):

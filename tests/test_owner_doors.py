@@ -1,0 +1,157 @@
+"""Issue #24, items 3, 4 and 14: reaching the owner when its socket is deleted, from another user, and
+the paths in its error messages. Real `memfs watch` processes, real signals, a real second uid."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from memfs.errors import relative_to_root
+from memfs.lock import is_held
+from test_owner import owner_record, run, start_watch
+from test_watcher import wait_until
+
+NOBODY = 65534
+
+
+def as_nobody(root: Path, *args, env=None) -> subprocess.CompletedProcess:
+    """A memfs command as uid 65534. It keeps CAP_DAC_READ_SEARCH only so it can run the interpreter
+    (which lives under /root): that capability reads and traverses, it never grants the write
+    permission connecting to a socket needs."""
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=+dac_read_search",
+           "--ambient-caps=+dac_read_search", sys.executable, "-m", "memfs", "--root", str(root), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HOME": "/tmp", **(env or {})})
+
+
+def stop(watch) -> None:
+    watch.send_signal(signal.SIGTERM)
+    watch.wait(120)
+
+
+# -- item 3: a deleted socket -------------------------------------------------------------------------
+
+
+def test_a_deleted_socket_is_made_again_and_clients_say_alive_but_unreachable(root):
+    assert run(root, "init").returncode == 0
+    watch = start_watch(root)
+    try:
+        sock = Path(owner_record(root)["socket"])
+        # While the owner cannot put it back (stopped), clients tell "alive but unreachable" from
+        # "no owner", by the lock record, within seconds rather than after 60 s.
+        os.kill(watch.pid, signal.SIGSTOP)
+        try:
+            sock.unlink()
+            st = run(root, "status")
+            assert st.returncode == 0 and f"pid {watch.pid}" in st.stdout and "unreachable" in st.stdout, st.stdout
+            assert json.loads(run(root, "status", "--json").stdout)["unreachable"] is True
+            started = time.monotonic()
+            r = run(root, "list")
+            assert r.returncode == 4 and "alive but unreachable" in r.stderr and str(sock) in r.stderr, r.stderr
+            assert time.monotonic() - started < 30
+        finally:
+            os.kill(watch.pid, signal.SIGCONT)
+        # The owner notices and listens again.
+        wait_until(lambda: sock.exists() and stat.S_ISSOCK(sock.stat().st_mode), timeout=30, what="socket back")
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        r = run(root, "add", "after the socket came back", "--json")
+        assert r.returncode == 0, r.stderr
+        assert owner_record(root)["pid"] == watch.pid
+        # Deleted again and never put back (the owner stopped): `memfs stop` still stops it, by its pid.
+        os.kill(watch.pid, signal.SIGSTOP)
+        sock.unlink()
+        os.kill(watch.pid, signal.SIGCONT)
+        r = run(root, "stop")
+        assert r.returncode == 0 and f"stopped the owner (pid {watch.pid})" in r.stdout, r.stdout + r.stderr
+        assert watch.wait(60) == 0 and not is_held(root / "data" / "memfs.lock")
+    finally:
+        if watch.poll() is None:
+            os.kill(watch.pid, signal.SIGCONT)
+            stop(watch)
+
+
+# -- item 4: another user ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_root():
+    """A store under a directory every user may traverse (pytest's tmp_path is root's 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="memfs-doors-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base / "store"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv for a 2nd uid")
+def test_another_user_is_told_permission_denied_and_the_owners_uid(shared_root):
+    root = shared_root
+    assert run(root, "init", env={"MEMFS_UMASK": "022"}).returncode == 0  # a store shared on purpose
+    watch = start_watch(root)
+    try:
+        started = time.monotonic()
+        for args in (["list"], ["search", "anything"], ["stop"]):
+            r = as_nobody(root, *args)
+            assert r.returncode == 3, (args, r.returncode, r.stderr)
+            assert "permission denied: the store's owner runs as uid 0" in r.stderr, (args, r.stderr)
+        assert time.monotonic() - started < 60  # no 11 s of retries per command
+        assert is_held(root / "data" / "memfs.lock")  # nobody stopped it
+    finally:
+        stop(watch)
+
+
+def test_the_stores_files_are_private_under_umask_022(shared_root):
+    root = shared_root
+    old = os.umask(0o022)
+    try:
+        assert run(root, "init").returncode == 0
+        r = run(root, "--no-daemon", "add", "a private thought about the harbour")
+        assert r.returncode == 0, r.stderr
+    finally:
+        os.umask(old)
+    data = root / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "backups").stat().st_mode) == 0o700
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in files) and any(p.name == "catalog.sqlite" for p in files)
+    loose = {str(p.relative_to(root)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+             if stat.S_IMODE(p.stat().st_mode) & 0o077}
+    assert loose == {}
+    dirs = {str(p.relative_to(root)) for p in data.rglob("*") if p.is_dir() and stat.S_IMODE(p.stat().st_mode) & 0o077}
+    assert dirs == set()
+
+
+# -- item 14: paths in the owner's messages ---------------------------------------------------------
+
+
+def test_owner_messages_take_the_root_off_paths_only(tmp_path):
+    """With `--root ow`, "shows" came back as "sh.s" through the owner."""
+    assert subprocess.run([sys.executable, "-m", "memfs", "--root", "ow", "init"], cwd=tmp_path).returncode == 0
+    watch = subprocess.Popen([sys.executable, "-m", "memfs", "--root", "ow", "watch"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        root = tmp_path / "ow"
+        wait_until(lambda: owner_record(root).get("started_by") == "watch", timeout=120, what="watch")
+        r = subprocess.run([sys.executable, "-m", "memfs", "--root", "ow", "get", "nosuchid"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 3, r.stderr
+        assert "`memfs list` shows the ids" in r.stderr and "sh.s" not in r.stderr, r.stderr
+        assert owner_record(root)["pid"] == watch.pid  # it went through the owner
+    finally:
+        stop(watch)
+
+
+def test_relative_to_root_touches_whole_paths_only():
+    roots = ["ow", "/srv/ow"]
+    assert relative_to_root("`memfs list` shows the ids; ow wow owl", roots) == "`memfs list` shows the ids; ow wow owl"
+    assert relative_to_root("ow/data/memories/a.json: invalid", roots) == "data/memories/a.json: invalid"
+    assert relative_to_root("/srv/ow/data/x.json is gone; the store at /srv/ow", roots) == \
+        "data/x.json is gone; the store at ."
+    assert relative_to_root("'/srv/owl/x' and /srv/ow2", roots) == "'/srv/owl/x' and /srv/ow2"
