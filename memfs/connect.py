@@ -53,8 +53,8 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
     while True:
         record = read_owner(layout.lock_file)
         if is_held(layout.lock_file):
-            sock = record.get("socket")
-            if sock and os.path.exists(sock):
+            sock = _reachable_socket(layout, record.get("socket"))
+            if sock:
                 return RemoteOperations(socket=sock)
             # A holder that does not serve (a --no-daemon command, an owner still binding): wait for it.
         elif daemon:
@@ -74,6 +74,18 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
             raise StoreBusyError(f"the store at {layout.root} is in use by {describe(record)}, which does not "
                                  "take requests; wait for it to finish, or stop it, then try again")
         time.sleep(0.05)
+
+
+def _reachable_socket(layout: Layout, recorded: str | None) -> str | None:
+    """The owner's socket as this process sees it. Trigger: the owner runs in a container and the store
+    is a volume (docs/deployment.md). Why: the lock file records the container's path
+    (/opt/memory-system/data/memfs.sock), not the host's. Outcome: the socket beside the lock file."""
+    if not recorded:
+        return None
+    if os.path.exists(recorded):
+        return recorded
+    here = layout.data / Path(recorded).name
+    return str(here) if Path(recorded).parent.name == "data" and here.exists() else None
 
 
 def spawn_owner(layout: Layout, idle_exit: float) -> None:
