@@ -53,7 +53,13 @@ if ! cmp -s "$reqs.new" "$cache/wheels/.requirements"; then
 fi
 
 # 3. The image, from docker/Dockerfile with the base and the wheelhouse (served on loopback meanwhile).
-port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A fixed port: the classic builder keys its layer cache on the build arguments a RUN sees, so a new
+# port each time would reinstall every dependency on every build.
+port="${MEMFS_WHEELHOUSE_PORT:-52745}"
+if ! "$python" -c "import socket, sys; socket.create_server(('127.0.0.1', int(sys.argv[1]))).close()" "$port" 2>/dev/null; then
+    say "port $port on 127.0.0.1 is in use; set MEMFS_WHEELHOUSE_PORT to a free one (a new port rebuilds the dependency layer once)"
+    exit 3
+fi
 "$python" -m http.server --bind 127.0.0.1 --directory "$cache/wheels" "$port" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
