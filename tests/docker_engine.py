@@ -86,6 +86,7 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.5):
         except (OSError, urllib.error.URLError, ValueError) as e:
             last = e
         time.sleep(every)
+    what = what() if callable(what) else what  # e.g. the container's log, read only when it failed
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last})")
 
 

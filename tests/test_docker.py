@@ -316,14 +316,17 @@ def test_7_secrets_the_token_is_in_no_image_and_the_root_filesystem_is_read_only
 
     # The token from the environment instead, on a container of its own (read-only too).
     port, token = free_port(), "env-token-" + os.urandom(8).hex()
-    (tmp_path / "data").mkdir()
-    os.chown(tmp_path / "data", 1000, 1000)
-    cid = de.run(["docker", "run", "-d", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp",
+    for sub in ("data", "backups"):  # read-only root: everything written is on a volume
+        (tmp_path / sub).mkdir()
+        os.chown(tmp_path / sub, 1000, 1000)
+    cid = de.run(["docker", "run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp",
                   "-e", f"MEMFS_API_TOKEN={token}", "-e", "MEMFS_HOST=127.0.0.1", "-e", f"MEMFS_PORT={port}",
-                  "-v", f"{tmp_path / 'data'}:/opt/memory-system/data", de.IMAGE]).stdout.strip()
+                  "-v", f"{tmp_path / 'data'}:/opt/memory-system/data",
+                  "-v", f"{tmp_path / 'backups'}:/opt/memory-system/backups", de.IMAGE]).stdout.strip()
     try:
         url = f"http://127.0.0.1:{port}"
-        de.wait_for(lambda: de.http(url + "/stats", token=token)[0] == 200, 180, "the env-token container")
+        de.wait_for(lambda: de.http(url + "/stats", token=token)[0] == 200, 180,
+                    lambda: "the env-token container: " + de.run(["docker", "logs", cid], check=False).stderr[-2000:])
         assert de.http(url + "/stats")[0] == 401
     finally:
         de.run(["docker", "rm", "-f", cid], check=False)
