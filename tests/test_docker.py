@@ -380,3 +380,21 @@ def test_6_stop_applies_pending_indexing_and_releases_the_lock(deployment):
     after = d.api("/health")[1]["index"]
     assert after["embedded"] == 0, after  # the stop applied them: nothing left for this start to embed
     assert after["memories"] == base + N
+
+
+def test_host_commands_reach_an_owner_whose_lock_names_the_container_path(root):
+    """The owner in the container records /opt/memory-system/data/memfs.sock; on the host the same
+    socket is ROOT/data/memfs.sock. A host command must use it, not wait for the lock (exit 4)."""
+    from test_server import Server
+
+    server = Server(root)
+    try:
+        lock = root / "data" / "memfs.lock"
+        record = _json.loads(lock.read_text())
+        assert Path(record["socket"]) == root / "data" / "memfs.sock"
+        lock.write_text(_json.dumps({**record, "socket": "/nonexistent-container-root/data/memfs.sock"}))
+        r = subprocess.run([os.sys.executable, str(DOCKER.parent / "manage_data.py"), "--root", str(root), "list"],
+                           capture_output=True, text=True, timeout=50)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        assert server.stop() == 0
