@@ -95,7 +95,7 @@ class Owner:
 
     def _close_store(self) -> None:
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(timeout=None)  # its pending changes applied before the store closes (#23)
             self.watcher = None
         if self.store is not None:
             self.store.close()

@@ -345,7 +345,7 @@ def test_8_image_size_and_what_takes_it(deployment):
     assert size < 2.0e9
 
 
-N = 600  # files of the burst: ~10 s of embedding on 2 cores, so SIGTERM finds them under way
+N = 250  # files of the burst: seconds of embedding, so SIGTERM finds them under way (and within the grace)
 
 
 @engine
