@@ -55,10 +55,10 @@ def _find_or_start(layout: Layout, *, daemon: bool, idle_exit: float, wait: floa
     while True:
         record = read_owner(layout.lock_file)
         if is_held(layout.lock_file):
-            sock = record.get("socket")
-            if sock and os.path.exists(sock):
-                return RemoteOperations(socket=sock)
+            sock = _reachable_socket(layout, record.get("socket"))
             if sock:
+                return RemoteOperations(socket=sock)
+            if record.get("socket"):
                 # Trigger: the lock's holder names a socket that is not there (deleted by hand, or a
                 # tmp cleaner). Why: the owner is alive; waiting `wait` seconds and blaming "in use"
                 # hid that (issue #24, item 3). Outcome: the owner puts it back within a second or
@@ -92,6 +92,18 @@ def unreachable(layout: Layout, record: dict) -> StoreBusyError:
         f"the owner of {layout.root} ({describe(record)}) is alive but unreachable: its socket "
         f"{record.get('socket')} is missing. A running owner makes it again within seconds; if it does "
         f"not, `memfs stop` stops the owner (by its pid), and the next command starts a new one")
+
+
+def _reachable_socket(layout: Layout, recorded: str | None) -> str | None:
+    """The owner's socket as this process sees it. Trigger: the owner runs in a container and the store
+    is a volume (docs/deployment.md). Why: the lock file records the container's path
+    (/opt/memory-system/data/memfs.sock), not the host's. Outcome: the socket beside the lock file."""
+    if not recorded:
+        return None
+    if os.path.exists(recorded):
+        return recorded
+    here = layout.data / Path(recorded).name
+    return str(here) if Path(recorded).parent.name == "data" and here.exists() else None
 
 
 def spawn_owner(layout: Layout, idle_exit: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,6 +27,7 @@ from . import __version__
 from .errors import InternalError, MemfsError, relative_to_root
 from .inputs import MAX_REQUEST_BODY_BYTES
 from .local import LocalOperations
+from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, RequestMetrics
 from .ops import Retention
 from .query import Filters
 from .timeparse import parse_when
@@ -255,6 +256,8 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     app = FastAPI(title="memfs", version=__version__, default_response_class=OrjsonResponse,
                   description="Memories as JSON files, with semantic and keyword search.")
     app.add_middleware(Guard, token=token, owner=owner)
+    metrics = Metrics(ops)
+    app.add_middleware(RequestMetrics, counters=metrics.requests)  # outermost: 401s and 413s count too
 
     async def ready() -> None:
         # async: FastAPI runs a sync dependency in its threadpool, a second thread hop per request
@@ -319,6 +322,10 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     def health(request: Request):
         h = ops.health(details=bearer_ok(request.scope, token))
         return OrjsonResponse(h.to_dict(), status_code=200 if h.status == "ok" else 503)
+
+    @app.get("/metrics", dependencies=guarded)
+    def get_metrics():  # Prometheus text format; the token like every route (Guard)
+        return PlainTextResponse(metrics.render(), media_type=METRICS_TYPE)
 
     @app.get("/owner")
     def status():

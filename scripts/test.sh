@@ -25,6 +25,27 @@ if [ ! -x /tmp/memfs-peers/mms-venv/bin/python ] && [ -x /usr/bin/python3 ]; the
         && /tmp/memfs-peers/mms-venv/bin/pip install -q "mcp-memory-service==12.4.0") >/dev/null 2>&1 \
         || echo "test.sh: could not install mcp-memory-service; the round trip into its importer will skip" >&2
 fi
+# A Docker engine for tests/test_docker.py (issue #23): Debian's docker.io (+ Compose v1, debootstrap
+# for the base image), started here with no default bridge and no iptables changes when none runs,
+# and stopped at the end if we started it. Without root the engine tests skip and say why.
+started_dockerd=
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+        || { ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; }; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap) \
+            >/dev/null || echo "test.sh: could not install docker.io/docker-compose/debootstrap; the engine tests will skip" >&2
+    fi
+    if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
+        dockerd --bridge=none --iptables=false --ip6tables=false >/tmp/memfs-test-dockerd.log 2>&1 &
+        started_dockerd=$!
+        for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    fi
+fi
+stop_dockerd() {
+    if [ -n "$started_dockerd" ]; then kill "$started_dockerd" 2>/dev/null && wait "$started_dockerd" 2>/dev/null; fi
+    return 0
+}
+trap stop_dockerd EXIT
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
