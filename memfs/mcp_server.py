@@ -13,6 +13,7 @@ that is killed leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -44,7 +45,7 @@ MAX_K = 100  # search hits per call
 MAX_PAGE = 100  # memories per list page
 MAX_TAGS = 100  # tags per call
 MAX_DELETE = 1000  # memories one filtered delete removes
-TOOL_SETS = ("native", "compat", "all")
+TOOL_SETS = ("native", "compat", "graph", "all")
 
 T = TypeVar("T")
 
@@ -67,7 +68,16 @@ class Gateway:
     def __init__(self, connect: Callable[[], Any]):
         self._connect = connect
         self._ops: Any = None
-        self._lock = threading.Lock()
+        self._lock: Any = threading.Lock()
+
+    @classmethod
+    def of(cls, ops: Any) -> "Gateway":
+        """Over operations already open and safe to call from several threads (the owner's own, for
+        /mcp on `memfs serve`): calls run side by side, as the HTTP API's do."""
+        gw = cls(lambda: ops)
+        gw._ops = ops
+        gw._lock = contextlib.nullcontext()
+        return gw
 
     def call(self, fn: Callable[[Any], T]) -> T:
         with self._lock:
@@ -93,12 +103,14 @@ class Gateway:
                 self._ops = None
 
 
-def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None) -> Callable[[], Any]:
-    """How the Gateway connects: through the owner, started on demand (it loads the model, not us)."""
+def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None, url: str | None = None,
+                     token: str | None = None, daemon: bool = True) -> Callable[[], Any]:
+    """How the Gateway connects: to the server at `url` (with `token`); else through the store's owner,
+    started on demand (it loads the model, not us); with `daemon` False, by owning the store here."""
     def connect():
         from .connect import DEFAULT_IDLE_EXIT, connect as connect_store
 
-        return connect_store(root, daemon=True, needs_model=True, create=create,
+        return connect_store(root, url=url, token=token, daemon=daemon, needs_model=True, create=create,
                              idle_exit=idle_exit or DEFAULT_IDLE_EXIT)
     return connect
 
@@ -251,7 +263,8 @@ has an id; memory_get, memory_update and memory_delete take it (or its content_h
 
 
 def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
-    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both."""
+    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), the reference
+    memory server's knowledge graph (memfs.mcp_graph), or all of them."""
     if tools not in TOOL_SETS:
         raise ValueError(f"MEMFS_MCP_TOOLS must be one of {', '.join(TOOL_SETS)}, not {tools!r}")
     server = MCPServer("memfs", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
@@ -261,6 +274,10 @@ def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
         from .mcp_compat import add_compat_tools
 
         add_compat_tools(server, gateway)
+    if tools in ("graph", "all"):
+        from .mcp_graph import add_graph_tools
+
+        add_graph_tools(server, gateway)
     return server
 
 
@@ -485,12 +502,21 @@ def configure_logging(root: Path) -> None:
             logger.addHandler(h)
 
 
-def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None) -> None:
-    """`memfs mcp`: serve until the client closes stdin."""
+def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None,
+                url: str | None = None, token: str | None = None, daemon: bool = True,
+                import_kg: Path | None = None) -> None:
+    """`memfs mcp`: serve until the client closes stdin. `url`: the store of the memfs server there;
+    `daemon` False: own the store in this process; `import_kg`: a reference server's memory.jsonl,
+    imported on the first tool call unless an import record says it was already (memfs.kg_import)."""
     configure_logging(root)
-    gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
+    connect = connect_to_owner(root, create=create, idle_exit=idle_exit, url=url, token=token, daemon=daemon)
+    if import_kg is not None:
+        from .kg_import import importing_first
+
+        connect = importing_first(connect, import_kg)
+    gateway = Gateway(connect)
     server = build_server(gateway, tools)
-    log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
+    log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, url or root, tools)
     try:
         server.run("stdio")
     finally:
