@@ -14,6 +14,16 @@ if ! command -v rclone >/dev/null || ! command -v age >/dev/null || ! [ -x /usr/
         echo "test.sh: rclone, age or sshd missing and not root: the off-site/encryption interop tests will skip" >&2
     fi
 fi
+# node + npm run the MCP reference memory server (@modelcontextprotocol/server-memory, installed from npm
+# by tests/test_mcp_graph.py) that the knowledge-graph transcript is recorded against (issue #22).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) \
+            >/dev/null || echo "test.sh: could not install nodejs/npm; the reference-server transcript test will skip" >&2
+    else
+        echo "test.sh: node or npm missing and not root: the reference-server transcript test will skip" >&2
+    fi
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
