@@ -11,7 +11,7 @@ MEMFS_MCP_TOOLS is graph or all.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field

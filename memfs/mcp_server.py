@@ -1,4 +1,5 @@
-"""`memfs mcp`: the store as MCP tools for agents, over stdio (issue #10; docs/mcp.md).
+"""The store as MCP tools for agents (issue #10; docs/mcp.md): over stdio (`memfs mcp`, memfs.mcp_stdio) and
+over HTTP at /mcp on `memfs serve` (memfs.mcp_http).
 
 Thin over the operations interface (memfs.ops), always through the store's owner (memfs.connect):
 several agents' sessions, the CLI and the HTTP API share one writer, so none of them can corrupt the
@@ -17,7 +18,6 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -472,52 +472,3 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         listing = await gw.run(lambda ops: ops.list_backups(verify="deep" if action == "verify" else None))
         rows = [{k: v for k, v in b.to_dict().items() if k != "retention"} for b in listing.backups]
         return BackupOut(action=action, created=None, backups=rows, backup_dir=listing.backup_dir)
-
-
-# -- `memfs mcp` ----------------------------------------------------------------------------------------
-
-
-def configure_logging(root: Path) -> None:
-    """Logs to stderr and data/logs/mcp.log; stdout carries the protocol and nothing else."""
-    import logging.handlers
-    import sys
-
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    logs = root / "data" / "logs"
-    if logs.is_dir():
-        try:
-            handlers.append(logging.handlers.RotatingFileHandler(logs / "mcp.log", maxBytes=5 << 20, backupCount=3))
-        except OSError as e:
-            print(f"memfs mcp: cannot write {logs / 'mcp.log'}: {e.strerror}", file=sys.stderr)
-    fmt = logging.Formatter(f"%(asctime)s %(levelname)s mcp[{os.getpid()}] %(name)s: %(message)s")
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.setLevel(logging.INFO)
-    # The SDK puts a rich handler on the root logger; ours go to our handlers only, once.
-    for name, level in (("memfs", logging.INFO), ("mcp", logging.WARNING)):
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.propagate = False
-        for h in handlers:
-            logger.addHandler(h)
-
-
-def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None,
-                url: str | None = None, token: str | None = None, daemon: bool = True,
-                import_kg: Path | None = None) -> None:
-    """`memfs mcp`: serve until the client closes stdin. `url`: the store of the memfs server there;
-    `daemon` False: own the store in this process; `import_kg`: a reference server's memory.jsonl,
-    imported on the first tool call unless an import record says it was already (memfs.kg_import)."""
-    configure_logging(root)
-    connect = connect_to_owner(root, create=create, idle_exit=idle_exit, url=url, token=token, daemon=daemon)
-    if import_kg is not None:
-        from .kg_import import importing_first
-
-        connect = importing_first(connect, import_kg)
-    gateway = Gateway(connect)
-    server = build_server(gateway, tools)
-    log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, url or root, tools)
-    try:
-        server.run("stdio")
-    finally:
-        gateway.close()
