@@ -69,15 +69,26 @@ class Gateway:
         self._connect = connect
         self._ops: Any = None
         self._lock: Any = threading.Lock()
+        self._roots: list[str] = []  # store paths to show relative in messages (an HTTP client's view)
 
     @classmethod
     def of(cls, ops: Any) -> "Gateway":
         """Over operations already open and safe to call from several threads (the owner's own, for
-        /mcp on `memfs serve`): calls run side by side, as the HTTP API's do."""
+        /mcp on `memfs serve`): calls run side by side, as the HTTP API's do. Messages name files from
+        the store's root, as the API's do (#15), so stdio (through the API) and /mcp say the same."""
         gw = cls(lambda: ops)
         gw._ops = ops
         gw._lock = contextlib.nullcontext()
+        root = getattr(getattr(ops, "layout", None), "root", None)
+        if root is not None:
+            gw._roots = sorted({str(root), str(Path(root).resolve())}, key=len, reverse=True)
         return gw
+
+    def message(self, e: Exception) -> str:
+        text = str(e)
+        for r in self._roots:
+            text = text.replace(r + "/", "").replace(r, ".")
+        return text
 
     def call(self, fn: Callable[[Any], T]) -> T:
         with self._lock:
@@ -94,7 +105,7 @@ class Gateway:
             raise
         except MemfsError as e:
             log.info("tool error: %s", e)
-            raise ToolError(str(e)) from None
+            raise ToolError(self.message(e)) from None
 
     def close(self) -> None:
         with self._lock:
