@@ -170,50 +170,61 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--distractors", type=int, default=300)
+    ap.add_argument("--only", choices=["trip", "recall"], default=None,
+                    help="one part: the timed round trip (needs the bench lock), or recall (times nothing)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = tmp / "store"
-        memfs("--root", str(root), "init")
-        proc, url = start_serve(root)
-        try:
-            trips = asyncio.run(round_trips(url, a.calls))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-        print("round trip, p50 (ms): MCP over /mcp | JSON API | ratio (goal ≤ 1.3)")
-        for name, (m, j) in trips.items():
-            print(f"  {name}: {m:.2f} | {j:.2f} | {m / j:.2f}")
+        if a.only != "recall":
+            round_trip_part(tmp, a.calls)
+        if a.only != "trip":
+            recall_part(tmp, a.distractors)
 
-        source = tmp / "memory.jsonl"
-        source.write_text("\n".join(json.dumps(x) for x in graph_lines(a.distractors)))
-        questions = [q for *_, q in GRAPH]
-        targets = [n for n, *_ in GRAPH]
-        words = [w for w, _ in WORD_QUERIES]
-        word_targets = [t for _, t in WORD_QUERIES]
-        groot = tmp / "graph"
-        memfs("--root", str(groot), "init")
-        params = StdioServerParameters(command=sys.executable, args=["-m", "memfs", "--root", str(groot), "mcp",
-                                                                     "--import-kg", str(source)],
-                                       env={**os.environ, "MEMFS_MCP_TOOLS": "graph"})
-        mine = asyncio.run(search_all(params, questions + words))
-        memfs("--root", str(groot), "stop")
-        n = len(questions)
-        print(f"search_nodes recall@5 ({len(GRAPH)} entities + {a.distractors} distractors):")
-        print(f"  paraphrased questions ({n}): memfs {recall(mine[:n], targets):.2f}", end="")
-        entry = reference_entry()
-        if entry is None:
-            print(" | reference: node/npm not available")
-            print(f"  word queries ({len(words)}): memfs {recall(mine[n:], word_targets):.2f}")
-            return
-        ref_file = tmp / "ref-memory.jsonl"
-        shutil.copy(source, ref_file)
-        ref = asyncio.run(search_all(StdioServerParameters(command="node", args=[str(entry)],
-                                                           env={**os.environ, "MEMORY_FILE_PATH": str(ref_file)}),
-                                     questions + words))
-        print(f" | reference server {recall(ref[:n], targets):.2f}")
-        print(f"  word queries ({len(words)}): memfs {recall(mine[n:], word_targets):.2f} | "
-              f"reference server {recall(ref[n:], word_targets):.2f}")
+
+def round_trip_part(tmp: Path, calls: int) -> None:
+    root = tmp / "store"
+    memfs("--root", str(root), "init")
+    proc, url = start_serve(root)
+    try:
+        trips = asyncio.run(round_trips(url, calls))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print("round trip, p50 (ms): MCP over /mcp | JSON API | ratio (goal ≤ 1.3)")
+    for name, (m, j) in trips.items():
+        print(f"  {name}: {m:.2f} | {j:.2f} | {m / j:.2f}")
+
+
+def recall_part(tmp: Path, distractors: int) -> None:
+    source = tmp / "memory.jsonl"
+    source.write_text("\n".join(json.dumps(x) for x in graph_lines(distractors)))
+    questions = [q for *_, q in GRAPH]
+    targets = [n for n, *_ in GRAPH]
+    words = [w for w, _ in WORD_QUERIES]
+    word_targets = [t for _, t in WORD_QUERIES]
+    groot = tmp / "graph"
+    memfs("--root", str(groot), "init")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "memfs", "--root", str(groot), "mcp",
+                                                                 "--import-kg", str(source)],
+                                   env={**os.environ, "MEMFS_MCP_TOOLS": "graph"})
+    mine = asyncio.run(search_all(params, questions + words))
+    memfs("--root", str(groot), "stop")
+    n = len(questions)
+    print(f"search_nodes recall@5 ({len(GRAPH)} entities + {distractors} distractors):")
+    print(f"  paraphrased questions ({n}): memfs {recall(mine[:n], targets):.2f}", end="")
+    entry = reference_entry()
+    if entry is None:
+        print(" | reference: node/npm not available")
+        print(f"  word queries ({len(words)}): memfs {recall(mine[n:], word_targets):.2f}")
+        return
+    ref_file = tmp / "ref-memory.jsonl"
+    shutil.copy(source, ref_file)
+    ref = asyncio.run(search_all(StdioServerParameters(command="node", args=[str(entry)],
+                                                       env={**os.environ, "MEMORY_FILE_PATH": str(ref_file)}),
+                                 questions + words))
+    print(f" | reference server {recall(ref[:n], targets):.2f}")
+    print(f"  word queries ({len(words)}): memfs {recall(mine[n:], word_targets):.2f} | "
+          f"reference server {recall(ref[n:], word_targets):.2f}")
 
 
 if __name__ == "__main__":
