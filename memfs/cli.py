@@ -648,21 +648,33 @@ def owner(idle_exit, polling, reconcile_every) -> None:
 
 
 @cli.command()
-@click.option("--tools", type=click.Choice(["native", "compat", "all"]), envvar="MEMFS_MCP_TOOLS", default="native",
-              show_default=True, help="Which tools to list: memfs's own, mcp-memory-service's names, or both "
-                                      "(env MEMFS_MCP_TOOLS).")
+@click.option("--tools", type=click.Choice(["native", "compat", "graph", "all"]), envvar="MEMFS_MCP_TOOLS",
+              default="native", show_default=True,
+              help="Which tools to list: memfs's own, mcp-memory-service's names, the MCP reference memory "
+                   "server's knowledge graph, or all (env MEMFS_MCP_TOOLS).")
 @click.option("--init", "create", is_flag=True, help="Create the store at --root if there is none yet.")
-def mcp(tools, create) -> None:
+@click.option("--import-kg", "import_kg", envvar="MEMORY_FILE_PATH", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The reference memory server's memory.jsonl: imported on the first start, once (an import "
+                   "record says so); env MEMORY_FILE_PATH, as that server reads it.")
+def mcp(tools, create, import_kg) -> None:
     """Serve the store to MCP clients (Claude Code, Claude Desktop, Cursor…) over stdio.
 
     Goes through the store's owner, starting one on the first tool call, so any number of sessions,
-    commands and `memfs serve` share the store safely. stdout carries only the protocol; logs go to
-    stderr and data/logs/mcp.log. See docs/mcp.md.
+    commands and `memfs serve` share the store safely; with --url, through the memfs server there
+    (with --token), starting nothing here; with --no-daemon, owning the store in this process.
+    stdout carries only the protocol; logs go to stderr and data/logs/mcp.log. See docs/mcp.md.
     """
-    from .mcp_server import serve_stdio
+    from .mcp_stdio import serve_stdio
 
     o = click.get_current_context().obj
-    serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"])
+    if o["url"] and import_kg is not None:
+        raise click.UsageError("--import-kg reads a file on this machine; with --url, import it on the server's "
+                               "machine (`memfs import PATH`) or run `memfs mcp` there")
+    if o["url"] and create:
+        raise click.UsageError("--init creates a local store; with --url the server's store is used")
+    serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"], url=o["url"],
+                token=o["token"], daemon=o["daemon"], import_kg=import_kg)
 
 
 def main() -> None:

@@ -102,7 +102,8 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     # lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults.
     hardening = {} if tcp is None and extended is None else dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
                                             h11_max_incomplete_event_size=MAX_HEADER_BYTES)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=30, **hardening)
+    # lifespan "on": the app's lifespan runs /mcp's session manager (memfs.mcp_http).
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30, **hardening)
     server = socket_keeping_server(config, sock_path, sockets)
     # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
     # a no-op one lets the `finally` below drain and release cleanly.

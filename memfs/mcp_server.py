@@ -1,4 +1,5 @@
-"""`memfs mcp`: the store as MCP tools for agents, over stdio (issue #10; docs/mcp.md).
+"""The store as MCP tools for agents (issue #10; docs/mcp.md): over stdio (`memfs mcp`, memfs.mcp_stdio) and
+over HTTP at /mcp on `memfs serve` (memfs.mcp_http).
 
 Thin over the operations interface (memfs.ops), always through the store's owner (memfs.connect):
 several agents' sessions, the CLI and the HTTP API share one writer, so none of them can corrupt the
@@ -14,10 +15,10 @@ that is killed leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -45,7 +46,7 @@ MAX_K = 100  # search hits per call
 MAX_PAGE = 100  # memories per list page
 MAX_TAGS = 100  # tags per call
 MAX_DELETE = 1000  # memories one filtered delete removes
-TOOL_SETS = ("native", "compat", "all")
+TOOL_SETS = ("native", "compat", "graph", "all")
 
 T = TypeVar("T")
 
@@ -68,7 +69,27 @@ class Gateway:
     def __init__(self, connect: Callable[[], Any]):
         self._connect = connect
         self._ops: Any = None
-        self._lock = threading.Lock()
+        self._lock: Any = threading.Lock()
+        self._roots: list[str] = []  # store paths to show relative in messages (an HTTP client's view)
+
+    @classmethod
+    def of(cls, ops: Any) -> "Gateway":
+        """Over operations already open and safe to call from several threads (the owner's own, for
+        /mcp on `memfs serve`): calls run side by side, as the HTTP API's do. Messages name files from
+        the store's root, as the API's do (#15), so stdio (through the API) and /mcp say the same."""
+        gw = cls(lambda: ops)
+        gw._ops = ops
+        gw._lock = contextlib.nullcontext()
+        root = getattr(getattr(ops, "layout", None), "root", None)
+        if root is not None:
+            gw._roots = sorted({str(root), str(Path(root).resolve())}, key=len, reverse=True)
+        return gw
+
+    def message(self, e: Exception) -> str:
+        text = str(e)
+        for r in self._roots:
+            text = text.replace(r + "/", "").replace(r, ".")
+        return text
 
     def call(self, fn: Callable[[Any], T]) -> T:
         with self._lock:
@@ -85,7 +106,7 @@ class Gateway:
             raise
         except MemfsError as e:
             log.info("tool error: %s", e)
-            raise ToolError(str(e)) from None
+            raise ToolError(self.message(e)) from None
 
     def warm(self) -> None:
         """Connect in the background now, not on the first tool call: the owner (started on demand)
@@ -105,12 +126,14 @@ class Gateway:
                 self._ops = None
 
 
-def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None) -> Callable[[], Any]:
-    """How the Gateway connects: through the owner, started on demand (it loads the model, not us)."""
+def connect_to_owner(root: Path, *, create: bool = False, idle_exit: float | None = None, url: str | None = None,
+                     token: str | None = None, daemon: bool = True) -> Callable[[], Any]:
+    """How the Gateway connects: to the server at `url` (with `token`); else through the store's owner,
+    started on demand (it loads the model, not us); with `daemon` False, by owning the store here."""
     def connect():
         from .connect import DEFAULT_IDLE_EXIT, connect as connect_store
 
-        return connect_store(root, daemon=True, needs_model=True, create=create,
+        return connect_store(root, url=url, token=token, daemon=daemon, needs_model=True, create=create,
                              idle_exit=idle_exit or DEFAULT_IDLE_EXIT)
     return connect
 
@@ -285,9 +308,9 @@ class StrictServer(MCPServer):
 
 
 def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
-    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), or both.
-
-    The native tools also understand mcp-memory-service 12.x's arguments to its tools of the same names."""
+    """An MCPServer with the native tools, mcp-memory-service's names (memfs.mcp_compat), the reference
+    memory server's knowledge graph (memfs.mcp_graph), or all of them. The native tools also understand
+    mcp-memory-service 12.x's arguments to its tools of the same names."""
     if tools not in TOOL_SETS:
         raise ValueError(f"MEMFS_MCP_TOOLS must be one of {', '.join(TOOL_SETS)}, not {tools!r}")
     from .mcp_compat import MMS_ARGUMENTS
@@ -300,6 +323,10 @@ def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
         from .mcp_compat import add_compat_tools
 
         add_compat_tools(server, gateway)
+    if tools in ("graph", "all"):
+        from .mcp_graph import add_graph_tools
+
+        add_graph_tools(server, gateway)
     return server
 
 
@@ -494,44 +521,3 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         listing = await gw.run(lambda ops: ops.list_backups(verify="deep" if action == "verify" else None))
         rows = [{k: v for k, v in b.to_dict().items() if k != "retention"} for b in listing.backups]
         return BackupOut(action=action, created=None, backups=rows, backup_dir=listing.backup_dir)
-
-
-# -- `memfs mcp` ----------------------------------------------------------------------------------------
-
-
-def configure_logging(root: Path) -> None:
-    """Logs to stderr and data/logs/mcp.log; stdout carries the protocol and nothing else."""
-    import logging.handlers
-    import sys
-
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    logs = root / "data" / "logs"
-    if logs.is_dir():
-        try:
-            handlers.append(logging.handlers.RotatingFileHandler(logs / "mcp.log", maxBytes=5 << 20, backupCount=3))
-        except OSError as e:
-            print(f"memfs mcp: cannot write {logs / 'mcp.log'}: {e.strerror}", file=sys.stderr)
-    fmt = logging.Formatter(f"%(asctime)s %(levelname)s mcp[{os.getpid()}] %(name)s: %(message)s")
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.setLevel(logging.INFO)
-    # The SDK puts a rich handler on the root logger; ours go to our handlers only, once.
-    for name, level in (("memfs", logging.INFO), ("mcp", logging.WARNING)):
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.propagate = False
-        for h in handlers:
-            logger.addHandler(h)
-
-
-def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle_exit: float | None = None) -> None:
-    """`memfs mcp`: serve until the client closes stdin."""
-    configure_logging(root)
-    gateway = Gateway(connect_to_owner(root, create=create, idle_exit=idle_exit))
-    server = build_server(gateway, tools)
-    log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, root, tools)
-    gateway.warm()
-    try:
-        server.run("stdio")
-    finally:
-        gateway.close()

@@ -111,3 +111,9 @@ class Operations(Protocol):
         """Remove every memory passing `filters` (at least one filter; at most `limit` of them, else
         BadRequestError and nothing removed). With `dry_run` (the default) only say which would go."""
         ...
+
+    # -- the knowledge graph (issue #22; memfs.graph) ---------------------------------------------------
+    def graph(self, action: str, args: dict) -> dict:
+        """One knowledge-graph action (memfs.graph.ACTIONS: create_entities, read_graph, search_nodes…)
+        with the MCP reference memory server's arguments; its result as that server shapes it."""
+        ...

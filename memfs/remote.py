@@ -287,6 +287,11 @@ class RemoteOperations:
         return RemoveResult.from_dict(self.request("POST", "/remove-matching", {
             **filters.to_dict(), "dry_run": dry_run, "limit": limit}))
 
+    # -- the knowledge graph (issue #22) -------------------------------------------------------------
+
+    def graph(self, action: str, args: dict) -> dict:
+        return self.request("POST", "/graph/" + urllib.parse.quote(action, safe=""), args)
+
     def _stream(self, method: str, path: str, body: Any, out) -> tuple[int, Any]:
         """A request whose response body is copied to `out` as it arrives; its report is the
         X-Memfs-Report header."""

@@ -512,6 +512,15 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     def remove_matching(body: RemoveMatchingIn):
         return OrjsonResponse(ops.remove_matching(body.filters(), dry_run=body.dry_run, limit=body.limit).to_dict())
 
+    # -- the knowledge graph (issue #22: memfs.graph) and MCP at /mcp (memfs.mcp_http) -------------
+
+    @app.post("/graph/{action}", dependencies=guarded)
+    def graph(action: str, body: dict[str, Any]):
+        return OrjsonResponse(ops.graph(action, body))
+
+    from .mcp_http import mount_mcp
+
+    mount_mcp(app, ops, token=token, is_ready=lambda: owner.ready)
     return app
 
 

@@ -81,7 +81,7 @@ print(len(tools), heavy)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split(None, 1) == ["19", "[]\n"]
+    assert out.stdout.split(None, 1) == ["28", "[]\n"]
 
 
 def test_tools_list_answers_at_once_while_the_owner_warms_in_the_background(store_root):
@@ -101,7 +101,7 @@ def test_tools_list_answers_at_once_while_the_owner_warms_in_the_background(stor
             health = await call(c, "memory_health")
             return names, health
     names, health = asyncio.run(go())
-    assert len(names) == 19 and "memory_store" in names and "store_memory" in names
+    assert len(names) == 28 and "memory_store" in names and "store_memory" in names and "read_graph" in names
     assert health["owner_started_by"] == "on-demand"
 
 
@@ -112,6 +112,9 @@ def test_tool_sets_follow_the_setting(store_root):
     native, compat = asyncio.run(names("native")), asyncio.run(names("compat"))
     assert all(n.startswith("memory_") for n in native) and len(native) == 9
     assert "retrieve_memory" in compat and not compat & native and len(compat) == 10
+    graph = asyncio.run(names("graph"))
+    assert graph == {"create_entities", "create_relations", "add_observations", "delete_entities",
+                     "delete_observations", "delete_relations", "read_graph", "search_nodes", "open_nodes"}
     bad = run_memfs("--root", str(store_root), "mcp", env={"MEMFS_MCP_TOOLS": "every"}, input="")
     assert bad.returncode == 2 and "every" in bad.stderr and not bad.stdout
 
