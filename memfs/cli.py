@@ -17,6 +17,7 @@ from . import __version__
 from .cmdline import (emit_json, command, json_option, printable, progress_bar, settings, store_options,
                       with_operations)
 from .errors import EXIT_PROBLEMS, StoreBusyError
+from .inputs import MAX_K, MAX_PAGE
 from .query import MODES, Filters
 
 
@@ -140,7 +141,8 @@ def get(ops, mem_id, as_json) -> None:
 
 @cli.command("list")
 @filter_options
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="At most this many.")
+@click.option("--limit", default=50, show_default=True, type=int,
+              help=f"At most this many (1 to {MAX_PAGE}; the operations check it, as for every door).")
 @click.option("--cursor", default=None, help="Continue after a previous page (its next_cursor).")
 @json_option
 @command()
@@ -160,7 +162,7 @@ def list_(ops, tags, match, mem_type, since, until, limit, cursor, as_json) -> N
 
 @cli.command()
 @click.argument("query")
-@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
+@click.option("-k", "k", default=5, show_default=True, type=int, help=f"How many results (1 to {MAX_K}).")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="semantic (meaning), keyword (exact words, ids like E4417) or hybrid (both, fused).")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=None,

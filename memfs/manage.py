@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .cmdline import (command, emit_json, human_size, json_option, printable, progress_bar, settings,
+from .cmdline import (CommandError, command, emit_json, human_size, json_option, printable, progress_bar, settings,
                       store_options, with_operations)
 from .errors import EXIT_PROBLEMS, StoreNotInitializedError
 from .ops import Retention
@@ -94,9 +94,10 @@ def cli(ctx, root: Path, url: str | None, token: str | None, no_daemon: bool) ->
     """
     ctx.obj = settings(root, url, token, no_daemon)
     if ctx.obj["url"] is None and not ctx.obj["layout"].data.is_dir() and ctx.invoked_subcommand is not None:
-        raise click.ClickException(str(StoreNotInitializedError(
+        # CommandError: the error's own exit code, 3, as `memfs` gives (#19: this said 1, "problems found")
+        raise CommandError(StoreNotInitializedError(
             f"no memfs store at {Path(root)}; run `memfs init` there first, or point --root / MEMFS_ROOT "
-            "at the store")))
+            "at the store"))
 
 
 @cli.command()
