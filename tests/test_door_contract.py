@@ -13,6 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import subprocess
+import sys
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import run_memfs, stop_owners
 from test_front_door import mcp_process, rpc
-from test_server import Server
+from test_server import Server, call, free_port, wait_until
 
 from memfs import inputs, schemas
 from memfs.cli import cli
@@ -106,6 +108,18 @@ class Doors:
         return "ok", ([m["id"] for m in body["memories"]], body["next_cursor"])
 
 
+def started_server(root: Path, env: dict) -> Server:
+    """test_server.Server, with more patience for a loaded machine (the first reconcile embeds)."""
+    s = Server.__new__(Server)
+    s.root, s.port = root, free_port()
+    s.url = f"http://127.0.0.1:{s.port}"
+    s.env = {**os.environ, "MEMFS_ROOT": str(root), **env}
+    s.proc = subprocess.Popen([sys.executable, "-m", "memfs", "serve", "--port", str(s.port)], env=s.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: call(s.url + "/health")[0] == 200, timeout=600, what="healthy server")
+    return s
+
+
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory):
     base = tmp_path_factory.mktemp("contract")
@@ -113,7 +127,7 @@ def doors(tmp_path_factory):
     write_memories(base / "served")
     os.environ.setdefault("MEMFS_IDLE_EXIT", "60")
     local = LocalOperations.open(base / "local")
-    server = Server(base / "served", env={"MEMFS_API_TOKEN": TOKEN})
+    server = started_server(base / "served", {"MEMFS_API_TOKEN": TOKEN})
     sock = RemoteOperations(socket=str(next((base / "served" / "data").glob("memfs.sock"))))
     mcp = mcp_process(base / "served")
     assert "result" in rpc(mcp, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
