@@ -120,6 +120,73 @@ def started_server(root: Path, env: dict) -> Server:
     return s
 
 
+class MoreDoors:
+    """get and keyword search, through the same five doors."""
+
+    def get_ops(self, ops, mem_id: str):
+        try:
+            return "ok", ops.get(mem_id).memory.id
+        except MemfsError as e:
+            return "error", e.exit_code
+
+    def get_http(self, mem_id: str):
+        self.http.request("GET", "/memories/" + urllib.parse.quote(mem_id, safe=""),
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = self.http.getresponse()
+        body = json.loads(resp.read())
+        if resp.status >= 400:
+            return "error", error_class(body["error"]["code"]).exit_code
+        return "ok", body["id"]
+
+    def get_cli(self, mem_id: str):
+        done = CliRunner().invoke(cli, ["--url", self.server.url, "--token", TOKEN, "get", "--json", "--", mem_id],
+                                  catch_exceptions=False)
+        self.last_cli = (mem_id, done.output)
+        return ("error", done.exit_code) if done.exit_code else ("ok", json.loads(done.output)["id"])
+
+    def get_mcp(self, mem_id: str):
+        return self.tool("memory_get", {"id": mem_id}, lambda b: b["id"])
+
+    def search_ops(self, ops, r: dict):
+        try:
+            hits = ops.search(r["query"], k=r["k"], mode="keyword")
+        except MemfsError as e:
+            return "error", e.exit_code
+        return "ok", [h.memory.id for h in hits.hits]
+
+    def search_http(self, r: dict):
+        self.http.request("POST", "/search", body=json.dumps({"query": r["query"], "k": r["k"], "mode": "keyword"}),
+                          headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        resp = self.http.getresponse()
+        body = json.loads(resp.read())
+        if resp.status >= 400:
+            return "error", error_class(body["error"]["code"]).exit_code
+        return "ok", [h["id"] for h in body["hits"]]
+
+    def search_cli(self, r: dict):
+        done = CliRunner().invoke(cli, ["--url", self.server.url, "--token", TOKEN, "search", "--json", "--mode",
+                                        "keyword", "-k", str(r["k"]), "--", r["query"]], catch_exceptions=False)
+        self.last_cli = (r, done.output)
+        return ("error", done.exit_code) if done.exit_code else ("ok", [h["id"] for h in json.loads(done.output)["hits"]])
+
+    def search_mcp(self, r: dict):
+        return self.tool("memory_search", {"query": r["query"], "k": r["k"], "mode": "keyword"},
+                         lambda b: [h["id"] for h in b["hits"]])
+
+    def tool(self, name: str, arguments: dict, pick):
+        self.mcp_id += 1
+        reply = rpc(self.mcp, {"jsonrpc": "2.0", "id": self.mcp_id, "method": "tools/call",
+                               "params": {"name": name, "arguments": arguments}})
+        result = reply.get("result")
+        if result is None or result.get("isError"):
+            return "error", None
+        return "ok", pick(result["structuredContent"])
+
+
+class AllDoors(Doors, MoreDoors):
+    pass
+
+
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory):
     base = tmp_path_factory.mktemp("contract")
@@ -133,7 +200,7 @@ def doors(tmp_path_factory):
     assert "result" in rpc(mcp, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "contract", "version": "1"}}})
     rpc(mcp, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-    yield Doors(local, sock, server, mcp)
+    yield AllDoors(local, sock, server, mcp)
     mcp.stdin.close()
     mcp.wait(60)
     sock.close()
@@ -191,3 +258,32 @@ def test_the_cases_reach_both_sides_of_every_bound(doors):
         assert {o[0] for o in outcomes.values()} == {ok}, outcomes
     page = doors.list_ops(doors.local, {**base, "limit": 5, "since": "7d"})
     assert page[0] == "ok" and 0 < len(page[1][0]) <= 3
+
+
+ids = st.one_of(st.sampled_from([f"mem-{i:02d}" for i in range(40)] + ["mem-99", "nope", "../etc/passwd", "a/b",
+                                  "x" * 300, "y" * (inputs.MAX_ID_CHARS + 1), "mem-01 ", "%2e%2e"]),
+                text.filter(lambda t: t.strip() == t and t and t not in (".", "..")))
+
+
+@settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mem_id=ids)
+def test_get_is_the_same_through_every_door(doors, mem_id):
+    global doors_now
+    doors_now = doors
+    same({"in-process": doors.get_ops(doors.local, mem_id), "socket": doors.get_ops(doors.remote, mem_id),
+          "http": doors.get_http(mem_id), "cli": doors.get_cli(mem_id), "mcp": doors.get_mcp(mem_id)})
+
+
+queries = st.one_of(st.sampled_from(["contract", "alpha", "memory number 7", "gamma beta", "", "   ", "zzz",
+                                     "q" * (inputs.MAX_QUERY_CHARS + 1), "AND OR NOT", '"quoted', "-x", "*"]), text)
+search_requests = st.fixed_dictionaries({"query": queries, "k": st.one_of(
+    st.sampled_from([1, 5, inputs.MAX_K, inputs.MAX_K + 1, 0]), st.integers(-2, 50))})
+
+
+@settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=search_requests)
+def test_keyword_search_is_the_same_through_every_door(doors, request):
+    global doors_now
+    doors_now = doors
+    same({"in-process": doors.search_ops(doors.local, request), "socket": doors.search_ops(doors.remote, request),
+          "http": doors.search_http(request), "cli": doors.search_cli(request), "mcp": doors.search_mcp(request)})
