@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -265,6 +266,9 @@ def rpc(proc, message: bytes | dict) -> dict | None:
     proc.stdin.flush()
     if isinstance(message, dict) and "id" not in message:
         return None
+    # A reply within the time, or a failure that says so (#19: some lines once got no reply at all).
+    ready, _, _ = select.select([proc.stdout], [], [], 300)
+    assert ready, f"no reply to {raw[:120]!r}"
     return json.loads(proc.stdout.readline())
 
 
