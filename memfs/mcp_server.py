@@ -214,8 +214,8 @@ def check_content(content: str, metadata: dict | None = None) -> None:
 
 def check_ref(ref: str) -> str:
     """An id or a content hash as given; refuse what neither can be (control characters, a page of text)."""
-    ref = ref.strip()
-    if not ref or _BAD_ID.search(ref):
+    # Not stripped: an id is exact, as every other door takes it (#19: "mem-01 " found mem-01 here only).
+    if not ref.strip() or _BAD_ID.search(ref):
         raise ToolError(f"{ref[:60]!r} is not a memory id or content hash; memory_search or memory_list "
                         "show the ids")
     return ref
