@@ -116,7 +116,12 @@ def started_server(root: Path, env: dict) -> Server:
     s.env = {**os.environ, "MEMFS_ROOT": str(root), **env}
     s.proc = subprocess.Popen([sys.executable, "-m", "memfs", "serve", "--port", str(s.port)], env=s.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: call(s.url + "/health")[0] == 200, timeout=600, what="healthy server")
+    try:
+        wait_until(lambda: call(s.url + "/health")[0] == 200, timeout=600, what="healthy server")
+    except BaseException:
+        s.proc.kill()
+        s.proc.wait(60)
+        raise
     return s
 
 
@@ -195,18 +200,23 @@ def doors(tmp_path_factory):
     os.environ.setdefault("MEMFS_IDLE_EXIT", "60")
     local = LocalOperations.open(base / "local")
     server = started_server(base / "served", {"MEMFS_API_TOKEN": TOKEN})
-    sock = RemoteOperations(socket=str(next((base / "served" / "data").glob("memfs.sock"))))
-    mcp = mcp_process(base / "served")
-    assert "result" in rpc(mcp, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "contract", "version": "1"}}})
-    rpc(mcp, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-    yield AllDoors(local, sock, server, mcp)
-    mcp.stdin.close()
-    mcp.wait(60)
-    sock.close()
-    local.close()
-    assert server.stop() == 0
-    stop_owners(base)
+    mcp = sock = None
+    try:  # whatever fails while setting up, nothing is left running
+        sock = RemoteOperations(socket=str(next((base / "served" / "data").glob("memfs.sock"))))
+        mcp = mcp_process(base / "served")
+        assert "result" in rpc(mcp, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "contract", "version": "1"}}})
+        rpc(mcp, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        yield AllDoors(local, sock, server, mcp)
+    finally:
+        if mcp is not None:
+            mcp.stdin.close()
+            mcp.wait(60)
+        if sock is not None:
+            sock.close()
+        local.close()
+        server.stop()
+        stop_owners(base)
 
 
 # -- the cases: the schemas' bounds, each side of them, and what a careless client sends ------------------
