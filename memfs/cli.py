@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cmdline import (emit_json, command, json_option, printable, progress_bar, settings, store_options,
-                      with_operations)
-from .errors import EXIT_PROBLEMS, StoreBusyError
+from .cmdline import (emit_json, command, json_option, printable, problems_found, progress_bar, settings,
+                      store_options, with_operations)
+from .errors import StoreBusyError
+from .inputs import MAX_K, MAX_PAGE
 from .query import MODES, Filters
 
 
@@ -77,7 +78,7 @@ def cli(ctx: click.Context, root: Path, url: str | None, token: str | None, no_d
 def init(as_json) -> None:
     """Create the store's directory layout (safe to run again)."""
 
-    layout = click.get_current_context().obj["layout"]
+    layout = click.get_current_context().obj.local_only("memfs init")
     layout.create()
     if as_json:
         emit_json({"root": str(layout.root), "memories": str(layout.memories)})
@@ -140,7 +141,8 @@ def get(ops, mem_id, as_json) -> None:
 
 @cli.command("list")
 @filter_options
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="At most this many.")
+@click.option("--limit", default=50, show_default=True, type=int,
+              help=f"At most this many (1 to {MAX_PAGE}; the operations check it, as for every door).")
 @click.option("--cursor", default=None, help="Continue after a previous page (its next_cursor).")
 @json_option
 @command()
@@ -160,7 +162,7 @@ def list_(ops, tags, match, mem_type, since, until, limit, cursor, as_json) -> N
 
 @cli.command()
 @click.argument("query")
-@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000), help="How many results.")
+@click.option("-k", "k", default=5, show_default=True, type=int, help=f"How many results (1 to {MAX_K}).")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="semantic (meaning), keyword (exact words, ids like E4417) or hybrid (both, fused).")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=None,
@@ -262,7 +264,7 @@ def reindex(ops, as_json) -> None:
         for bad in report.invalid:
             click.echo(f"invalid: {printable(bad.path)}: {printable(bad.reason)}", err=True)
     if report.invalid:
-        click.get_current_context().obj["exit_code"] = EXIT_PROBLEMS
+        problems_found()
 
 
 @cli.command()
@@ -344,7 +346,7 @@ def import_(ops, sources, fmt, dry_run, no_dedup, source_tag, namespace, history
         report = ops.import_verify(verify_record)
         emit_json(report.to_dict()) if as_json else click.echo(printable(str(report.to_dict())))
         if not report.ok:
-            ctx.obj["exit_code"] = EXIT_PROBLEMS
+            problems_found()
         return
     if not sources:
         raise click.UsageError("name at least one SOURCE (or --history / --verify RECORD)")
@@ -355,7 +357,7 @@ def import_(ops, sources, fmt, dry_run, no_dedup, source_tag, namespace, history
                                     dedup=not no_dedup, source_tag=source_tag, namespace=namespace, progress=progress)
     emit_json(report.to_dict()) if as_json else click.echo(printable(format_report(report), multiline=True))
     if report.problems:
-        ctx.obj["exit_code"] = EXIT_PROBLEMS
+        problems_found()
 
 
 @cli.group()
@@ -450,7 +452,7 @@ def status(as_json) -> None:
     from .remote import OwnerGoneError, RemoteOperations
     from .results import OwnerStatus
 
-    layout = click.get_current_context().obj["layout"]
+    layout = click.get_current_context().obj.local_only("memfs owner status")
     record = read_owner(layout.lock_file) if is_held(layout.lock_file) else {}
     st = OwnerStatus(False)
     unreachable = False
@@ -490,7 +492,7 @@ def stop(timeout) -> None:
     from .lock import is_held, read_owner
     from .remote import OwnerGoneError, RemoteOperations
 
-    layout = click.get_current_context().obj["layout"]
+    layout = click.get_current_context().obj.local_only("memfs owner stop")
     record = read_owner(layout.lock_file)
     if not is_held(layout.lock_file) or not record.get("socket"):
         click.echo(f"no owner runs for {layout.root}")
@@ -552,7 +554,7 @@ def _run_owner(started_by: str, **options) -> None:
     from .daemon import log_to_owner_file, run_owner
 
     ctx = click.get_current_context()
-    layout = ctx.obj["layout"]
+    layout = ctx.obj.local_only("memfs " + started_by)
     console = None
     if started_by != "on-demand":
         _take_over(layout, started_by)
@@ -615,7 +617,7 @@ def serve(host, port, insecure, extended_port, polling, reconcile_every) -> None
     from .daemon import is_loopback
 
     ctx = click.get_current_context()
-    token = ctx.obj.get("token")
+    token = ctx.obj.token
     if host is not None or port is not None:
         host = host or "127.0.0.1"
         port = 3000 if port is None else port
@@ -634,7 +636,7 @@ def owner(idle_exit, polling, reconcile_every) -> None:
     """The owner a command starts on demand (detached; logs to data/logs/owner.log)."""
     from .lock import is_held, read_owner
 
-    layout = click.get_current_context().obj["layout"]
+    layout = click.get_current_context().obj.local_only("memfs owner")
     deadline = time.monotonic() + 60
     while is_held(layout.lock_file):
         if read_owner(layout.lock_file).get("socket") or time.monotonic() > deadline:
@@ -668,13 +670,13 @@ def mcp(tools, create, import_kg) -> None:
     from .mcp_stdio import serve_stdio
 
     o = click.get_current_context().obj
-    if o["url"] and import_kg is not None:
+    if o.url and import_kg is not None:
         raise click.UsageError("--import-kg reads a file on this machine; with --url, import it on the server's "
                                "machine (`memfs import PATH`) or run `memfs mcp` there")
-    if o["url"] and create:
+    if o.url and create:
         raise click.UsageError("--init creates a local store; with --url the server's store is used")
-    serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"], url=o["url"],
-                token=o["token"], daemon=o["daemon"], import_kg=import_kg)
+    serve_stdio(Path(o.root), tools=tools, create=create, idle_exit=o.idle_exit, url=o.url,
+                token=o.token, daemon=o.daemon, import_kg=import_kg)
 
 
 def main() -> None:

@@ -15,11 +15,12 @@ import os
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from .errors import EXIT_FAILED, MemfsError
+from .errors import EXIT_FAILED, EXIT_PROBLEMS, MemfsError
 from .filestore import Layout, apply_store_umask
 
 DEFAULT_ROOT = "./memory-system"
@@ -68,11 +69,38 @@ def store_options(fn):
                         help="The store's root directory (env MEMFS_ROOT).")(fn)
 
 
-def settings(root: Path, url: str | None, token: str | None, no_daemon: bool) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    """A command's configuration, resolved once at the entry point (option > MEMFS_* variable > default)
+    and handed down as `ctx.obj` (#19: it travelled as a dict, and commands could ignore part of it)."""
+
+    root: Path
+    layout: Layout
+    url: str | None  # an owner reached over TCP; None: found through the store's lock file
+    token: str | None
+    daemon: bool  # False: --no-daemon / MEMFS_DAEMON=0, the command owns the store itself
+    idle_exit: float | None
+    lock_wait: float | None
+
+    def local_only(self, command: str) -> Layout:
+        """The store's layout, for a command that works on this machine's files or runs its owner: it
+        cannot go through --url, and says so rather than ignore it."""
+        if self.url is not None:
+            raise click.UsageError(f"`{command}` works on the store on this machine (--root {self.root}); it "
+                                   f"cannot use --url {self.url}. Run it where the store is, or drop --url / MEMFS_URL")
+        return self.layout
+
+
+def settings(root: Path, url: str | None, token: str | None, no_daemon: bool) -> Settings:
     """The resolved configuration a group puts in ctx.obj for its commands."""
     daemon = not no_daemon and os.environ.get("MEMFS_DAEMON", "1").strip().lower() not in ("0", "false", "no", "off")
-    return {"root": root, "layout": Layout(root), "url": url, "token": token, "daemon": daemon,
-            "idle_exit": _seconds("MEMFS_IDLE_EXIT", None), "lock_wait": _seconds("MEMFS_LOCK_WAIT", 60.0)}
+    return Settings(root, Layout(root), url, token, daemon, _seconds("MEMFS_IDLE_EXIT", None),
+                    _seconds("MEMFS_LOCK_WAIT", 60.0))
+
+
+def problems_found() -> None:
+    """The running command ends with exit code 1 (done, but problems were found) once its output is out."""
+    click.get_current_context().meta["memfs.exit_code"] = EXIT_PROBLEMS
 
 
 def _seconds(name: str, default: float | None) -> float | None:
@@ -99,7 +127,7 @@ def command(outcome_log: str | None = None):
             try:
                 apply_store_umask()  # every file a command or its owner creates is private (#24, 4)
                 summary = ctx.invoke(fn, *args, **kwargs)
-                code = ctx.obj.get("exit_code", 0)
+                code = ctx.meta.get("memfs.exit_code", 0)
                 outcome = (f"problems (exit {code}) " if code else "ok ") + (summary or "")
             except MemfsError as e:
                 outcome, code = f"failed (exit {e.exit_code}): {e}", e.exit_code
@@ -116,14 +144,14 @@ def command(outcome_log: str | None = None):
                 outcome = "stopped (the reader closed the pipe)"
             except Exception as e:
                 error_id = secrets.token_hex(4)
-                _log_traceback(ctx.obj["layout"], error_id, e)
+                _log_traceback(ctx.obj.layout, error_id, e)
                 outcome, code = f"failed (exit {EXIT_FAILED}): unexpected {type(e).__name__} (error id {error_id})", EXIT_FAILED
                 raise CommandError(MemfsError(
                     f"unexpected error ({type(e).__name__}: {printable(str(e))[:200]}); the traceback is in "
                     f"data/logs/memfs.log under error id {error_id}")) from e
             finally:
                 if outcome_log:
-                    _append_line(ctx.obj["layout"], outcome_log,
+                    _append_line(ctx.obj.layout, outcome_log,
                                  f"{ctx.info_name} {outcome.strip()} ({time.monotonic() - started:.2f}s)")
             if code:
                 ctx.exit(code)
@@ -197,8 +225,8 @@ def with_operations(*, needs_model=False, create: bool = False, level: bool = Tr
                     stack.enter_context(log_to_file(ops.layout.logs / "memfs.log", logging.getLogger("memfs"),
                                                     "%(asctime)s %(levelname)s %(name)s: %(message)s", 5 << 20, 3))
 
-                ops = connect(o["layout"], url=o["url"], token=o["token"], daemon=o["daemon"], needs_model=model,
-                              idle_exit=o["idle_exit"] or DEFAULT_IDLE_EXIT, wait=o["lock_wait"], create=create,
+                ops = connect(o.layout, url=o.url, token=o.token, daemon=o.daemon, needs_model=model,
+                              idle_exit=o.idle_exit or DEFAULT_IDLE_EXIT, wait=o.lock_wait, create=create,
                               level=level, open_store=open_store, on_local=local)
                 stack.callback(ops.close)
                 return ctx.invoke(fn, ops, *args, **kwargs)

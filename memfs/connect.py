@@ -22,8 +22,17 @@ from .remote import OwnerGoneError, RemoteOperations
 SOCKET_GRACE = 3.0  # seconds a missing socket may take to come back before a command says so
 DEFAULT_IDLE_EXIT = 900.0  # seconds an owner started on demand stays without requests (MEMFS_IDLE_EXIT)
 
-# Not repeated when the connection dropped after the request was sent: it may have been applied.
-_NOT_RETRIED_AFTER_SEND = frozenset({"restore", "prune", "remove"})
+# Repeated when the connection dropped after the request was sent (it may have been applied): only
+# calls whose repetition changes nothing. Everything else (backup, import, kv_set, restore, …) is
+# not (#19: a retried backup made two archives); its caller sees the OwnerGoneError and decides.
+REPEATABLE_AFTER_SEND = frozenset({"get", "list", "search", "stats", "health", "status", "list_backups", "find",
+                                   "import_history", "import_verify", "kv_get", "kv_list", "reindex"})
+
+
+def repeatable(name: str, kwargs: dict) -> bool:
+    """May `name(**kwargs)` be sent again though the owner may have applied it once?"""
+    # An add of content already stored finds the first memory, unless a duplicate was asked for.
+    return name in REPEATABLE_AFTER_SEND or (name == "add" and not kwargs.get("allow_duplicate"))
 
 
 def connect(where: Layout | Path | str, *, url: str | None = None, token: str | None = None, daemon: bool = True,
@@ -121,8 +130,8 @@ class Client:
 
     A request the owner never received (connection refused: an owner handing over, exiting idle, or
     killed) is sent again to whoever owns the store next, for up to `wait` seconds. One whose
-    connection dropped after it was sent is repeated only where repeating is harmless (an add of the
-    same content finds the first one; see _NOT_RETRIED_AFTER_SEND).
+    connection dropped after it was sent is repeated only where repeating is harmless (a read; an add
+    of the same content finds the first one; see repeatable()).
     """
 
     def __init__(self, find: Callable[[], Any], wait: float = 60.0):
@@ -142,7 +151,7 @@ class Client:
                 try:
                     return getattr(self._ops, name)(*args, **kwargs)
                 except OwnerGoneError as e:
-                    if (e.sent and name in _NOT_RETRIED_AFTER_SEND) or time.monotonic() >= deadline:
+                    if (e.sent and not repeatable(name, kwargs)) or time.monotonic() >= deadline:
                         raise
                     self._ops.close()
                     time.sleep(pause)

@@ -173,18 +173,12 @@ def _with_extended_memory_api(app, owner: Owner, ops, port: int, token: str | No
 
     The same Guard as the main port stands in front (#19: this port once took no token and read any
     body whole): the token on every route, its /health included (it names the store's path and counts),
-    and the body limit counted as the bytes come."""
-    from fastapi import FastAPI
-
-    from .http_extended import extended_memory_router
+    the header and body limits and the body timeout. Its routes call the operations, like every door."""
+    from .http_extended import extended_memory_app
     from .server import Guard
 
-    def backup(store) -> dict:
-        return ops.backup().to_dict()
-
-    extended = FastAPI(title="memfs: extended-memory API")
-    extended.include_router(extended_memory_router(lambda: owner.store, backup=backup))
-    guarded = Guard(extended, token=token, owner=owner, public=frozenset())
+    extended = extended_memory_app(lambda: ops, str(owner.layout.root))
+    guarded = Guard(extended, token=token, owner=owner, public=frozenset(), check_ready=True)
 
     async def dispatch(scope, receive, send):
         server = scope.get("server")
@@ -259,5 +253,21 @@ def header_timeout_protocol():
             # No _unset_keepalive_if_required() here: handle_events cancels the timer on a complete request.
             self.conn.receive_data(data)
             self.handle_events()
+
+        def send_400_response(self, msg: str) -> None:
+            # A request h11 cannot parse (a malformed Content-Length, headers past the limit while they
+            # come) gets JSON like every other refusal (#19: it was text/plain).
+            import h11
+            import orjson
+
+            body = orjson.dumps({"error": {"code": "bad_request", "message": "malformed HTTP request (a bad "
+                                 "request line, header or Content-Length, or headers over "
+                                 f"{MAX_HEADER_BYTES} bytes); send a well-formed HTTP/1.1 request"}})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                          h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
 
     return HeaderTimeoutH11

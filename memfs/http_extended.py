@@ -15,20 +15,34 @@ EXTENDED_MEMORY_PERSISTENCE_MIGRATION.md), so its curl examples work unchanged:
 Values are any JSON value; the service's extras stay optional (`namespace`, `ttl` in the body of
 /store). Keys live in one memfs namespace (default "default"), so its values are ordinary memories:
 searchable, backed up, exported. `source` is always "database": memfs keeps no second copy in
-memory that could disagree with the files. Errors keep the service's `{"detail": ...}` shape.
+memory that could disagree with the files. Errors keep the service's `{"detail": ...}` shape, with
+memfs's `{"error": {"code", "message"}}` beside it, and are JSON for every failure (#19).
+
+Every route goes through the operations interface (memfs.ops), like every other door: the same
+limits (memfs.inputs), the same errors. Its `/backup` does not prune: a backup asked for here is
+never deleted by the next one made seconds later (#19; retention runs with `memfs backup`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, kv
-from .errors import InvalidDocumentError, NotFoundError
+from . import __version__
+from .errors import BadRequestError, MemfsError, NotFoundError
+from .schemas import ExtendedStoreIn, validated
 
+log = logging.getLogger("memfs.http_extended")
 SERVICE = "extended-memory"
+DEFAULT_NAMESPACE = "default"
 
 
 def _now() -> str:
@@ -39,24 +53,19 @@ def _stamp(t: datetime | None) -> str | None:
     return t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ") if t else None
 
 
-# -- the routes' logic, as plain functions (the lead may call them from the operations layer) ------
+# -- the routes' logic, as plain functions over the operations ----------------------------------------
 
-def store_value(store, data: dict, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
-    key = data.get("key") if isinstance(data, dict) else None
-    if not key or not isinstance(key, str):
-        raise HTTPException(status_code=400, detail="Key is required")
-    ttl = data.get("ttl")
+def store_value(ops, data: Any, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
+    if not isinstance(data, dict) or not data.get("key"):
+        raise BadRequestError("Key is required")
+    body = validated(ExtendedStoreIn, data)
+    ops.kv_set(body.key, body.value, namespace=body.namespace or namespace, ttl=body.ttl)
+    return {"status": "stored", "key": body.key, "persisted": True, "timestamp": _now()}
+
+
+def retrieve_value(ops, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
     try:
-        kv.kv_set(store, key, data.get("value"), namespace=data.get("namespace") or namespace,
-                  ttl=float(ttl) if ttl is not None else None)
-    except (InvalidDocumentError, ValueError, TypeError) as e:
-        raise HTTPException(status_code=400, detail=str(e)) from None
-    return {"status": "stored", "key": key, "persisted": True, "timestamp": _now()}
-
-
-def retrieve_value(store, key: str, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
-    try:
-        item = kv.kv_get(store, key, namespace=namespace)
+        item = ops.kv_get(key, namespace=namespace)
     except NotFoundError:
         return {"status": "not_found", "key": key}
     out = {"status": "found", "key": key, "value": item.value, "source": "database"}
@@ -65,8 +74,8 @@ def retrieve_value(store, key: str, *, namespace: str = kv.DEFAULT_NAMESPACE) ->
     return out
 
 
-def list_keys(store, limit: int = 100, offset: int = 0, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
-    items = kv.kv_list(store, namespace=namespace)
+def list_keys(ops, limit: int = 100, offset: int = 0, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
+    items = ops.kv_list(namespace=namespace)
     # The service lists the most recently used first.
     items.sort(key=lambda i: (i.accessed_at or i.updated_at), reverse=True)
     page = items[offset:offset + limit]
@@ -76,20 +85,19 @@ def list_keys(store, limit: int = 100, offset: int = 0, *, namespace: str = kv.D
             "offset": offset, "has_more": offset + limit < len(items)}
 
 
-def clear_all(store, confirm: bool, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
+def clear_all(ops, confirm: bool, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
     if not confirm:
-        raise HTTPException(status_code=400,
-                            detail="Confirmation required. Pass confirm=true to clear all memory.")
-    for item in kv.kv_list(store, namespace=namespace):
+        raise BadRequestError("Confirmation required. Pass confirm=true to clear all memory.")
+    for item in ops.kv_list(namespace=namespace):
         try:
-            kv.kv_rm(store, item.key, namespace=namespace)
+            ops.kv_rm(item.key, namespace=namespace)
         except NotFoundError:
             pass
     return {"status": "cleared", "timestamp": _now()}
 
 
-def statistics(store, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
-    items = kv.kv_list(store, namespace=namespace)
+def statistics(ops, data_path: str, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
+    items = ops.kv_list(namespace=namespace)
     counts = [i.access_count for i in items]
     by_count = sorted(items, key=lambda i: (-i.access_count, i.key))
     recent = sorted(items, key=lambda i: (i.accessed_at or i.updated_at), reverse=True)
@@ -102,67 +110,108 @@ def statistics(store, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
         "recently_accessed": [{"key": i.key, "accessed_at": _stamp(i.accessed_at or i.updated_at)}
                               for i in recent[:10]],
         "cache_size": 0,
-        "database_path": str(store.layout.data),
+        "database_path": data_path,
     }
 
 
-def health(store, *, namespace: str = kv.DEFAULT_NAMESPACE) -> dict:
+def health(ops, data_path: str, *, namespace: str = DEFAULT_NAMESPACE) -> dict:
+    index = ops.health().index or {}
     return {
         "status": "healthy", "service": SERVICE, "version": __version__, "timestamp": _now(),
         "persistence": {"enabled": True, "type": "memfs (JSON files; SQLite catalog; Chroma vectors)",
-                        "path": str(store.layout.memories),
-                        "initialized": store.catalog.get_meta("last_reconcile")},
-        "statistics": {"memory_items": len(kv.kv_list(store, namespace=namespace)), "cache_enabled": False,
+                        "path": data_path.rstrip("/") + "/memories", "initialized": index.get("last_reconcile")},
+        "statistics": {"memory_items": len(ops.kv_list(namespace=namespace)), "cache_enabled": False,
                        "cache_items": 0},
     }
 
 
-def default_backup(store) -> dict:
-    from .backups import create_backup
-
-    with store._mutex:
-        b = create_backup(store.layout)
-    return {"status": "backup_created", "path": str(b.path), "timestamp": _now()}
+def backup(ops, root: str) -> dict:
+    b = ops.backup(prune=False)  # #19: a second /backup once pruned the first one's, made 12 s before
+    return {"status": "backup_created", "path": os.path.join(root, b.backup), "timestamp": _now()}
 
 
-def extended_memory_router(get_store: Callable[[], Any], *, namespace: str = kv.DEFAULT_NAMESPACE,
-                           backup: Callable[[Any], dict] | None = None, include_health: bool = True) -> APIRouter:
-    """An APIRouter with the extended-memory routes over the store `get_store()` returns.
+def index() -> dict:
+    return {"service": SERVICE, "version": __version__,
+            "links": {"store": "/store", "retrieve": "/retrieve/{key}", "list": "/list", "clear": "/clear",
+                      "stats": "/stats", "backup": "/backup", "health": "/health"}}
 
-    `backup(store)` makes a backup (default: `backup.create_backup` under the store's mutex; the
-    owner should pass its own, which pauses writes). `include_health=False` leaves `/health` to the
-    host app (memfs's own /health already has a `persistence` block); mount with a prefix otherwise.
-    """
+
+def extended_memory_router(get_ops: Callable[[], Any], root: str, *, namespace: str = DEFAULT_NAMESPACE,
+                           include_health: bool = True) -> APIRouter:
+    """An APIRouter with the extended-memory routes over the operations `get_ops()` returns.
+
+    `root`: the store's root directory, whose paths the service reports. `include_health=False`
+    leaves `/health` to the host app."""
     r = APIRouter(tags=["extended-memory"])
-    do_backup = backup or default_backup
+    data_path = os.path.join(root, "data")
+
+    @r.get("/")
+    def index_route() -> dict:
+        return index()
 
     @r.post("/store")
     def store_route(data: Any = Body(...)) -> dict:
-        return store_value(get_store(), data, namespace=namespace)
+        return store_value(get_ops(), data, namespace=namespace)
 
     @r.get("/retrieve/{key:path}")
     def retrieve_route(key: str) -> dict:
-        return retrieve_value(get_store(), key, namespace=namespace)
+        return retrieve_value(get_ops(), key, namespace=namespace)
 
     @r.get("/list")
     def list_route(limit: int = Query(100, ge=0), offset: int = Query(0, ge=0)) -> dict:
-        return list_keys(get_store(), limit, offset, namespace=namespace)
+        return list_keys(get_ops(), limit, offset, namespace=namespace)
 
     @r.delete("/clear")
     def clear_route(confirm: bool = False) -> dict:
-        return clear_all(get_store(), confirm, namespace=namespace)
+        return clear_all(get_ops(), confirm, namespace=namespace)
 
     @r.get("/stats")
     def stats_route() -> dict:
-        return statistics(get_store(), namespace=namespace)
+        return statistics(get_ops(), data_path, namespace=namespace)
 
     @r.post("/backup")
     def backup_route() -> dict:
-        return do_backup(get_store())
+        return backup(get_ops(), root)
 
     if include_health:
         @r.get("/health")
         def health_route() -> dict:
-            return health(get_store(), namespace=namespace)
+            return health(get_ops(), data_path, namespace=namespace)
 
     return r
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message, "error": {"code": code, "message": message}}, status_code=status)
+
+
+def extended_memory_app(get_ops: Callable[[], Any], root: str, **options) -> FastAPI:
+    """The routes as an app whose every failure is JSON: the service's 400 for a refused value,
+    memfs's codes in `error` (#19: `{"ttl": 1e300}` and `{"namespace": {}}` were 500 text/plain)."""
+    app = FastAPI(title="memfs: extended-memory API")
+    app.include_router(extended_memory_router(get_ops, root, **options))
+
+    @app.exception_handler(MemfsError)
+    async def on_memfs_error(request, e: MemfsError):
+        status = 400 if e.http_status == 422 else e.http_status  # the service answers 400 to a bad request
+        return _error(status, e.code, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request, e: StarletteHTTPException):
+        codes = {404: "no_route", 405: "method_not_allowed", 408: "timeout", 413: "too_large", 431: "too_large"}
+        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request, e: Exception):
+        error_id = secrets.token_hex(4)
+        log.error("unexpected error %s in %s %s", error_id, request.method, request.url.path, exc_info=e)
+        return _error(500, "internal", f"unexpected error ({type(e).__name__}); the owner's log (data/logs/) "
+                                       f"has the details under error id {error_id}")
+
+    return app

@@ -17,9 +17,14 @@ CLI, the HTTP API, MCP and a file dropped by hand all meet the same limits and t
 | MAX_METADATA_DEPTH             | 32 levels        | objects/arrays nested in `metadata` (and extras)  |
 | integers                       | signed 64-bit    | numbers in `metadata`                             |
 | MAX_QUERY_CHARS                | 10,000 chars     | a search query                                    |
+| MAX_K                          | 1,000            | hits one search returns                           |
+| MAX_PAGE                       | 1,000            | memories one list page holds                      |
+| MAX_REMOVE                     | 10,000           | memories one remove_matching removes              |
+| MAX_TIME_CHARS                 | 100 chars        | a `since` / `until` / `expires_at` text           |
 | MAX_REQUEST_BODY_BYTES         | 1 MiB            | an HTTP request body, counted as it is read       |
 | MAX_HEADER_BYTES               | 64 KiB           | an HTTP request's line and headers                |
 | HEADER_TIMEOUT_SECONDS         | 10 s             | to send a request's headers (and idle keep-alive) |
+| BODY_TIMEOUT_SECONDS           | 10 s             | to send a request's body, once its headers are in |
 | MIN_TOKEN_CHARS                | 16 chars         | MEMFS_API_TOKEN                                   |
 
 Everywhere: text must be valid Unicode (no lone surrogates); numbers must be finite (no NaN or
@@ -48,9 +53,14 @@ MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_DEPTH = 32
 MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 MAX_QUERY_CHARS = 10_000
+MAX_K = 1000
+MAX_PAGE = 1000
+MAX_REMOVE = 10_000
+MAX_TIME_CHARS = 100
 MAX_REQUEST_BODY_BYTES = 1 << 20
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT_SECONDS = 10
+BODY_TIMEOUT_SECONDS = 10
 MIN_TOKEN_CHARS = 16
 
 

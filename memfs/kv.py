@@ -15,15 +15,16 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
-from . import documents
+from . import documents, inputs
 from .documents import Memory, utcnow
-from .errors import InvalidDocumentError, NotFoundError
+from .errors import BadRequestError, InvalidDocumentError, NotFoundError
 from .filestore import fsync_dir
 from .results import Record
 
@@ -110,9 +111,12 @@ def _live_id(store: "MemoryStore", namespace: str, key: str, now: datetime) -> s
 
 def _expiry(ttl: float | None, expires_at: datetime | None, now: datetime) -> datetime | None:
     if ttl is not None:
-        if ttl <= 0:
-            raise InvalidDocumentError(f"ttl must be a positive number of seconds, got {ttl}")
-        return now + timedelta(seconds=ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+            raise BadRequestError(f"ttl must be a positive number of seconds, not {str(ttl)[:40]}")
+        try:
+            return now + timedelta(seconds=ttl)
+        except OverflowError:  # {"ttl": 1e300}: once a 500 text/plain on the extended port (#19)
+            raise BadRequestError(f"ttl {ttl:g} s ends after the year 9999; give a shorter ttl or none") from None
     return expires_at
 
 
@@ -125,6 +129,10 @@ def kv_set(store: "MemoryStore", key: str, value: Any, *, namespace: str = DEFAU
     """
     if not isinstance(key, str) or not key.strip():
         raise InvalidDocumentError("a key must be a non-empty string")
+    inputs.check_text(key, "key", inputs.MAX_FIELD_CHARS)
+    inputs.check_text(namespace, "namespace", inputs.MAX_FIELD_CHARS)
+    # NaN, Infinity, 2**70, lone surrogates: refused, not written as null or a string (#19)
+    inputs.check_json(value, "value")
     now = utcnow()
     content, kind = encode_value(value)
     kind = value_type or kind

@@ -25,10 +25,7 @@ from .owner import Owner
 from .query import Filters, Mode
 from .results import (AddResult, Health, ListPage, MemoryRecord,
                       OwnerStatus, ReconcileReport, RemoveResult, SearchResult, Stats)
-
-
-MAX_K = 1000  # hits one search may return
-MAX_REMOVE = 10_000  # memories one remove_matching may remove
+from .inputs import MAX_K, MAX_PAGE, MAX_REMOVE  # the limits of every way in: memfs/inputs.py
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -163,8 +160,9 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations):
 
     @translated
     def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage:
-        if limit < 1:
-            raise BadRequestError("limit must be at least 1")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            # #19: the owner's route refused 5000, this process took it; now every door refuses it here too
+            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}, not {str(limit)[:30]}")
         offset = parse_cursor(cursor)
         _check_filters(filters)
         with self.owner.using() as store:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from .cmdline import (command, emit_json, human_size, json_option, printable, progress_bar, settings,
+from .cmdline import (CommandError, command, problems_found, emit_json, human_size, json_option, printable, progress_bar, settings,
                       store_options, with_operations)
-from .errors import EXIT_PROBLEMS, StoreNotInitializedError
+from .errors import StoreNotInitializedError
 from .ops import Retention
 
 AUDIT_LOG = "manage-data.log"
@@ -80,7 +80,7 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def _problems_exit() -> None:
-    click.get_current_context().obj["exit_code"] = EXIT_PROBLEMS
+    problems_found()
 
 
 @click.group()
@@ -93,10 +93,11 @@ def cli(ctx, root: Path, url: str | None, token: str | None, no_daemon: bool) ->
     Exit codes: 0 ok, 1 problems found, 2 usage, 3 failed (I/O, corrupt backup), 4 busy.
     """
     ctx.obj = settings(root, url, token, no_daemon)
-    if ctx.obj["url"] is None and not ctx.obj["layout"].data.is_dir() and ctx.invoked_subcommand is not None:
-        raise click.ClickException(str(StoreNotInitializedError(
+    if ctx.obj.url is None and not ctx.obj.layout.data.is_dir() and ctx.invoked_subcommand is not None:
+        # CommandError: the error's own exit code, 3, as `memfs` gives (#19: this said 1, "problems found")
+        raise CommandError(StoreNotInitializedError(
             f"no memfs store at {Path(root)}; run `memfs init` there first, or point --root / MEMFS_ROOT "
-            "at the store")))
+            "at the store"))
 
 
 @cli.command()
@@ -213,7 +214,7 @@ def restore(which, backup_dir, yes, dry_run, no_verify, identity, passphrase_fil
     The archive is verified completely before anything changes; the current data is saved as a
     pre-restore backup; the swap is atomic per directory and finished at next start if interrupted.
     """
-    root = click.get_current_context().obj["layout"].root
+    root = click.get_current_context().obj.layout.root
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("not asking on a non-interactive run: add --yes to restore")

@@ -18,10 +18,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from .documents import Memory, content_hash, format_time, normalize_tags
-from .errors import NotFoundError
+from .errors import MemfsError, NotFoundError
+from .inputs import MAX_QUERY_CHARS
 from .mcp_server import (DELETE, MAX_DELETE, MAX_K, MAX_PAGE, OVERWRITE, READ, WRITE, Gateway, check_content,
                          check_ref, make_filters, resolve, tool)
 from .query import Filters
+from .timeparse import parse_when
 
 
 class CompatMemory(BaseModel):
@@ -103,49 +105,37 @@ TagsArg = Annotated[list[str] | str | None, Field(description='A list of tags, o
 
 # -- recall_memory's time expressions -----------------------------------------------------------------
 
-_UNITS = {"day": 1, "days": 1, "week": 7, "weeks": 7, "month": 30, "months": 30, "year": 365, "years": 365}
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10}
 _TIME = re.compile(
     r"\b(?:(?P<named>today|yesterday|this week|last week|this month|last month|this year|last year)"
     r"|(?:(?:in the )?(?:last|past) (?P<n>\d+|a|an|one|two|three|four|five|six|seven|ten) (?P<unit>days?|weeks?|months?|years?))"
     r"|(?:(?P<n2>\d+|a|an|one|two|three|four|five|six|seven|ten) (?P<unit2>days?|weeks?|months?|years?) ago))\b",
     re.IGNORECASE)
+# Where a named period ends: the start of the one after it (its start is memfs.timeparse's).
+_ENDS = {"yesterday": "today", "last week": "this week", "last month": "this month", "last year": "this year"}
 
 
 def parse_timeframe(query: str, now: datetime | None = None) -> tuple[str, datetime | None, datetime | None]:
     """(the query without its time expression, since, until): "what did we decide last week" ->
-    ("what did we decide", Monday a week ago, this Monday). No expression: (query, None, None)."""
+    ("what did we decide", Monday a week ago, this Monday). No expression: (query, None, None).
+
+    Finding the expression in the text is this module's; what instant it names is memfs.timeparse's,
+    the one parser of times for every door (#19)."""
     now = now or datetime.now(timezone.utc)
     m = _TIME.search(query)
     if not m:
         return query, None, None
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    monday = today - timedelta(days=today.weekday())
-    first = today.replace(day=1)
     named = (m.group("named") or "").lower()
-    since: datetime | None
     until: datetime | None = None
-    if named == "today":
-        since = today
-    elif named == "yesterday":
-        since, until = today - timedelta(days=1), today
-    elif named == "this week":
-        since = monday
-    elif named == "last week":
-        since, until = monday - timedelta(days=7), monday
-    elif named == "this month":
-        since = first
-    elif named == "last month":
-        since, until = (first - timedelta(days=1)).replace(day=1), first
-    elif named == "this year":
-        since = today.replace(month=1, day=1)
-    elif named == "last year":
-        since, until = today.replace(year=today.year - 1, month=1, day=1), today.replace(month=1, day=1)
+    if named:
+        since = parse_when(named, now=now)
+        until = parse_when(_ENDS[named], now=now) if named in _ENDS else None
     elif m.group("unit"):
-        since = now - timedelta(days=_count(m.group("n")) * _UNITS[m.group("unit").lower()])
+        since = parse_when(f"{_count(m.group('n'))} {m.group('unit').lower()}", now=now)
     else:  # "N days ago": that day
-        day = today - timedelta(days=_count(m.group("n2")) * _UNITS[m.group("unit2").lower()])
-        since, until = day, day + timedelta(days=1)
+        since = parse_when(f"{_count(m.group('n2'))} {m.group('unit2').lower()} ago", now=now)
+        since = since.replace(hour=0, minute=0, second=0, microsecond=0)
+        until = since + timedelta(days=1)
     rest = " ".join((query[:m.start()] + " " + query[m.end():]).split()).strip(" ,.?!")
     return rest, since, until
 
@@ -206,7 +196,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
     @tool(server, READ)
     async def recall_memory(
         query: Annotated[str, Field(description='A question with a time expression: "what did we decide last week".',
-                                    max_length=10_000)],
+                                    max_length=MAX_QUERY_CHARS)],
         n_results: Annotated[int, Field(ge=1, le=MAX_K)] = 5,
     ) -> MemoriesResult:
         """Recall memories by time and meaning (mcp-memory-service's recall_memory).
@@ -215,7 +205,10 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
         months, N days ago. The rest of the query ranks the memories in that window by meaning; with no
         rest, the newest come first. Without a time expression it is a semantic search.
         """
-        rest, since, until = parse_timeframe(query)
+        try:
+            rest, since, until = parse_timeframe(query)
+        except MemfsError as e:  # "the last 99999999999 years": before the year 1
+            raise ToolError(str(e)) from None
         filters = Filters(since=since, until=until)
         if rest:
             result = await gw.run(lambda ops: ops.search(rest, k=n_results, mode="semantic", filters=filters,
@@ -244,8 +237,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
 
     @tool(server, DELETE)
     async def delete_memory(
-        content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).",
-                                           max_length=200)],
+        content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).")],
     ) -> DeleteResult:
         """Delete one memory by its content hash (mcp-memory-service's delete_memory)."""
         ref = check_ref(content_hash)
@@ -329,8 +321,7 @@ def add_compat_tools(server: MCPServer, gw: Gateway) -> None:
 
     @tool(server, OVERWRITE)
     async def update_memory_metadata(
-        content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).",
-                                           max_length=200)],
+        content_hash: Annotated[str, Field(description="The memory's content_hash (a memfs id works too).")],
         updates: Annotated[dict[str, Any], Field(
             description='What to change: {"tags": [...] (replaces the tags), "memory_type": "...", '
                         '"metadata": {...} (merged)}.')],

@@ -31,10 +31,11 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import __version__
-from .limits import MAX_CONTENT_CHARS
-from .documents import Memory, parse_time
-from .errors import InvalidDocumentError, MemfsError, NotFoundError
+from .documents import Memory
+from .errors import MemfsError, NotFoundError
+from .inputs import MAX_CONTENT_CHARS, MAX_K, MAX_PAGE, MAX_TAGS  # noqa: F401  (MAX_K, MAX_PAGE: mcp_compat)
 from .query import Filters
+from .schemas import K, PageLimit, When, filters
 
 log = logging.getLogger("memfs.mcp")
 
@@ -42,9 +43,8 @@ log = logging.getLogger("memfs.mcp")
 # here first so the message can say what to do; MAX_REQUEST_BYTES stays under the owner's 1 MB body limit.
 MAX_CONTENT = MAX_CONTENT_CHARS  # characters in one memory: the store's own limit (memfs/limits.py)
 MAX_REQUEST_BYTES = 1_000_000  # content + metadata as JSON
-MAX_K = 100  # search hits per call
-MAX_PAGE = 100  # memories per list page
-MAX_TAGS = 100  # tags per call
+# k, a page and tags per memory: the core's limits (memfs.inputs), the same through every door (#19:
+# MCP once capped k and a page at 100 and refused ids over 200 characters, which made them unreachable).
 MAX_DELETE = 1000  # memories one filtered delete removes
 TOOL_SETS = ("native", "compat", "graph", "all")
 
@@ -249,8 +249,8 @@ def check_content(content: str, metadata: dict | None = None) -> None:
 
 def check_ref(ref: str) -> str:
     """An id or a content hash as given; refuse what neither can be (control characters, a page of text)."""
-    ref = ref.strip()
-    if not ref or len(ref) > 200 or _BAD_ID.search(ref):
+    # Not stripped: an id is exact, as every other door takes it (#19: "mem-01 " found mem-01 here only).
+    if not ref.strip() or _BAD_ID.search(ref):
         raise ToolError(f"{ref[:60]!r} is not a memory id or content hash; memory_search or memory_list "
                         "show the ids")
     return ref
@@ -268,12 +268,10 @@ def resolve(ops, ref: str):
 
 def make_filters(tags: list[str] | None = None, match: str = "any", type: str | None = None,
                  since: str | None = None, until: str | None = None) -> Filters:
-    try:
-        return Filters(tags=tuple(t.strip() for t in tags or () if t.strip()), match=match,  # type: ignore[arg-type]
-                       type=type or None, since=parse_time(since, "since") if since else None,
-                       until=parse_time(until, "until") if until else None)
-    except InvalidDocumentError as e:
-        raise ToolError(f"{e.reason}") from None
+    try:  # times: memfs.timeparse, as for every door (#19: ISO only here once)
+        return filters([t.strip() for t in tags or () if t.strip()], match, type or None, since, until)
+    except MemfsError as e:
+        raise ToolError(str(e)) from None
 
 
 # -- the server ---------------------------------------------------------------------------------------
@@ -330,11 +328,13 @@ def build_server(gateway: Gateway, tools: str = "native") -> MCPServer:
     return server
 
 
-Tags = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_TAGS)]
-Since = Annotated[str | None, Field(description="Only memories created at or after this time (2025-01-31 or ISO-8601).")]
-Until = Annotated[str | None, Field(description="Only memories created before this time (2025-02-01 or ISO-8601).")]
+# A tag's length is the core's to check (memfs.inputs.MAX_TAG_CHARS), as for HTTP and the CLI.
+Tags = Annotated[list[str], Field(max_length=MAX_TAGS)]
+Since = Annotated[When, Field(description="Only memories created at or after this time: 2025-01-31, ISO-8601, "
+                                          "or relative (7d, 12h, yesterday, last week).")]
+Until = Annotated[When, Field(description="Only memories created before this time (the same forms as since).")]
 Match = Annotated[Literal["any", "all"], Field(description="With several tags: memories with any of them, or all.")]
-Ref = Annotated[str, Field(description="The memory's id (or its content_hash).", max_length=200)]
+Ref = Annotated[str, Field(description="The memory's id (or its content_hash).")]
 
 
 def add_native_tools(server: MCPServer, gw: Gateway) -> None:
@@ -362,7 +362,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         mode: Annotated[Literal["hybrid", "semantic", "keyword"],
                         Field(description="hybrid (default): meaning and words; semantic: meaning only; "
                                           "keyword: exact words, names, codes.")] = "hybrid",
-        k: Annotated[int, Field(description=f"How many results, 1 to {MAX_K}.", ge=1, le=MAX_K)] = 5,
+        k: K = 5,
         tags: Annotated[Tags, Field(description="Only memories with these tags.")] = [],
         match: Match = "any",
         type: Annotated[str | None, Field(description="Only memories of this type.")] = None,
@@ -406,7 +406,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
         type: Annotated[str | None, Field(description="Only memories of this type.")] = None,
         since: Since = None,
         until: Until = None,
-        limit: Annotated[int, Field(description=f"Memories per page, 1 to {MAX_PAGE}.", ge=1, le=MAX_PAGE)] = 20,
+        limit: PageLimit = 20,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
     ) -> ListOut:
         """List memories, newest first, optionally filtered by tags, type and creation time.
@@ -448,7 +448,7 @@ def add_native_tools(server: MCPServer, gw: Gateway) -> None:
 
     @tool(server, DELETE)
     async def memory_delete(
-        id: Annotated[str | None, Field(description="Delete this one memory (id or content_hash).", max_length=200)] = None,
+        id: Annotated[str | None, Field(description="Delete this one memory (id or content_hash).")] = None,
         tags: Annotated[Tags, Field(description="Or: delete the memories with these tags.")] = [],
         match: Match = "any",
         type: Annotated[str | None, Field(description="Or: … of this type.")] = None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .mcp_server import Gateway, build_server, connect_to_owner
+from .stdio_guard import StdioGuard
 
 log = logging.getLogger("memfs.mcp")
 
@@ -59,6 +60,7 @@ def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle
     log.info("memfs mcp %s serving %s over stdio (tools: %s)", __version__, url or root, tools)
     gateway.warm()  # the owner loads its model while the client lists tools (#26)
     try:
-        server.run("stdio")
+        with StdioGuard():  # every line checked before the SDK reads it (#19)
+            server.run("stdio")
     finally:
         gateway.close()

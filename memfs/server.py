@@ -9,6 +9,7 @@ OpenAPI at /docs and /openapi.json.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import logging
@@ -20,17 +21,16 @@ import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .errors import InternalError, MemfsError, relative_to_root
-from .inputs import MAX_REQUEST_BODY_BYTES
+from .inputs import BODY_TIMEOUT_SECONDS, MAX_HEADER_BYTES, MAX_REQUEST_BODY_BYTES
 from .local import LocalOperations
 from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, RequestMetrics
 from .ops import Retention
-from .query import Filters
-from .timeparse import parse_when
+from .schemas import (BackupIn, ExportIn, ImportIn, KVIn, MemoryIn, MemoryPatch, OffsiteIn, PageLimit,
+                      RemoveMatchingIn, RestoreIn, RetentionIn, SearchIn, ValidateIn, When, filters)
 from .web import page, wants_html, web_router
 from .web.session import cookie_ok
 
@@ -58,113 +58,7 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-# Field types are checked here; what a value may be (empty content, lengths, NaN, nesting: the limits
-# in memfs.inputs) is the operations' business, so every way in refuses it with the same error.
-class MemoryIn(BaseModel):
-    content: str
-    tags: list[str] = Field(default_factory=list)
-    type: str = "note"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    allow_duplicate: bool = False
-
-
-class MemoryPatch(BaseModel):
-    content: str | None = None
-    tags: list[str] | None = None
-    add_tags: list[str] = Field(default_factory=list)
-    remove_tags: list[str] = Field(default_factory=list)
-    type: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class FiltersIn(BaseModel):
-    tags: list[str] = Field(default_factory=list)
-    match: Literal["any", "all"] = "any"
-    type: str | None = None
-    since: str | None = Field(default=None, max_length=100)  # ISO-8601, or 7d, yesterday, last week…
-    until: str | None = Field(default=None, max_length=100)
-
-    def filters(self) -> Filters:
-        return _filters(self.tags, self.match, self.type, self.since, self.until)
-
-
-def _filters(tags, match, type, since: str | None, until: str | None) -> Filters:
-    return Filters(tags=tuple(tags), match=match, type=type,
-                   since=parse_when(since, option="since") if since else None,
-                   until=parse_when(until, option="until") if until else None)
-
-
-class SearchIn(FiltersIn):
-    query: str
-    k: int = 5
-    mode: Literal["semantic", "keyword", "hybrid"] = "hybrid"
-    min_score: float | None = None
-
-
-class RetentionIn(BaseModel):
-    keep_daily: int = 7
-    keep_weekly: int = 4
-    keep_monthly: int = 12
-    keep_pre_restore: int = 3
-    keep_pre_restore_days: int = 7
-    backup_dir: str | None = None
-
-    def retention(self) -> Retention:
-        return Retention(self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_pre_restore,
-                         self.keep_pre_restore_days)
-
-
-class BackupIn(RetentionIn):
-    compression: Literal["gz", "zst"] = "gz"
-    prune: bool = True
-    recipients: list[str] = Field(default_factory=list, max_length=100)  # age / ssh public keys
-    passphrase_file: str | None = None
-    copy_to: str | None = Field(default=None, max_length=4096)
-
-
-class OffsiteIn(RetentionIn):
-    dest: str = Field(max_length=4096)
-    prune: bool = True
-    dry_run: bool = False
-
-
-class RestoreIn(BaseModel):
-    archive: str = Field(min_length=1, max_length=4096)
-    verify: bool = True
-    dry_run: bool = False
-    backup_dir: str | None = None
-    identity_file: str | None = None
-    passphrase_file: str | None = None
-
-
-class ExportIn(BaseModel):
-    format: Literal["memfs", "mms"] = "memfs"
-    filter_tags: list[str] = Field(default_factory=list, max_length=100)
-    include_embeddings: bool = False
-
-
-class ImportIn(BaseModel):
-    sources: list[str] = Field(min_length=1, max_length=1000)
-    format: str = "auto"
-    dry_run: bool = False
-    dedup: bool = True
-    source_tag: str | None = None
-    namespace: str | None = None
-
-
-class KVIn(BaseModel):
-    value: Any = None
-    ttl: float | None = None
-    expires_at: str | None = None
-    tags: list[str] = Field(default_factory=list, max_length=100)
-
-
-class ValidateIn(BaseModel):
-    backups: bool = False
-    fix: bool = False
-    backup_dir: str | None = None
-    identity_file: str | None = None
-    passphrase_file: str | None = None
+# The request models are memfs.schemas': one per operation, shared by every door (#19).
 
 
 def _on_unix_socket(scope) -> bool:
@@ -202,39 +96,66 @@ def _redirect(location: str) -> Response:
     return Response(status_code=303, headers={"location": location})
 
 
+class BodyTimeout(StarletteHTTPException):
+    """Raised from `receive` when the body has not all come within BODY_TIMEOUT_SECONDS of the headers
+    (#19: a body sent one byte every 3 s held its connection forever)."""
+
+    def __init__(self):
+        super().__init__(408, f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s of its headers; "
+                              "send it at once")
+
+
+def header_bytes(scope) -> int:
+    """The request line and headers' size, as h11 read them (name: value CRLF)."""
+    return (len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ())))
+
+
 class Guard:
-    """ASGI middleware in front of every route (#15): the token is checked before a byte of the body is
-    read, and the body limit holds on the bytes actually received, chunked or not, while they come.
+    """ASGI middleware in front of every listener's routes (#15, #19): the main port, the extended-memory
+    port and /mcp. The token is checked before a byte of the body is read; the header limit holds
+    however the headers came (#19: 100 KB in one write went through); the body limit holds on the bytes
+    actually received, chunked or not, while they come, and the body must come within
+    BODY_TIMEOUT_SECONDS of the headers. Every refusal is JSON.
 
     It also keeps the owner's idle clock: requests in flight, and when the last one ended.
     """
 
-    def __init__(self, app, *, token: str | None, owner, public: frozenset[str] = frozenset({"/health"}) | LOGIN_PAGE):
+    def __init__(self, app, *, token: str | None, owner, public: frozenset[str] = frozenset({"/health"}) | LOGIN_PAGE,
+                 body_timeout: float = BODY_TIMEOUT_SECONDS, check_ready: bool = False):
         # `public`: the paths answered without the token (memfs's /health, which then hides its details).
+        # `check_ready`: answer 503 not_ready but on / and /health while the startup reconcile runs (the
+        # main app does it with a route dependency instead, so /owner and /owner/stop answer then).
         self.app, self.token, self.owner, self.public = app, token, owner, public
+        self.body_timeout, self.check_ready = body_timeout, check_ready
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        # /docs, /redoc and /openapi.json too: README promises the token on every route but /health.
-        if path not in self.public and not bearer_ok(scope, self.token):
-            if scope["method"] == "GET" and wants_html(scope):  # a person at a browser: the login page
-                return await _redirect("/ui/login")(scope, receive, send)
-            return await _error(401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)",
-                                close=True)(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return await _error(413, "too_large", f"request body over {MAX_BODY} bytes", close=True)(scope, receive, send)
-        received = 0
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            if refusal[0] == 401 and scope["method"] == "GET" and wants_html(scope):
+                return await _redirect("/ui/login")(scope, receive, send)  # a person at a browser
+            return await _error(*refusal, close=True)(scope, receive, send)
+        received, done, deadline = 0, False, None
 
         async def limited():
-            nonlocal received
-            message = await receive()
+            nonlocal received, done, deadline
+            if done:  # the body is in: what comes now is http.disconnect, awaited as long as it takes
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.body_timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
                     raise BodyTooLarge()
+                done = not message.get("more_body", False)
             return message
 
         quiet = path in ("/health", "/owner")  # polling them does not keep an owner alive
@@ -246,6 +167,20 @@ class Guard:
             if not quiet:
                 self.owner.in_flight -= 1
                 self.owner.last_activity = time.monotonic()
+
+    def refusal(self, scope) -> tuple[int, str, str] | None:
+        """(status, code, message) for a request refused on its headers alone, else None."""
+        # /docs, /redoc and /openapi.json too: README promises the token on every route but /health.
+        if scope["path"] not in self.public and not bearer_ok(scope, self.token):
+            return 401, "unauthorized", "missing or wrong bearer token (set Authorization: Bearer …)"
+        if self.check_ready and not self.owner.ready and scope["path"] not in ("/", "/health"):
+            return 503, "not_ready", "the startup reconcile is still running; try again shortly"
+        if header_bytes(scope) > MAX_HEADER_BYTES:
+            return 431, "too_large", f"request line and headers over {MAX_HEADER_BYTES} bytes; send less in headers"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return 413, "too_large", f"request body over {MAX_BODY} bytes"
+        return None
 
 
 def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) -> FastAPI:
@@ -286,9 +221,9 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request, e: StarletteHTTPException):
-        codes = {404: "no_route", 405: "method_not_allowed", 413: "too_large"}
+        codes = {404: "no_route", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
         return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail),
-                      close=e.status_code == 413)
+                      close=e.status_code in (408, 413))
 
     roots = [str(ops.layout.root), str(ops.layout.root.resolve())]
 
@@ -348,10 +283,9 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.get("/memories", dependencies=guarded)
     def list_memories(tag: list[str] = Query(default=[]), match: Literal["any", "all"] = "any",
-                      type: str | None = None, since: str | None = None, until: str | None = None,
-                      limit: int = Query(default=50, ge=1, le=1000), cursor: str | None = None):
-        filters = _filters(tag, match, type, since, until)
-        return OrjsonResponse(ops.list(filters, limit=limit, cursor=cursor).to_dict())
+                      type: str | None = None, since: When = None, until: When = None,
+                      limit: PageLimit = 50, cursor: str | None = None):
+        return OrjsonResponse(ops.list(filters(tag, match, type, since, until), limit=limit, cursor=cursor).to_dict())
 
     @app.get("/memories/{mem_id:path}", dependencies=guarded)
     def get_memory(mem_id: str):
@@ -476,8 +410,7 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     @app.put("/kv/{namespace}/{key:path}", dependencies=guarded)
     def kv_put(namespace: str, key: str, body: KVIn):
-        expires = parse_when(body.expires_at, option="expires_at") if body.expires_at else None
-        return OrjsonResponse(ops.kv_set(key, body.value, namespace=namespace, ttl=body.ttl, expires_at=expires,
+        return OrjsonResponse(ops.kv_set(key, body.value, namespace=namespace, ttl=body.ttl, expires_at=body.expires(),
                                          tags=body.tags).to_dict())
 
     @app.get("/kv/{namespace}/{key:path}", dependencies=guarded)
@@ -522,8 +455,3 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
 
     mount_mcp(app, ops, token=token, is_ready=lambda: owner.ready)
     return app
-
-
-class RemoveMatchingIn(FiltersIn):
-    dry_run: bool = True
-    limit: int = 1000

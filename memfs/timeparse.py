@@ -5,7 +5,7 @@ Each expression names one instant (UTC); the filters compare `created_at >= sinc
 
 | text | instant |
 |---|---|
-| `30m`, `12h`, `7d`, `2w` (also `7 days`, `2 weeks ago`) | that long before now |
+| `30m`, `12h`, `7d`, `2w` (also `7 days`, `2 weeks ago`, `3 months`: 30 days, `1 year`: 365) | that long before now |
 | `now` | now |
 | `today`, `yesterday` | 00:00 UTC of that day |
 | `this week`, `last week` | Monday 00:00 UTC of that week |
@@ -14,6 +14,8 @@ Each expression names one instant (UTC); the filters compare `created_at >= sinc
 | `2025-03-01`, `2025-03-01T09:00:00Z`, … | as written (a bare date is 00:00 UTC) |
 
 Anything else raises InvalidTimeError, a usage error (exit code 2) whose message lists these forms.
+It is the one reader of times for every door (#19): the CLI's --since, the HTTP API's `since`, MCP's
+native `since` and its compatibility tools' "last week" in a query (memfs.mcp_compat) all come here.
 This module imports nothing heavy: clients use it.
 """
 
@@ -28,7 +30,10 @@ from .errors import EXIT_USAGE, InvalidDocumentError, MemfsError
 _UNITS = {"m": "minutes", "min": "minutes", "mins": "minutes", "minute": "minutes", "minutes": "minutes",
           "h": "hours", "hr": "hours", "hrs": "hours", "hour": "hours", "hours": "hours",
           "d": "days", "day": "days", "days": "days",
-          "w": "weeks", "wk": "weeks", "wks": "weeks", "week": "weeks", "weeks": "weeks"}
+          "w": "weeks", "wk": "weeks", "wks": "weeks", "week": "weeks", "weeks": "weeks",
+          # a month is 30 days and a year 365, as mcp-memory-service's recall_memory counts them
+          "month": "months", "months": "months", "y": "years", "year": "years", "years": "years"}
+_DAYS = {"months": 30, "years": 365}
 _AGO = re.compile(r"^(\d+)\s*([a-z]+)(?:\s+ago)?$")
 
 FORMS = "7d, 12h, 2w, '3 days ago', today, yesterday, 'last week', 'last month', 'this year', or an ISO date such as 2025-03-01"
@@ -69,7 +74,13 @@ def parse_when(text: str, *, now: datetime | None = None, option: str = "time") 
         unit = _UNITS.get(m.group(2))
         if unit is None:
             raise InvalidTimeError(text, option)
-        return now - timedelta(**{unit: int(m.group(1))})
+        count = int(m.group(1))
+        if unit in _DAYS:
+            unit, count = "days", count * _DAYS[unit]
+        try:
+            return now - timedelta(**{unit: count})
+        except OverflowError:  # `99999999999d` (#19: a 500 over HTTP, a traceback in the CLI)
+            raise InvalidTimeError(text, option) from None
     if not re.match(r"^\d{4}-\d{2}", s):
         raise InvalidTimeError(text, option)
     try:

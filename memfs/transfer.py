@@ -57,8 +57,6 @@ class TransferOperations:
                expires_at: datetime | None = None, tags: Iterable[str] = ()):
         from .kv import kv_set
 
-        if ttl is not None and ttl <= 0:
-            raise BadRequestError(f"ttl must be a positive number of seconds, not {ttl}")
         with self.owner.using() as store:
             return kv_set(store, key, value, namespace=namespace, ttl=ttl, expires_at=expires_at, tags=tags)
 

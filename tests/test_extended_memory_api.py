@@ -16,10 +16,10 @@ import time
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
 
 from memfs import kv
-from memfs.http_extended import extended_memory_router
+from memfs.http_extended import extended_memory_app
+from memfs.local import LocalOperations
 
 DOC_EXAMPLES = {
     "store": """curl -X POST http://localhost:3009/store \\
@@ -35,9 +35,21 @@ DOC_EXAMPLES = {
 
 
 @pytest.fixture
-def server(store):
-    app = FastAPI()
-    app.include_router(extended_memory_router(lambda: store))
+def ops(root):
+    o = LocalOperations.open(root)
+    yield o
+    o.close()
+
+
+@pytest.fixture
+def store(ops):
+    """The store the operations own, to look at what the routes wrote."""
+    return ops.owner.store
+
+
+@pytest.fixture
+def server(ops, root):
+    app = extended_memory_app(lambda: ops, str(root))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,7 +117,7 @@ def test_values_of_any_json_type_missing_keys_and_clear_needs_confirmation(serve
         assert curl(f"curl {base}/retrieve/{key}", server)["value"] == value
     assert curl(f"curl {base}/retrieve/nope", server) == {"status": "not_found", "key": "nope"}
     missing = curl(f"curl -X POST {base}/store -H 'Content-Type: application/json' -d '{{\"value\": 1}}'", server)
-    assert missing == {"detail": "Key is required"}
+    assert missing["detail"] == "Key is required" and missing["error"]["code"] == "bad_request"
     page = curl(f"curl '{base}/list?limit=2&offset=0'", server)
     assert len(page["keys"]) == 2 and page["total_count"] == 6 and page["has_more"] is True
 
@@ -130,7 +142,7 @@ TOKEN = "extended-port-token-0123456789"
 def _send(port, method, path, body: bytes | None = None, token: str | None = None):
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)  # the first store waits for the model
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     try:
         try:

@@ -392,8 +392,9 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(store_root):
                 await fails(c, "memory_delete", {"id": hostile})
             assert "not a memory id" in await fails(c, "memory_get", {"id": "bad\x00id"})
             assert "nothing to change" in await fails(c, "memory_update", {"id": "0123456789abcdef"})
-            assert "less than or equal to 100" in await fails(c, "memory_search", {"query": "x", "k": 1000})
-            assert "ISO-8601" in await fails(c, "memory_list", {"since": "last tuesday"})
+            # the core's limits and time parser (#19): k up to 1000, times as every door reads them
+            assert "less than or equal to 1000" in await fails(c, "memory_search", {"query": "x", "k": 1001})
+            assert "cannot read 'last tuesday' as a time" in await fails(c, "memory_list", {"since": "last tuesday"})
             assert "query is empty" in await fails(c, "memory_search", {"query": " "})
             assert "cursor" in await fails(c, "memory_list", {"cursor": "../x"})
             assert "not a content hash" not in await fails(c, "delete_memory", {"content_hash": 5})
