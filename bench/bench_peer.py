@@ -157,7 +157,8 @@ class Mms(Side):
         return StdioServerParameters(command=str(self.venv / "bin" / "memory"), args=["server"], env=self.env)
 
     def store_args(self, text):
-        return {"content": text, "metadata": {"tags": "bench"}}
+        # conversation_id: its documented way to skip its semantic de-duplication (similar paragraphs)
+        return {"content": text, "metadata": {"tags": "bench"}, "conversation_id": "bench"}
 
     def search_args(self, query):
         return {"query": query, "limit": 5, "mode": "semantic"}
