@@ -16,6 +16,7 @@ from typing import Iterable
 from . import __version__, inputs
 from .admin import AdminOperations, translated
 from .transfer import TransferOperations
+from .sync.operations import SyncOperations
 from .documents import Memory
 from .errors import BadRequestError, InvalidDocumentError, NotFoundError, io_error
 from .filestore import Layout, fsync_dir
@@ -80,7 +81,7 @@ def _remove_unreadable(store, mem_id: str, path: str) -> Memory:
     return Memory(id=mem_id, content=content if inputs.is_unicode(content) and content.strip() else "(unreadable)")
 
 
-class LocalOperations(AdminOperations, TransferOperations):
+class LocalOperations(AdminOperations, TransferOperations, SyncOperations):
     """Operations over an Owner in this process. `close()` closes the owner when this object made it."""
 
     def __init__(self, owner: Owner, *, owns: bool = False):

@@ -1,0 +1,83 @@
+"""The conflict inbox: `data/conflicts/`, one JSON file per losing version (docs/sync.md).
+
+When two replicas changed the same memory concurrently, every replica picks the same winner and keeps
+the loser here, never drops it. A file names the memory, both versions (content, tags, stamps; a
+delete shows as `"deleted": true`) and when it was found. Resolving removes the file; the resolution
+travels in the next change batch, so the conflict leaves every replica's inbox after its next sync.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from ..errors import BadRequestError, NotFoundError
+from ..filestore import Layout, atomic_write
+
+FORMAT = "memfs.conflict/1"
+NAME = re.compile(r"^([0-9A-Za-z_.:-]{1,200})--([0-9a-z-]{8,80})\.json$")
+
+
+def inbox(layout: Layout) -> Path:
+    return layout.data / "conflicts"
+
+
+def conflict_id(mem_id: str, loser_v: str) -> str:
+    return f"{mem_id}--{loser_v}"
+
+
+def _path(layout: Layout, cid: str) -> Path:
+    if not NAME.match(cid + ".json") or "/" in cid:
+        raise BadRequestError(f"{cid[:80]!r} is not a conflict id; `memfs conflicts list` shows them")
+    return inbox(layout) / f"{cid}.json"
+
+
+def record(layout: Layout, mem_id: str, winner: dict, loser: dict) -> str:
+    """Keep the losing version (idempotent: the same conflict found again writes the same file)."""
+    cid = conflict_id(mem_id, loser["v"])
+    path = _path(layout, cid)
+    if not path.exists():
+        doc = {"format": FORMAT, "conflict": cid, "memory": mem_id,
+               "found_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "winner": winner, "loser": loser}
+        atomic_write(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    return cid
+
+
+def drop(layout: Layout, cid: str) -> None:
+    _path(layout, cid).unlink(missing_ok=True)
+
+
+def drop_superseded(layout: Layout, mem_id: str, v: str) -> None:
+    """A later version of a losing side arrived: its older loser is superseded by the new conflict."""
+    drop(layout, conflict_id(mem_id, v))
+
+
+def listing(layout: Layout) -> list[dict]:
+    out = []
+    d = inbox(layout)
+    if not d.is_dir():
+        return out
+    for p in sorted(d.glob("*.json")):
+        try:
+            out.append(orjson.loads(p.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            out.append({"conflict": p.stem, "error": f"{p} does not read as JSON"})
+    return out
+
+
+def count(layout: Layout) -> int:
+    d = inbox(layout)
+    return sum(1 for _ in d.glob("*.json")) if d.is_dir() else 0
+
+
+def get(layout: Layout, cid: str) -> dict:
+    path = _path(layout, cid)
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise NotFoundError(f"no conflict {cid!r} in {inbox(layout)}; `memfs conflicts list` shows them "
+                            "(it may have been resolved on another replica)") from None

@@ -1,0 +1,178 @@
+"""Merging incoming changes into this replica, one memory at a time (docs/sync.md, "Merging").
+
+Records arrive sorted by their hybrid-logical-clock stamps. For one memory, with this replica's head H
+(the version it holds as shared) and an incoming change C made on top of version C.parent:
+
+- C's version was seen here before: nothing to do (a repeat, or an ancestor of what we hold).
+- no head, or H is C.parent: C simply arrives (a new memory, an edit, a delete).
+- otherwise the two are concurrent. A put beats a delete (an edit is never lost to a concurrent
+  delete; the delete is what goes to the inbox); else the later stamp wins, ties by replica id. Every
+  replica sees the same two versions and picks the same winner; the loser goes to the conflict inbox.
+
+A file changed here after this sync collected its changes is stamped now, so it takes part as the
+newer local version rather than being overwritten; it goes out with the next sync.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from ..errors import InvalidDocumentError
+from . import conflicts
+from .engine import delete_file, memory_from, version_of, write_memory
+from .objects import RemoteObjectError
+from .state import Stamp
+
+DIM = 384
+
+
+class Merger:
+    def __init__(self, engine, report):
+        self.engine = engine
+        self.store = engine.store
+        self.state = engine.state
+        self.layout = engine.store.layout
+        self.report = report
+        self.touched: list[str] = []
+
+    def apply(self, records: list[dict]) -> None:
+        from .engine import _step
+
+        self._cache_vectors(records)
+        progress = self.engine.progress
+        for i, r in enumerate(records):
+            self.state.receive(Stamp.parse(r["hlc"]))
+            with self.state.tx():
+                if r["op"] == "resolve":
+                    self._resolved(r)
+                else:
+                    self._one(r)
+            if i == 0:
+                _step("applied-one")
+            if progress and (i % 200 == 0 or i == len(records) - 1):
+                progress("apply", i + 1, len(records))
+        if self.touched:
+            before = self.store.embedder.embedded
+            self.store.reconcile(paths=self.touched, verify_vectors=False)
+            self.report.embedded += self.store.embedder.embedded - before
+
+    # -- vectors travel --------------------------------------------------------------------------------
+
+    def _cache_vectors(self, records: list[dict]) -> None:
+        """Vectors made by our model for exactly this content go into the embedding cache, so writing the
+        memory embeds nothing. Checked per record: the model id, the content hash, the shape."""
+        model = self.engine.model
+        good = {}
+        for r in records:
+            if r.get("op") != "put" or r.get("model") != model or not r.get("vec"):
+                continue
+            content = (r.get("doc") or {}).get("content")
+            if not isinstance(content, str):
+                continue
+            from ..documents import content_hash
+
+            h = content_hash(content)
+            if r.get("h") != h:
+                continue  # made for other content: not trusted
+            try:
+                vec = np.frombuffer(base64.b64decode(r["vec"], validate=True), dtype=np.float32)
+            except (ValueError, TypeError):
+                continue
+            if vec.shape == (DIM,) and np.isfinite(vec).all():
+                good[h] = vec
+        if good:
+            with self.store.catalog.transaction():
+                self.store.catalog.cache_vectors(model, good)
+            self.report.vectors_reused += len(good)
+
+    # -- one change -------------------------------------------------------------------------------------
+
+    def _resolved(self, r: dict) -> None:
+        loser = r.get("loser")
+        if isinstance(loser, str):
+            self.state.resolve(r["id"], loser)
+            conflicts.drop(self.layout, conflicts.conflict_id(r["id"], loser))
+
+    def _local(self, mem_id: str):
+        """(the memory as its file says now, its version id, its path), or (None, None, path/None)."""
+        path = self.store.catalog.path_for_id(mem_id)
+        if path is None:
+            return None, None, None
+        try:
+            m = self.store._read(path)
+        except Exception:  # unreadable or invalid: the last indexed version stands for it
+            entry = self.store.catalog.get(mem_id)
+            m = entry.memory if entry else None
+        if m is None or m.id != mem_id:
+            return None, None, path
+        return m, version_of(m), path
+
+    def _one(self, r: dict) -> None:
+        mem_id, v, parent = r["id"], r.get("v"), r.get("parent")
+        if not isinstance(v, str) or self.state.was_seen(mem_id, v):
+            return
+        stamp = Stamp.parse(r["hlc"])
+        deleted = r["op"] == "del"
+        incoming = None
+        if not deleted:
+            try:
+                incoming = memory_from(r.get("doc") or {}, mem_id)
+            except InvalidDocumentError as e:
+                raise RemoteObjectError(f"(record for memory {mem_id})", f"its document is invalid: {e}") from None
+            if incoming.id != mem_id or version_of(incoming) != v:
+                raise RemoteObjectError(f"(record for memory {mem_id})", "its document does not match its version id")
+        local, local_v, path = self._local(mem_id)
+        head = self.state.head(mem_id)
+        if local_v != (None if head is None or head[3] else head[0]):
+            head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
+        if head is None or head[0] == parent:
+            self._take(mem_id, v, stamp, deleted, incoming, path)
+            return
+        self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
+
+    def _stamp_local(self, mem_id: str, local_v: str | None, head):
+        """A change made here after this sync collected (or never collected): stamp it now, send it next."""
+        stamp = self.state.tick()
+        v = local_v if local_v is not None else f"del-{stamp.text()}"
+        self.state.set_head(mem_id, v, stamp, local_v is None)
+        self.state.add_unpushed(mem_id, v, head[0] if head else None)
+        return (v, stamp.text(), stamp.replica, int(local_v is None))
+
+    def _take(self, mem_id, v, stamp, deleted, incoming, path) -> None:
+        if deleted:
+            if path is not None:
+                delete_file(self.store, path)
+                self.touched.append(path)
+                self.report.applied += 1
+        else:
+            rel = write_memory(self.store, incoming, path)
+            self.touched.append(rel)
+            self.report.applied += 1
+        self.state.set_head(mem_id, v, stamp, deleted)
+
+    def _concurrent(self, r, mem_id, v, stamp, deleted, incoming, head, local, path) -> None:
+        head_v, head_stamp, head_deleted = head[0], Stamp.parse(head[1]), bool(head[3])
+        if deleted and head_deleted:
+            self.state.mark_seen(mem_id, v)
+            return
+        if deleted != head_deleted:
+            incoming_wins = not deleted  # an edit beats a concurrent delete, whatever the clocks say
+        else:
+            incoming_wins = stamp > head_stamp
+        theirs = {"v": v, "hlc": stamp.text(), "replica": stamp.replica, "deleted": deleted,
+                  **({"doc": incoming.to_dict()} if incoming else {})}
+        ours = {"v": head_v, "hlc": head_stamp.text(), "replica": head_stamp.replica, "deleted": head_deleted,
+                **({"doc": local.to_dict()} if local is not None and not head_deleted else {})}
+        winner, loser = (theirs, ours) if incoming_wins else (ours, theirs)
+        parent = r.get("parent")
+        if isinstance(parent, str):
+            conflicts.drop_superseded(self.layout, mem_id, parent)
+        if not self.state.is_resolved(mem_id, loser["v"]):
+            conflicts.record(self.layout, mem_id, winner, loser)
+            self.report.conflicts += 1
+        if incoming_wins:
+            self._take(mem_id, v, stamp, deleted, incoming, path)
+        self.state.mark_seen(mem_id, v)
+        self.state.mark_seen(mem_id, head_v)
