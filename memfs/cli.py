@@ -79,6 +79,9 @@ def init(as_json) -> None:
 
     layout = click.get_current_context().obj["layout"]
     layout.create()
+    from .sync.state import replica_id
+
+    replica_id(layout)  # this store's replica id for `memfs sync` (docs/sync.md)
     if as_json:
         emit_json({"root": str(layout.root), "memories": str(layout.memories)})
     else:
@@ -640,6 +643,12 @@ def mcp(tools, create) -> None:
 
     o = click.get_current_context().obj
     serve_stdio(Path(o["root"]), tools=tools, create=create, idle_exit=o["idle_exit"])
+
+
+from .sync_cli import conflicts as _conflicts_group, sync as _sync_group  # noqa: E402  (issue #20)
+
+cli.add_command(_sync_group)
+cli.add_command(_conflicts_group)
 
 
 def main() -> None:
