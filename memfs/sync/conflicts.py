@@ -8,6 +8,7 @@ travels in the next change batch, so the conflict leaves every replica's inbox a
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..errors import BadRequestError, NotFoundError
 from ..filestore import Layout, atomic_write
 
 FORMAT = "memfs.conflict/1"
-NAME = re.compile(r"^([0-9A-Za-z_.:-]{1,200})--([0-9a-z-]{8,80})\.json$")
+NAME = re.compile(r"^([^/\\\x00]{1,200})--([0-9a-f]{16})\.json$")
 
 
 def inbox(layout: Layout) -> Path:
@@ -26,11 +27,12 @@ def inbox(layout: Layout) -> Path:
 
 
 def conflict_id(mem_id: str, loser_v: str) -> str:
-    return f"{mem_id}--{loser_v}"
+    """The memory's id and a short hash of the losing version: the same on every replica."""
+    return f"{mem_id}--{hashlib.sha256(loser_v.encode()).hexdigest()[:16]}"
 
 
 def _path(layout: Layout, cid: str) -> Path:
-    if not NAME.match(cid + ".json") or "/" in cid:
+    if not isinstance(cid, str) or not NAME.match(cid + ".json"):
         raise BadRequestError(f"{cid[:80]!r} is not a conflict id; `memfs conflicts list` shows them")
     return inbox(layout) / f"{cid}.json"
 

@@ -219,33 +219,21 @@ class SyncEngine:
             _step("pushed")
 
     def _collect(self, prefix: str) -> int:
-        """Stamp local changes and queue them as the next batch; returns how many records it holds."""
+        """Stamp local changes and queue them as the next batch; returns how many records it holds.
+
+        The first batch to a remote also carries every unchanged memory at its current version and
+        stamp (a snapshot), so a new remote, or one rebuilt after a loss, gets this replica's whole store.
+        """
         with self.store._mutex:
             changes, current = self._local_changes()
             unsent = self.state.unsent()
-            if not changes and not unsent:
+            _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
+            snapshot = [i for i in current if i not in changes] if seq == 1 else []
+            if not changes and not unsent and not snapshot:
                 return 0
-            ids = [i for i, (v, _) in changes.items() if v is not None]
-            entries = self.store.catalog.get_many(ids)
-            vectors = self.store.catalog.cached_vectors(self.model, {e.hash for e in entries.values()})
-            records, heads = [], []
-            for mem_id, (v, parent) in sorted(changes.items()):
-                stamp = self.state.tick()
-                rec = {"id": mem_id, "parent": parent, "hlc": stamp.text()}
-                if v is None:
-                    rec.update(op="del", v=f"del-{stamp.text()}")
-                else:
-                    e = entries[mem_id]
-                    rec.update(op="put", v=v, doc=e.memory.to_dict())
-                    vec = vectors.get(e.hash)
-                    if vec is not None:
-                        rec.update(model=self.model, h=e.hash,
-                                   vec=base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode())
-                records.append(rec)
-                heads.append((mem_id, rec["v"], stamp, v is None))
+            records, heads = self._records(changes, snapshot)
             for mem_id, loser in unsent:
                 records.append({"op": "resolve", "id": mem_id, "loser": loser, "hlc": self.state.tick().text()})
-            _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
             data = self.codec.seal(encode(Batch(self.state.replica, seq, last, records)))
             name = batch_name(prefix, seq, data)
             with self.state.tx():
@@ -256,6 +244,37 @@ class SyncEngine:
                 self.state.sent()
                 self.state.clear_unpushed()
         return len(records)
+
+    def _records(self, changes: dict, snapshot: list[str]) -> tuple[list[dict], list]:
+        ids = [i for i, (v, _) in changes.items() if v is not None] + snapshot
+        entries = self.store.catalog.get_many(ids)
+        vectors = self.store.catalog.cached_vectors(self.model, {e.hash for e in entries.values()})
+        records, heads = [], []
+        for mem_id, (v, parent) in sorted(changes.items()):
+            stamp = self.state.tick()
+            rec = {"id": mem_id, "parent": parent, "hlc": stamp.text()}
+            if v is None:
+                rec.update(op="del", v=f"del-{stamp.text()}")
+            else:
+                rec.update(self._put(entries[mem_id], v, vectors))
+            records.append(rec)
+            heads.append((mem_id, rec["v"], stamp, v is None))
+        known = self.state.heads()
+        for mem_id in sorted(snapshot):
+            h = known.get(mem_id)
+            if h is None or mem_id not in entries:
+                continue
+            records.append({"id": mem_id, "parent": None, "hlc": h[1], "snapshot": True,
+                            **self._put(entries[mem_id], h[0], vectors)})
+        return records, heads
+
+    def _put(self, e, v: str, vectors: dict) -> dict:
+        rec = {"op": "put", "v": v, "doc": e.memory.to_dict()}
+        vec = vectors.get(e.hash)
+        if vec is not None:
+            rec.update(model=self.model, h=e.hash,
+                       vec=base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode())
+        return rec
 
     # -- fetch and verify -------------------------------------------------------------------------------
 

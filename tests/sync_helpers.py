@@ -1,0 +1,52 @@
+"""What the sync tests share: replicas as stores in this process (the real model, real Chroma, real
+files), hand edits, and what "the same set" means."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+
+from memfs.local import LocalOperations
+
+
+def replica(base: Path, name: str, clock=None) -> LocalOperations:
+    """A store at base/name owned by this process, without a watcher (a sync looks at the files itself)."""
+    ops = LocalOperations.open(base / name, watch=False)
+    if clock is not None:
+        ops.sync_clock = clock
+    return ops
+
+
+def contents(ops) -> dict[str, str]:
+    """id -> content hash of every memory in the store."""
+    page = ops.list(limit=100_000)
+    return {r.memory.id: r.memory.content_hash for r in page.memories}
+
+
+def path_of(ops, mem_id: str) -> Path:
+    with ops.owner.using() as store:
+        return store.path_of(mem_id)
+
+
+def hand_edit(ops, mem_id: str, content: str) -> None:
+    """Change a memory's file as a person with an editor would: not through the API."""
+    p = path_of(ops, mem_id)
+    doc = orjson.loads(p.read_bytes())
+    doc["content"] = content
+    p.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+def hand_delete(ops, mem_id: str) -> None:
+    path_of(ops, mem_id).unlink()
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under a directory (what "untouched" is checked against)."""
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def conflict_ids(ops) -> set[str]:
+    return {c["conflict"] for c in ops.conflicts()}
