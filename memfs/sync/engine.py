@@ -29,7 +29,6 @@ import orjson
 from .. import documents
 from ..documents import Memory
 from ..filestore import atomic_write, fsync_dir, new_relpath
-from . import conflicts
 from .objects import (KEY_OBJECT, MARKER, REPLICAS, Batch, Codec, RemoteObjectError, SyncKeyError, batch_name,
                       decode, encode, parse_name)
 from .remotes import TEMP_PREFIX, Remote

@@ -21,11 +21,14 @@ import numpy as np
 
 from ..errors import InvalidDocumentError
 from . import conflicts
-from .engine import delete_file, memory_from, version_of, write_memory
+from ..documents import Memory
+from ..filestore import atomic_write_many, new_relpath
+from .engine import delete_file, memory_from, version_of
 from .objects import RemoteObjectError
 from .state import Stamp
 
 DIM = 384
+CHUNK = 500  # records decided, written and recorded together
 
 
 class Merger:
@@ -36,27 +39,53 @@ class Merger:
         self.layout = engine.store.layout
         self.report = report
         self.touched: list[str] = []
+        self.unpushed: list[tuple[str, str, str | None]] = []
 
     def apply(self, records: list[dict]) -> None:
+        """Merge in chunks: decide each record, write the chunk's files (flushed together), then record
+        the new heads in one transaction. Files go first: a head that names a version the file does not
+        hold would be taken for a local change and sent back out."""
         from .engine import _step
 
         self._cache_vectors(records)
         progress = self.engine.progress
-        for i, r in enumerate(records):
-            self.state.receive(Stamp.parse(r["hlc"]))
-            with self.state.tx():
-                if r["op"] == "resolve":
-                    self._resolved(r)
-                else:
-                    self._one(r)
-            if i == 0:
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start:start + CHUNK]
+            self.writes: dict[str, tuple[str | None, Memory | None]] = {}  # id -> (path, memory or None)
+            self.heads: list[tuple] = []
+            self.seen: list[tuple[str, str]] = []
+            for r in chunk:
+                self.state.receive(Stamp.parse(r["hlc"]))
+                self._resolved(r) if r["op"] == "resolve" else self._one(r)
+            self._flush()
+            if start == 0:
                 _step("applied-one")
-            if progress and (i % 200 == 0 or i == len(records) - 1):
-                progress("apply", i + 1, len(records))
+            if progress:
+                progress("apply", start + len(chunk), len(records))
         if self.touched:
             before = self.store.embedder.embedded
             self.store.reconcile(paths=self.touched, verify_vectors=False)
             self.report.embedded += self.store.embedder.embedded - before
+
+    def _flush(self) -> None:
+        puts = []
+        for mem_id, (path, m) in self.writes.items():
+            if m is None:
+                if path is not None:
+                    delete_file(self.store, path)
+                    self.touched.append(path)
+            else:
+                rel = path or self._new_rel(m, {p for p, _ in puts})
+                puts.append((self.layout.memories / rel, m.to_bytes()))
+                self.touched.append(rel)
+        atomic_write_many(puts)
+        with self.state.tx():
+            for mem_id, v, stamp, deleted in self.heads:
+                self.state.set_head(mem_id, v, stamp, deleted)
+            for mem_id, v in self.seen:
+                self.state.mark_seen(mem_id, v)
+            self.state.save_unpushed(self.unpushed)
+        self.unpushed = []
 
     # -- vectors travel --------------------------------------------------------------------------------
 
@@ -96,35 +125,41 @@ class Merger:
             conflicts.drop(self.layout, conflicts.conflict_id(r["id"], loser))
 
     def _local(self, mem_id: str):
-        """(the memory as its file says now, its version id, its path), or (None, None, path/None)."""
+        """(the memory as this replica holds it now, its version id, its path): from this chunk's pending
+        writes, else its file, else (unreadable or invalid) its last indexed version."""
         path = self.store.catalog.path_for_id(mem_id)
+        if mem_id in self.writes:
+            path, m = self.writes[mem_id]
+            return m, (version_of(m) if m is not None else None), path
         if path is None:
             return None, None, None
         try:
             m = self.store._read(path)
-        except Exception:  # unreadable or invalid: the last indexed version stands for it
+        except Exception:  # unreadable or invalid: the last good version stands for it, never "deleted"
             entry = self.store.catalog.get(mem_id)
             m = entry.memory if entry else None
         if m is None or m.id != mem_id:
             return None, None, path
         return m, version_of(m), path
 
+    def _head(self, mem_id: str):
+        for h in reversed(self.heads):
+            if h[0] == mem_id:
+                return (h[1], h[2].text(), h[2].replica, int(h[3]))
+        return self.state.head(mem_id)
+
     def _one(self, r: dict) -> None:
         mem_id, v, parent = r["id"], r.get("v"), r.get("parent")
-        if not isinstance(v, str) or self.state.was_seen(mem_id, v):
+        if not isinstance(v, str) or self.state.was_seen(mem_id, v) or (mem_id, v) in self.seen:
             return
         stamp = Stamp.parse(r["hlc"])
         deleted = r["op"] == "del"
-        incoming = None
-        if not deleted:
-            try:
-                incoming = memory_from(r.get("doc") or {}, mem_id)
-            except InvalidDocumentError as e:
-                raise RemoteObjectError(f"(record for memory {mem_id})", f"its document is invalid: {e}") from None
-            if incoming.id != mem_id or version_of(incoming) != v:
-                raise RemoteObjectError(f"(record for memory {mem_id})", "its document does not match its version id")
+        incoming = None if deleted else self._incoming(r, mem_id, v)
         local, local_v, path = self._local(mem_id)
-        head = self.state.head(mem_id)
+        if local_v is not None and local_v == v:  # written before a crash, its head not yet recorded
+            self.heads.append((mem_id, v, stamp, False))
+            return
+        head = self._head(mem_id)
         if local_v != (None if head is None or head[3] else head[0]):
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
         if head is None or head[0] == parent:
@@ -132,30 +167,37 @@ class Merger:
             return
         self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
 
+    def _incoming(self, r: dict, mem_id: str, v: str) -> Memory:
+        try:
+            m = memory_from(r.get("doc") or {}, mem_id)
+        except InvalidDocumentError as e:
+            raise RemoteObjectError(f"(a record for memory {mem_id})", f"its document is invalid: {e}") from None
+        if m.id != mem_id or version_of(m) != v:
+            raise RemoteObjectError(f"(a record for memory {mem_id})", "its document does not match its version id")
+        return m
+
     def _stamp_local(self, mem_id: str, local_v: str | None, head):
         """A change made here after this sync collected (or never collected): stamp it now, send it next."""
         stamp = self.state.tick()
         v = local_v if local_v is not None else f"del-{stamp.text()}"
-        self.state.set_head(mem_id, v, stamp, local_v is None)
-        self.state.add_unpushed(mem_id, v, head[0] if head else None)
+        self.heads.append((mem_id, v, stamp, local_v is None))
+        self.unpushed.append((mem_id, v, head[0] if head else None))
         return (v, stamp.text(), stamp.replica, int(local_v is None))
 
     def _take(self, mem_id, v, stamp, deleted, incoming, path) -> None:
         if deleted:
-            if path is not None:
-                delete_file(self.store, path)
-                self.touched.append(path)
+            if path is not None or mem_id in self.writes:
+                self.writes[mem_id] = (path, None)
                 self.report.applied += 1
         else:
-            rel = write_memory(self.store, incoming, path)
-            self.touched.append(rel)
+            self.writes[mem_id] = (path, incoming)
             self.report.applied += 1
-        self.state.set_head(mem_id, v, stamp, deleted)
+        self.heads.append((mem_id, v, stamp, deleted))
 
     def _concurrent(self, r, mem_id, v, stamp, deleted, incoming, head, local, path) -> None:
         head_v, head_stamp, head_deleted = head[0], Stamp.parse(head[1]), bool(head[3])
+        self.seen += [(mem_id, v), (mem_id, head_v)]
         if deleted and head_deleted:
-            self.state.mark_seen(mem_id, v)
             return
         if deleted != head_deleted:
             incoming_wins = not deleted  # an edit beats a concurrent delete, whatever the clocks say
@@ -174,5 +216,12 @@ class Merger:
             self.report.conflicts += 1
         if incoming_wins:
             self._take(mem_id, v, stamp, deleted, incoming, path)
-        self.state.mark_seen(mem_id, v)
-        self.state.mark_seen(mem_id, head_v)
+
+    def _new_rel(self, m: Memory, pending: set) -> str:
+        """A new file's path, unused on disk and by the other files of this chunk."""
+        rel = new_relpath(self.layout.memories, m.id, m.content, m.created_at)
+        n = 2
+        while self.layout.memories / rel in pending:
+            rel = rel.removesuffix(".json") + f"-{n}.json"
+            n += 1
+        return rel

@@ -88,6 +88,7 @@ class SyncState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._hlc = self._load_clock()
 
     def close(self) -> None:
         self.db.close()
@@ -97,28 +98,27 @@ class SyncState:
 
     # -- the clock ----------------------------------------------------------------------------------
 
-    def _last(self) -> tuple[int, int]:
+    def _load_clock(self) -> tuple[int, int]:
         row = self.db.execute("SELECT v FROM meta WHERE k = 'hlc'").fetchone()
         if not row:
             return 0, 0
         ms, count = row[0].split(".")
         return int(ms), int(count)
 
-    def _save(self, ms: int, count: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", (f"{ms}.{count}",))
+    def _save_clock(self) -> None:
+        """Saved with every head it stamped (set_head), in the same transaction."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", ("%d.%d" % self._hlc,))
 
     def tick(self) -> Stamp:
         """A stamp for a local change, later than every stamp this replica has made or seen."""
-        ms, count = self._last()
+        ms, count = self._hlc
         now = int(self.clock() * 1000)
-        ms, count = (now, 0) if now > ms else (ms, count + 1)
-        self._save(ms, count)
-        return Stamp(ms, count, self.replica)
+        self._hlc = (now, 0) if now > ms else (ms, count + 1)
+        return Stamp(*self._hlc, self.replica)
 
     def receive(self, stamp: Stamp) -> None:
-        ms, count = self._last()
-        if (stamp.ms, stamp.count) > (ms, count):
-            self._save(stamp.ms, stamp.count)
+        if (stamp.ms, stamp.count) > self._hlc:
+            self._hlc = (stamp.ms, stamp.count)
 
     # -- heads and seen versions ---------------------------------------------------------------------
 
@@ -133,6 +133,7 @@ class SyncState:
         self.db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)",
                         (mem_id, v, stamp.text(), stamp.replica, int(deleted)))
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (mem_id, v))
+        self._save_clock()
 
     def was_seen(self, mem_id: str, v: str) -> bool:
         return self.db.execute("SELECT 1 FROM seen WHERE id = ? AND v = ?", (mem_id, v)).fetchone() is not None
@@ -213,8 +214,8 @@ class SyncState:
     def unpushed(self) -> dict[str, tuple[str, str | None]]:
         return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT id, v, parent FROM unpushed")}
 
-    def add_unpushed(self, mem_id: str, v: str, parent: str | None) -> None:
-        self.db.execute("INSERT OR REPLACE INTO unpushed VALUES (?, ?, ?)", (mem_id, v, parent))
+    def save_unpushed(self, rows: list[tuple[str, str, str | None]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO unpushed VALUES (?, ?, ?)", rows)
 
     def clear_unpushed(self) -> None:
         self.db.execute("DELETE FROM unpushed")
