@@ -50,3 +50,28 @@ def tree_digest(directory: Path) -> dict[str, str]:
 
 def conflict_ids(ops) -> set[str]:
     return {c["conflict"] for c in ops.conflicts()}
+
+
+class OneHotFakeEmbedder:
+    """FAKE, for plumbing tests that do not depend on meaning (hostile remotes, crashes, encryption,
+    bootstrap counts): a content hash to a one-hot vector. No model is loaded."""
+
+    model_id, dim = "fake-one-hot", 384
+
+    def __init__(self):
+        self.embedded = 0
+        self.loaded = True
+
+    def embed(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            out[i, hashlib.sha256(t.encode()).digest()[0] % self.dim] = 1
+        self.embedded += len(texts)
+        return out
+
+
+def fake_replica(base: Path, name: str) -> LocalOperations:
+    """A replica whose embedder is the FAKE one (plumbing tests only)."""
+    return LocalOperations.open(base / name, watch=False, embedder=OneHotFakeEmbedder())

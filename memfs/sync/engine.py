@@ -3,10 +3,10 @@ pushed, merge per memory, keep every losing version.
 
 The transaction, each step a fault-injection point (`crash_at`, used by tests/test_sync_crash.py):
 
+    fetched     every new peer object read and verified (nothing written anywhere yet)
     collected   local changes stamped, the batch made and queued in sync.sqlite (one transaction)
     uploaded    the queued batch written once to the remote under this replica's prefix
     pushed      the queue emptied
-    fetched     every new peer object read and verified (nothing applied yet)
     applied     merged into the files, heads and the conflict inbox (one memory at a time, idempotent)
     cursors     the per-peer read positions saved
 
@@ -36,7 +36,7 @@ from .state import Stamp, SyncState
 
 crash_at: str | None = None
 CRASH_EXIT = 86
-STEPS = ("collected", "uploaded", "pushed", "fetched", "applied-one", "applied", "cursors")
+STEPS = ("fetched", "collected", "uploaded", "pushed", "applied-one", "applied", "cursors")
 
 
 def _step(name: str) -> None:
@@ -105,9 +105,11 @@ class SyncEngine:
             report.would_pull = sum(len(i.batch.records) for i in self._fetch(listing, prefix, report))
             report.seconds = time.monotonic() - started
             return report
-        self._push(prefix, report)
-        incoming = self._fetch(self.remote.list(REPLICAS), prefix, report)
+        # Read and verify everything first: a wrong key or a damaged object stops the sync before this
+        # replica writes anything, here or on the remote.
+        incoming = self._fetch(listing, prefix, report)
         _step("fetched")
+        self._push(prefix, report)
         self._apply(incoming, report)
         _step("applied")
         for inc in incoming:
