@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from conftest import run_memfs
-from memfs.sync.objects import RemoteObjectError, SyncKeyError
+from memfs.sync.objects import RemoteObjectError
 from sync_helpers import contents, fake_replica, tree_digest
 
 SECRET_WORDS = ["zanzibar-octopus-7731", "quokka-ledger-5519"]

@@ -4,11 +4,12 @@ pushed, merge per memory, keep every losing version.
 The transaction, each step a fault-injection point (`crash_at`, used by tests/test_sync_crash.py):
 
     fetched     every new peer object read and verified (nothing written anywhere yet)
+    applied-one the first chunk of changes merged (files, then heads and the conflict inbox)
+    applied     every chunk merged
+    cursors     the per-peer read positions saved
     collected   local changes stamped, the batch made and queued in sync.sqlite (one transaction)
     uploaded    the queued batch written once to the remote under this replica's prefix
     pushed      the queue emptied
-    applied     merged into the files, heads and the conflict inbox (one memory at a time, idempotent)
-    cursors     the per-peer read positions saved
 
 A crash anywhere leaves the remote readable (objects appear whole or not at all) and the next sync
 finishes the job: a queued batch is uploaded again (same name, same bytes), and an apply repeated
@@ -36,7 +37,7 @@ from .state import Stamp, SyncState
 
 crash_at: str | None = None
 CRASH_EXIT = 86
-STEPS = ("fetched", "collected", "uploaded", "pushed", "applied-one", "applied", "cursors")
+STEPS = ("fetched", "applied-one", "applied", "cursors", "collected", "uploaded", "pushed")
 
 
 def _step(name: str) -> None:
@@ -109,14 +110,17 @@ class SyncEngine:
         # replica writes anything, here or on the remote.
         incoming = self._fetch(listing, prefix, report)
         _step("fetched")
-        self._push(prefix, report)
         self._apply(incoming, report)
         _step("applied")
         for inc in incoming:
+            if inc.prefix == prefix:  # this replica's own objects it did not know (see _fetch)
+                self.state.pushed(self.key, inc.batch.seq, inc.name)
+                continue
             stamps = [r.get("hlc") for r in inc.batch.records if r.get("hlc")]
             self.state.set_peer(self.key, inc.prefix, inc.batch.replica, inc.batch.seq, inc.name,
                                 max(stamps) if stamps else None)
         _step("cursors")
+        self._push(prefix, report)
         self.state.note(self.key, error=None)
         report.seconds = time.monotonic() - started
         return report
@@ -229,7 +233,7 @@ class SyncEngine:
             changes, current = self._local_changes()
             unsent = self.state.unsent()
             _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
-            snapshot = [i for i in current if i not in changes] if seq == 1 else []
+            snapshot = [i for i in current if i not in changes] if self.state.needs_snapshot(self.key) else []
             if not changes and not unsent and not snapshot:
                 return 0
             records, heads = self._records(changes, snapshot)
@@ -239,8 +243,8 @@ class SyncEngine:
             name = batch_name(prefix, seq, data)
             with self.state.tx():
                 self.state.queue(self.key, seq, name, data)
-                for mem_id, v, stamp, deleted in heads:
-                    self.state.set_head(mem_id, v, stamp, deleted)
+                for mem_id, v, stamp, deleted, parent in heads:
+                    self.state.set_head(mem_id, v, stamp, deleted, parent)
                 self.state.pushed(self.key, seq, name)
                 self.state.sent()
                 self.state.clear_unpushed()
@@ -259,13 +263,13 @@ class SyncEngine:
             else:
                 rec.update(self._put(entries[mem_id], v, vectors))
             records.append(rec)
-            heads.append((mem_id, rec["v"], stamp, v is None))
+            heads.append((mem_id, rec["v"], stamp, v is None, parent))
         known = self.state.heads()
         for mem_id in sorted(snapshot):
             h = known.get(mem_id)
             if h is None or mem_id not in entries:
                 continue
-            records.append({"id": mem_id, "parent": None, "hlc": h[1], "snapshot": True,
+            records.append({"id": mem_id, "parent": h[4], "hlc": h[1], "snapshot": True,
                             **self._put(entries[mem_id], h[0], vectors)})
         return records, heads
 
@@ -297,13 +301,20 @@ class SyncEngine:
         out: list[Incoming] = []
         for prefix, objects in sorted(by_prefix.items()):
             if prefix == own:
-                continue
-            report.peers.append(prefix)
-            seen_seq, last_name = self.state.peer(self.key, prefix)
-            if seen_seq and objects.get(seen_seq) != last_name and max(objects) < seen_seq + 1:
+                # Trigger: objects under this replica's own prefix beyond what its state says it wrote.
+                # Why: the same remote reached under another name, or this store restored from a
+                # backup; writing "the next" number again would put two objects at one number.
+                # Outcome: they are read like a peer's (their versions mostly seen already), and the
+                # next batch continues after them.
+                _p, next_seq, last_name = self.state.remote(self.key, self.codec.encrypted)
+                seen_seq = next_seq - 1
+            else:
+                report.peers.append(prefix)
+                seen_seq, last_name = self.state.peer(self.key, prefix)
+            if prefix != own and seen_seq and objects.get(seen_seq) != last_name and max(objects) < seen_seq + 1:
                 raise RemoteObjectError(f"{REPLICAS}{prefix}/", f"it holds an older state than this replica has "
                                         f"already read (up to sequence {seen_seq}): a replay or a rolled-back remote")
-            if seen_seq and seen_seq in objects and objects[seen_seq] != last_name:
+            if prefix != own and seen_seq and seen_seq in objects and objects[seen_seq] != last_name:
                 raise RemoteObjectError(objects[seen_seq], "it differs from the object this replica read at that "
                                         "sequence number (a replaced object)")
             prev = last_name
@@ -326,7 +337,7 @@ class SyncEngine:
         if batch.prev != prev:
             raise RemoteObjectError(name, "it does not follow the previous object of its replica (a replayed or "
                                     "out-of-place object)")
-        if batch.replica == self.state.replica:
+        if batch.replica == self.state.replica and prefix != self.state.remote(self.key, self.codec.encrypted)[0]:
             raise RemoteObjectError(name, "it claims to come from this replica but lies under another prefix")
         if not self.codec.encrypted and batch.replica != prefix:
             raise RemoteObjectError(name, f"it claims replica {batch.replica[:40]!r} but lies under {prefix!r}")

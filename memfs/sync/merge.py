@@ -80,8 +80,8 @@ class Merger:
                 self.touched.append(rel)
         atomic_write_many(puts)
         with self.state.tx():
-            for mem_id, v, stamp, deleted in self.heads:
-                self.state.set_head(mem_id, v, stamp, deleted)
+            for mem_id, v, stamp, deleted, parent in self.heads:
+                self.state.set_head(mem_id, v, stamp, deleted, parent)
             for mem_id, v in self.seen:
                 self.state.mark_seen(mem_id, v)
             self.state.save_unpushed(self.unpushed)
@@ -145,7 +145,7 @@ class Merger:
     def _head(self, mem_id: str):
         for h in reversed(self.heads):
             if h[0] == mem_id:
-                return (h[1], h[2].text(), h[2].replica, int(h[3]))
+                return (h[1], h[2].text(), h[2].replica, int(h[3]), h[4])
         return self.state.head(mem_id)
 
     def _one(self, r: dict) -> None:
@@ -157,13 +157,13 @@ class Merger:
         incoming = None if deleted else self._incoming(r, mem_id, v)
         local, local_v, path = self._local(mem_id)
         if local_v is not None and local_v == v:  # written before a crash, its head not yet recorded
-            self.heads.append((mem_id, v, stamp, False))
+            self.heads.append((mem_id, v, stamp, False, parent))
             return
         head = self._head(mem_id)
         if local_v != (None if head is None or head[3] else head[0]):
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
         if head is None or head[0] == parent:
-            self._take(mem_id, v, stamp, deleted, incoming, path)
+            self._take(mem_id, v, stamp, deleted, incoming, path, parent)
             return
         self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
 
@@ -180,11 +180,12 @@ class Merger:
         """A change made here after this sync collected (or never collected): stamp it now, send it next."""
         stamp = self.state.tick()
         v = local_v if local_v is not None else f"del-{stamp.text()}"
-        self.heads.append((mem_id, v, stamp, local_v is None))
-        self.unpushed.append((mem_id, v, head[0] if head else None))
-        return (v, stamp.text(), stamp.replica, int(local_v is None))
+        parent = head[0] if head else None
+        self.heads.append((mem_id, v, stamp, local_v is None, parent))
+        self.unpushed.append((mem_id, v, parent))
+        return (v, stamp.text(), stamp.replica, int(local_v is None), parent)
 
-    def _take(self, mem_id, v, stamp, deleted, incoming, path) -> None:
+    def _take(self, mem_id, v, stamp, deleted, incoming, path, parent) -> None:
         if deleted:
             if path is not None or mem_id in self.writes:
                 self.writes[mem_id] = (path, None)
@@ -192,7 +193,7 @@ class Merger:
         else:
             self.writes[mem_id] = (path, incoming)
             self.report.applied += 1
-        self.heads.append((mem_id, v, stamp, deleted))
+        self.heads.append((mem_id, v, stamp, deleted, parent))
 
     def _concurrent(self, r, mem_id, v, stamp, deleted, incoming, head, local, path) -> None:
         head_v, head_stamp, head_deleted = head[0], Stamp.parse(head[1]), bool(head[3])
@@ -215,7 +216,7 @@ class Merger:
             conflicts.record(self.layout, mem_id, winner, loser)
             self.report.conflicts += 1
         if incoming_wins:
-            self._take(mem_id, v, stamp, deleted, incoming, path)
+            self._take(mem_id, v, stamp, deleted, incoming, path, parent)
 
     def _new_rel(self, m: Memory, pending: set) -> str:
         """A new file's path, unused on disk and by the other files of this chunk."""

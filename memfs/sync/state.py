@@ -29,10 +29,11 @@ Clock = Callable[[], float]  # seconds since the epoch; injectable (tests skew i
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS heads (id TEXT PRIMARY KEY, v TEXT NOT NULL, hlc TEXT NOT NULL, replica TEXT NOT NULL,
-                                  deleted INTEGER NOT NULL DEFAULT 0);
+                                  deleted INTEGER NOT NULL DEFAULT 0, parent TEXT);
 CREATE TABLE IF NOT EXISTS seen (id TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (id, v));
 CREATE TABLE IF NOT EXISTS remotes (remote TEXT PRIMARY KEY, prefix TEXT NOT NULL, next_seq INTEGER NOT NULL,
-                                    last_name TEXT, last_push REAL, last_pull REAL, last_error TEXT);
+                                    last_name TEXT, last_push REAL, last_pull REAL, last_error TEXT,
+                                    snapshot INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS peers (remote TEXT NOT NULL, prefix TEXT NOT NULL, replica TEXT, seq INTEGER NOT NULL,
                                   last_name TEXT, last_seen REAL, hlc TEXT, PRIMARY KEY (remote, prefix));
 CREATE TABLE IF NOT EXISTS resolved (id TEXT NOT NULL, loser TEXT NOT NULL, PRIMARY KEY (id, loser));
@@ -123,15 +124,15 @@ class SyncState:
     # -- heads and seen versions ---------------------------------------------------------------------
 
     def heads(self) -> dict[str, tuple[str, str, str, int]]:
-        return {r[0]: r[1:] for r in self.db.execute("SELECT id, v, hlc, replica, deleted FROM heads")}
+        return {r[0]: r[1:] for r in self.db.execute("SELECT id, v, hlc, replica, deleted, parent FROM heads")}
 
     def head(self, mem_id: str) -> tuple[str, str, str, int] | None:
-        row = self.db.execute("SELECT v, hlc, replica, deleted FROM heads WHERE id = ?", (mem_id,)).fetchone()
+        row = self.db.execute("SELECT v, hlc, replica, deleted, parent FROM heads WHERE id = ?", (mem_id,)).fetchone()
         return tuple(row) if row else None
 
-    def set_head(self, mem_id: str, v: str, stamp: Stamp, deleted: bool) -> None:
-        self.db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)",
-                        (mem_id, v, stamp.text(), stamp.replica, int(deleted)))
+    def set_head(self, mem_id: str, v: str, stamp: Stamp, deleted: bool, parent: str | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?)",
+                        (mem_id, v, stamp.text(), stamp.replica, int(deleted), parent))
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (mem_id, v))
         self._save_clock()
 
@@ -150,11 +151,18 @@ class SyncState:
             return row
         # Encrypted, the prefix must not reveal the replica id: a random one, kept here.
         prefix = secrets.token_hex(12) if encrypted else self.replica
-        self.db.execute("INSERT INTO remotes (remote, prefix, next_seq) VALUES (?, ?, 1)", (remote, prefix))
+        # A store that already shared versions elsewhere sends them all in its first batch here.
+        snapshot = self.db.execute("SELECT 1 FROM heads LIMIT 1").fetchone() is not None
+        self.db.execute("INSERT INTO remotes (remote, prefix, next_seq, snapshot) VALUES (?, ?, 1, ?)",
+                        (remote, prefix, int(snapshot)))
         return prefix, 1, None
 
+    def needs_snapshot(self, remote: str) -> bool:
+        row = self.db.execute("SELECT snapshot FROM remotes WHERE remote = ?", (remote,)).fetchone()
+        return bool(row and row[0])
+
     def pushed(self, remote: str, seq: int, name: str) -> None:
-        self.db.execute("UPDATE remotes SET next_seq = ?, last_name = ?, last_push = ? WHERE remote = ?",
+        self.db.execute("UPDATE remotes SET next_seq = ?, last_name = ?, last_push = ?, snapshot = 0 WHERE remote = ?",
                         (seq + 1, name, time.time(), remote))
 
     def note(self, remote: str, *, error: str | None) -> None:
