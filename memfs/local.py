@@ -204,10 +204,14 @@ class LocalOperations(AdminOperations, TransferOperations, SyncOperations):
 
     @translated
     def stats(self) -> Stats:
+        from .sync.conflicts import count as conflict_count
+
         with self.owner.using() as store:
-            return Stats(**store.stats())
+            return Stats(**store.stats(), conflicts=conflict_count(self.layout))
 
     def health(self, details: bool = True) -> Health:
+        from .sync.conflicts import count as conflict_count
+
         owner = self.owner
         loaded = bool(owner.embedder is not None and getattr(owner.embedder, "loaded", False))
         if not details:
@@ -226,7 +230,8 @@ class LocalOperations(AdminOperations, TransferOperations, SyncOperations):
                     chroma_ok = False
             index = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,
                      "last_reconcile": store.catalog.get_meta("last_reconcile"),
-                     "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded}
+                     "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded,
+                     "sync_conflicts": conflict_count(self.layout)}
             if owner.watcher is not None:
                 status = owner.watcher.status()
                 index.update(watcher=status.observer, queue_depth=status.queue_depth, last_error=status.last_error,

@@ -173,6 +173,7 @@ class Stats(Record):
     last_reconcile: str | None
     disk_bytes: dict[str, int]
     root: str = ""
+    conflicts: int = 0  # open sync conflicts in data/conflicts/ (issue #20)
 
 
 @dataclass(frozen=True)

@@ -83,3 +83,13 @@ def get(layout: Layout, cid: str) -> dict:
     except FileNotFoundError:
         raise NotFoundError(f"no conflict {cid!r} in {inbox(layout)}; `memfs conflicts list` shows them "
                             "(it may have been resolved on another replica)") from None
+
+
+def problems(layout: Layout) -> list[tuple[str, str]]:
+    """(path, message) for `validate`: each open conflict is a finding a person should look at."""
+    out = []
+    for c in listing(layout):
+        cid = c.get("conflict", "?")
+        out.append((f"data/conflicts/{cid}.json", f"memory {c.get('memory', '?')} has a losing version from a "
+                    f"concurrent edit; `memfs conflicts show {cid}`, then `memfs conflicts resolve {cid} --keep ...`"))
+    return out
