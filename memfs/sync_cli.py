@@ -184,3 +184,36 @@ def resolve(ops, conflict_id, keep, merge_file, as_json):
     else:
         click.echo(f"resolved {out['conflict']}: kept the {out['kept']}; it reaches the other replicas with the "
                    "next sync")
+
+
+def sync_loop_options(fn):
+    """`--sync DEST --sync-every 30s` (+ key options) for the owners (`serve`, `watch`): one `sync_loop`
+    argument, None or the settings memfs.sync.loop.SyncLoop takes."""
+    import functools
+
+    @click.option("--sync", "sync_dest", metavar="DEST", envvar="MEMFS_SYNC",
+                  help="Sync with this remote continuously (env MEMFS_SYNC); see `memfs sync`.")
+    @click.option("--sync-every", default="30s", show_default=True, envvar="MEMFS_SYNC_EVERY",
+                  help="How often to sync with --sync (30s, 5m, 1h).")
+    @click.option("--sync-recipient", "sync_recipients", multiple=True, metavar="KEY|FILE",
+                  envvar="MEMFS_SYNC_RECIPIENTS", help="Encrypt the sync to this age recipient (with --sync-identity).")
+    @click.option("--sync-identity", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  envvar="MEMFS_SYNC_IDENTITY", help="age identity file for an encrypted sync remote.")
+    @click.option("--sync-passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  envvar="MEMFS_SYNC_PASSPHRASE_FILE", help="Passphrase file for an encrypted sync remote.")
+    @functools.wraps(fn)
+    def wrapper(*args, sync_dest, sync_every, sync_recipients, sync_identity, sync_passphrase_file, **kwargs):
+        from .sync.loop import parse_interval
+
+        loop = None
+        if sync_dest:
+            try:
+                every = parse_interval(sync_every)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--sync-every") from None
+            loop = {"dest": _dest(sync_dest), "every": every,
+                    "recipients": [r if r.startswith(("age1", "ssh-")) else str(Path(r).resolve())
+                                   for r in sync_recipients],
+                    "identity_file": _file(sync_identity), "passphrase_file": _file(sync_passphrase_file)}
+        return fn(*args, sync_loop=loop, **kwargs)
+    return wrapper

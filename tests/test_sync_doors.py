@@ -84,3 +84,36 @@ def test_conflict_counts_show_in_stats_validate_and_health(tmp_path):
             assert not v.ok and [p.check for p in v.problems] == ["conflict"]
     finally:
         a.close(), b.close()
+
+
+def test_serve_syncs_continuously_inside_the_owner(tmp_path):
+    from test_server import wait_until
+
+    remote = tmp_path / "remote"
+    a = replica(tmp_path, "a")
+    b_root = tmp_path / "b"
+    run_memfs("--root", str(b_root), "init")
+    server = Server(b_root, args=("--sync", str(remote), "--sync-every", "1s"))
+    try:
+        env = {"MEMFS_ROOT": str(b_root)}
+        mem_id = a.add("The on-call rota is in the shared calendar").memory.id
+        a.sync(str(remote))
+
+        def b_has_it() -> bool:
+            r = run_memfs("get", mem_id, "--json", env=env)
+            return r.returncode == 0
+
+        wait_until(b_has_it, timeout=60, what="the owner's sync loop to pull the memory")
+        r = run_memfs("rm", mem_id, env=env)
+        assert r.returncode == 0, r.stderr
+
+        def a_lost_it() -> bool:
+            a.sync(str(remote))
+            return mem_id not in {m.memory.id for m in a.list(limit=10).memories}
+
+        wait_until(a_lost_it, timeout=60, what="the owner's sync loop to push the delete")
+        st = orjson.loads(run_memfs("sync", "status", "--json", env=env).stdout)
+        assert st["remotes"][0]["last_error"] is None and st["remotes"][0]["last_push"]
+    finally:
+        a.close()
+        server.stop()
