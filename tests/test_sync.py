@@ -127,15 +127,21 @@ def test_a_clock_an_hour_ahead_does_not_decide(tmp_path):
         fast.close(), slow.close()
 
 
-def test_the_same_content_added_on_two_replicas_is_not_lost_and_syncs(three, tmp_path):
-    a, b, _c = three
+def test_the_same_content_added_on_two_replicas_becomes_one_memory_with_both_origins(tmp_path):
     remote = str(tmp_path / "remote")
-    a.add("Carol is allergic to peanuts"), b.add("Carol is allergic to peanuts")
-    for _ in range(2):
-        for o in three:
-            o.sync(remote)
-    sets = [contents(o) for o in three]
-    assert sets[0] == sets[1] == sets[2]
+    a, b, c = (fake_replica(tmp_path, n) for n in "abc")  # plumbing: no meaning involved
+    try:
+        ids = {a.add("Carol is allergic to peanuts").memory.id, b.add("Carol is allergic to peanuts").memory.id}
+        for _ in range(3):
+            for o in (a, b, c):
+                o.sync(remote)
+        sets = [contents(o) for o in (a, b, c)]
+        assert sets[0] == sets[1] == sets[2] and set(sets[0]) == {min(ids)}
+        for o in (a, b, c):
+            assert o.get(min(ids)).memory.extra["origins"] == sorted(ids)
+            assert o.conflicts() == []
+    finally:
+        a.close(), b.close(), c.close()
 
 
 def test_a_new_replica_bootstraps_2000_memories_with_vectors_reused_and_embeds_nothing(tmp_path):

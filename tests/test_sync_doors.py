@@ -6,6 +6,11 @@ and embeds nothing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import orjson
 
 from conftest import run_memfs
@@ -43,7 +48,8 @@ def test_sync_and_conflicts_through_the_owner_with_cron_safe_exit_codes(tmp_path
         r = run_memfs("conflicts", "list", "--json", env=env)
         [conflict] = orjson.loads(r.stdout)
         assert orjson.loads(run_memfs("stats", "--json", env=env).stdout)["conflicts"] == 1
-        r = run_memfs("validate", "--json", env=env)
+        r = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "manage_data.py"), "validate", "--json"],
+                           env={**os.environ, **env}, capture_output=True, text=True)
         assert r.returncode == 1 and any(p["check"] == "conflict" for p in orjson.loads(r.stdout)["problems"])
         status, health = call(server.url + "/health")
         assert status == 200

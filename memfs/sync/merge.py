@@ -162,6 +162,8 @@ class Merger:
         head = self._head(mem_id)
         if local_v != (None if head is None or head[3] else head[0]):
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
+        if head is None and incoming is not None and self._dedup(mem_id, v, stamp, incoming, parent):
+            return
         if head is None or head[0] == parent:
             self._take(mem_id, v, stamp, deleted, incoming, path, parent)
             return
@@ -175,6 +177,26 @@ class Merger:
         if m.id != mem_id or version_of(m) != v:
             raise RemoteObjectError(f"(a record for memory {mem_id})", "its document does not match its version id")
         return m
+
+    def _dedup(self, mem_id: str, v: str, stamp: Stamp, incoming: Memory, parent) -> bool:
+        """The same content added on two replicas becomes one memory, on every replica alike: the
+        smaller id survives with both ids in its `origins`; the other is deleted. Both changes go out
+        with this replica's next batch like any local change (and both replicas make identical ones)."""
+        other = self.store.catalog.id_for_hash(incoming.content_hash)
+        if other is None or other == mem_id or other in self.writes:
+            return False
+        local, _local_v, path = self._local(other)
+        if local is None:
+            return False
+        origins = sorted({mem_id, other, *local.extra.get("origins", ()), *incoming.extra.get("origins", ())})
+        if mem_id < other:  # the incoming one survives; ours goes
+            self.writes[mem_id] = (None, incoming.replace(extra={**incoming.extra, "origins": origins}))
+            self.writes[other] = (path, None)
+        else:  # ours survives; the incoming one is recorded as arrived, and its deletion goes out
+            self.writes[other] = (path, local.replace(extra={**local.extra, "origins": origins}))
+        self.heads.append((mem_id, v, stamp, False, parent))
+        self.report.applied += 1
+        return True
 
     def _stamp_local(self, mem_id: str, local_v: str | None, head):
         """A change made here after this sync collected (or never collected): stamp it now, send it next."""
