@@ -25,7 +25,7 @@ from memfs.restore import CRASH_EXIT, STEPS, finish_interrupted_restore, read_ba
 
 from conftest import filler_texts
 
-PARTS = ("memories", "embeddings", "indexes")
+from memfs.archive import PARTS  # noqa: E402  (every part a backup holds and a restore swaps)
 SWAPPED_FROM = STEPS.index("journal-swapping")  # from this step on, the restore is rolled forward
 
 
