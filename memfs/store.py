@@ -127,6 +127,15 @@ class MemoryStore:
         # writes them, and we hold it since before now (issue #14, finding 6).
         self._opened_at = time.time()
 
+    @property
+    def mutex(self) -> StoreMutex:
+        """The state lock, for a caller that must keep writes out while it works (memfs.sync)."""
+        return self._mutex
+
+    def read_file(self, rel: str) -> Memory:
+        """The memory in a file under memories/ as it is now (NotFoundError, InvalidDocumentError)."""
+        return self._read(rel)
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     @classmethod

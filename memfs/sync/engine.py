@@ -40,7 +40,7 @@ CRASH_EXIT = 86
 STEPS = ("fetched", "applied-one", "applied", "cursors", "collected", "uploaded", "pushed")
 
 
-def _step(name: str) -> None:
+def crash_point(name: str) -> None:
     # Trigger: a test names a step. Why: prove a kill -9 there loses nothing. Outcome: exit at once.
     if crash_at == name:
         os._exit(CRASH_EXIT)
@@ -102,16 +102,16 @@ class SyncEngine:
         self._own_key(listing, prefix, dry_run)
         self.store.reconcile(verify_vectors=False)  # hand edits since the last look count as changes
         if dry_run:
-            report.would_push = sorted(self._local_changes()[0])
+            report.would_push = sorted(self.local_changes()[0])
             report.would_pull = sum(len(i.batch.records) for i in self._fetch(listing, prefix, report))
             report.seconds = time.monotonic() - started
             return report
         # Read and verify everything first: a wrong key or a damaged object stops the sync before this
         # replica writes anything, here or on the remote.
         incoming = self._fetch(listing, prefix, report)
-        _step("fetched")
+        crash_point("fetched")
         self._apply(incoming, report)
-        _step("applied")
+        crash_point("applied")
         for inc in incoming:
             if inc.prefix == prefix:  # this replica's own objects it did not know (see _fetch)
                 self.state.pushed(self.key, inc.batch.seq, inc.name)
@@ -119,7 +119,7 @@ class SyncEngine:
             stamps = [r.get("hlc") for r in inc.batch.records if r.get("hlc")]
             self.state.set_peer(self.key, inc.prefix, inc.batch.replica, inc.batch.seq, inc.name,
                                 max(stamps) if stamps else None)
-        _step("cursors")
+        crash_point("cursors")
         self._push(prefix, report)
         self.state.note(self.key, error=None)
         report.seconds = time.monotonic() - started
@@ -171,7 +171,7 @@ class SyncEngine:
     def _current(self) -> dict[str, tuple[str, str]]:
         """id -> (version id, path) of every memory the catalog holds, hashing only files that changed."""
         catalog = self.store.catalog
-        with self.store._mutex:
+        with self.store.mutex:
             index = catalog.file_index()
         cached = self.state.cached_versions()
         out, fresh, todo = {}, [], []
@@ -183,7 +183,7 @@ class SyncEngine:
             else:
                 todo.append((path, mem_id, key))
         if todo:
-            with self.store._mutex:
+            with self.store.mutex:
                 entries = catalog.get_many([t[1] for t in todo])
             for path, mem_id, key in todo:
                 e = entries.get(mem_id)
@@ -195,7 +195,7 @@ class SyncEngine:
         self.state.cache_versions(fresh, [p for p in cached if p not in index])
         return out
 
-    def _local_changes(self) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, tuple[str, str]]]:
+    def local_changes(self) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, tuple[str, str]]]:
         """({id: (new version or None for deleted, parent)}, current) since this replica's heads."""
         current = self._current()
         heads = self.state.heads()
@@ -215,13 +215,13 @@ class SyncEngine:
     def _push(self, prefix: str, report: SyncReport) -> None:
         if not self.state.outbox(self.key):  # nothing left over from an interrupted sync: collect now
             report.pushed = self._collect(prefix)
-        _step("collected")
+        crash_point("collected")
         for seq, name, data in self.state.outbox(self.key):
             self.remote.write_once(name, data)  # False: already there from before a crash (same bytes)
-            _step("uploaded")
+            crash_point("uploaded")
             report.bytes_sent += len(data)
             self.state.unqueue(self.key, seq)
-            _step("pushed")
+            crash_point("pushed")
 
     def _collect(self, prefix: str) -> int:
         """Stamp local changes and queue them as the next batch; returns how many records it holds.
@@ -229,8 +229,8 @@ class SyncEngine:
         The first batch to a remote also carries every unchanged memory at its current version and
         stamp (a snapshot), so a new remote, or one rebuilt after a loss, gets this replica's whole store.
         """
-        with self.store._mutex:
-            changes, current = self._local_changes()
+        with self.store.mutex:
+            changes, current = self.local_changes()
             unsent = self.state.unsent()
             _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
             snapshot = [i for i in current if i not in changes] if self.state.needs_snapshot(self.key) else []
@@ -360,7 +360,7 @@ class SyncEngine:
         report.pulled = len(records)
         if not records:
             return
-        with self.store._mutex:
+        with self.store.mutex:
             Merger(self, report).apply(sorted(records, key=lambda r: Stamp.parse(r["hlc"])))
 
 

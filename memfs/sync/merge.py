@@ -45,7 +45,7 @@ class Merger:
         """Merge in chunks: decide each record, write the chunk's files (flushed together), then record
         the new heads in one transaction. Files go first: a head that names a version the file does not
         hold would be taken for a local change and sent back out."""
-        from .engine import _step
+        from .engine import crash_point
 
         self._cache_vectors(records)
         progress = self.engine.progress
@@ -59,7 +59,7 @@ class Merger:
                 self._resolved(r) if r["op"] == "resolve" else self._one(r)
             self._flush()
             if start == 0:
-                _step("applied-one")
+                crash_point("applied-one")
             if progress:
                 progress("apply", start + len(chunk), len(records))
         if self.touched:
@@ -134,7 +134,7 @@ class Merger:
         if path is None:
             return None, None, None
         try:
-            m = self.store._read(path)
+            m = self.store.read_file(path)
         except Exception:  # unreadable or invalid: the last good version stands for it, never "deleted"
             entry = self.store.catalog.get(mem_id)
             m = entry.memory if entry else None

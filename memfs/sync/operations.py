@@ -93,7 +93,7 @@ class SyncOperations:
         with self.owner.using() as store:
             engine = SyncEngine.__new__(SyncEngine)
             engine.store, engine.state = store, state
-            return len(engine._local_changes()[0])
+            return len(engine.local_changes()[0])
 
     # -- the conflict inbox ---------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class SyncOperations:
         from .engine import delete_file, memory_from, write_memory
 
         with self.owner.using() as store:
-            with store._mutex:
+            with store.mutex:
                 path = store.catalog.path_for_id(mem_id)
                 if version.get("deleted"):
                     if path is not None:
