@@ -212,10 +212,13 @@ class AdminOperations:
         """(the validation report, as a result)."""
         from .validate import validate as run_validation
 
+        from .sync.conflicts import problems as conflict_problems
+
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
                                 progress=progress, identities=identities, passphrase=passphrase)
-        return report, ValidationResult(report.ok, report.memory_files, report.seconds,
-                                        [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems],
+        problems = [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems]
+        problems += [Problem("conflict", path, message) for path, message in conflict_problems(self.layout)]
+        return report, ValidationResult(report.ok and not problems, report.memory_files, report.seconds, problems,
                                         pending=report.pending)
 
     @translated

@@ -20,7 +20,7 @@ BACKUP_FORMAT_VERSION = 2
 MANIFEST = "memfs-backup.json"
 CHECKSUMS = "memfs-checksums.json"
 # The derived and true parts of data/ that a backup carries and a restore swaps. logs/ stays behind.
-PARTS = ("memories", "embeddings", "indexes")
+PARTS = ("memories", "embeddings", "indexes", "sync", "conflicts")  # sync, conflicts: issue #20
 # Bounds on what is read into memory (not staging) from an archive: a manifest, a GNU long name.
 MAX_MANIFEST_BYTES = 256 << 20
 MAX_NAME_BYTES = 4096

@@ -80,6 +80,9 @@ def init(as_json) -> None:
 
     layout = click.get_current_context().obj.local_only("memfs init")
     layout.create()
+    from .sync.state import replica_id
+
+    replica_id(layout)  # this store's replica id for `memfs sync` (docs/sync.md)
     if as_json:
         emit_json({"root": str(layout.root), "memories": str(layout.memories)})
     else:
@@ -577,6 +580,9 @@ def _run_owner(started_by: str, **options) -> None:
     click.echo(f"stopped; {left}; lock released", err=True)
 
 
+from .sync_cli import sync_loop_options  # noqa: E402  (issue #20: --sync DEST --sync-every 30s)
+
+
 def _owner_options(fn):
     fn = click.option("--reconcile-every", default=300.0, show_default=True, metavar="SECONDS",
                       help="Also run a full (stat-only) reconcile this often, to recover events the OS dropped.")(fn)
@@ -587,14 +593,15 @@ def _owner_options(fn):
 
 @cli.command()
 @_owner_options
+@sync_loop_options
 @command()
-def watch(polling, reconcile_every) -> None:
+def watch(polling, reconcile_every, sync_loop) -> None:
     """Own the store in the foreground and keep search current with the files until Ctrl-C.
 
     Reconciles once, then follows every change. Other commands go through it (over data/memfs.sock)
     meanwhile. An owner that a command started on demand makes way for it.
     """
-    _run_owner("watch", polling=polling, reconcile_every=reconcile_every, lock_timeout=60.0)
+    _run_owner("watch", polling=polling, reconcile_every=reconcile_every, lock_timeout=60.0, sync=sync_loop)
 
 
 @cli.command()
@@ -606,8 +613,9 @@ def watch(polling, reconcile_every) -> None:
               help="Also answer the extended-memory service's API (/store, /retrieve/KEY, /list, /clear, "
                    "/stats, /backup, /health) on this port, at --host or 127.0.0.1 (env MEMFS_EXTENDED_PORT).")
 @_owner_options
+@sync_loop_options
 @command()
-def serve(host, port, insecure, extended_port, polling, reconcile_every) -> None:
+def serve(host, port, insecure, extended_port, polling, reconcile_every, sync_loop) -> None:
     """Own the store and serve the HTTP API (+ live indexer) until SIGTERM / Ctrl-C.
 
     Always on the Unix socket data/memfs.sock (mode 0600: only this user); on TCP too with
@@ -625,7 +633,7 @@ def serve(host, port, insecure, extended_port, polling, reconcile_every) -> None
             raise click.UsageError(f"refusing to bind {host} without MEMFS_API_TOKEN: anyone who can reach it "
                                    "could read and change every memory. Set a token, or pass --insecure")
     _run_owner("serve", host=host, port=port, token=token, polling=polling, reconcile_every=reconcile_every,
-               lock_timeout=60.0, extended_port=extended_port)
+               lock_timeout=60.0, extended_port=extended_port, sync=sync_loop)
 
 
 @cli.command(hidden=True)
@@ -677,6 +685,12 @@ def mcp(tools, create, import_kg) -> None:
         raise click.UsageError("--init creates a local store; with --url the server's store is used")
     serve_stdio(Path(o.root), tools=tools, create=create, idle_exit=o.idle_exit, url=o.url,
                 token=o.token, daemon=o.daemon, import_kg=import_kg)
+
+
+from .sync_cli import conflicts as _conflicts_group, sync as _sync_group  # noqa: E402  (issue #20)
+
+cli.add_command(_sync_group)
+cli.add_command(_conflicts_group)
 
 
 def main() -> None:

@@ -62,8 +62,9 @@ def log_to_owner_file(layout: Layout) -> logging.Handler:
 def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port: int | None = None,
               token: str | None = None, idle_exit: float | None = None, polling: bool = False,
               reconcile_every: float = 300.0, on_ready=None, lock_timeout: float = 2.0,
-              extended_port: int | None = None) -> str:
+              extended_port: int | None = None, sync: dict | None = None) -> str:
     """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out.
+    `sync`: {"dest", "every", and key options}: sync with that remote continuously (memfs.sync.loop).
     Returns what became of the pending work (Owner.close)."""
     import uvicorn
 
@@ -114,9 +115,16 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()
     if on_ready is not None:
         on_ready(owner)
+    loop = None
+    if sync:
+        from .sync.loop import SyncLoop
+
+        loop = SyncLoop(ops, **sync).start()
     try:
         server.run(sockets=sockets)
     finally:
+        if loop is not None:
+            loop.stop()
         for s in sockets:
             s.close()
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below

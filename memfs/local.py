@@ -17,6 +17,7 @@ from . import __version__, inputs
 from .admin import AdminOperations, translated
 from .transfer import TransferOperations
 from .graph import GraphOperations
+from .sync.operations import SyncOperations
 from .documents import Memory
 from .errors import BadRequestError, InvalidDocumentError, NotFoundError, io_error
 from .filestore import Layout, fsync_dir
@@ -78,7 +79,7 @@ def _remove_unreadable(store, mem_id: str, path: str) -> Memory:
     return Memory(id=mem_id, content=content if inputs.is_unicode(content) and content.strip() else "(unreadable)")
 
 
-class LocalOperations(AdminOperations, TransferOperations, GraphOperations):
+class LocalOperations(AdminOperations, TransferOperations, GraphOperations, SyncOperations):
     """Operations over an Owner in this process. `close()` closes the owner when this object made it."""
 
     def __init__(self, owner: Owner, *, owns: bool = False):
@@ -205,14 +206,18 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations):
 
     @translated
     def stats(self) -> Stats:
+        from .sync.conflicts import count as conflict_count
+
         with self.owner.using() as store:
-            return Stats(**store.stats())
+            return Stats(**store.stats(), conflicts=conflict_count(self.layout))
 
     def revision(self) -> str:
         with self.owner.using() as store:
             return store.revision()
 
     def health(self, details: bool = True) -> Health:
+        from .sync.conflicts import count as conflict_count
+
         owner = self.owner
         loaded = bool(owner.embedder is not None and getattr(owner.embedder, "loaded", False))
         if not details:
@@ -231,7 +236,8 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations):
                     chroma_ok = False
             index = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,
                      "last_reconcile": store.catalog.get_meta("last_reconcile"),
-                     "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded}
+                     "invalid_files": len(store.catalog.invalid()), "embedded": store.embedder.embedded,
+                     "sync_conflicts": conflict_count(self.layout)}
             if owner.watcher is not None:
                 status = owner.watcher.status()
                 index.update(watcher=status.observer, queue_depth=status.queue_depth, last_error=status.last_error,

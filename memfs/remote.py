@@ -18,6 +18,7 @@ import orjson
 from .errors import MemfsError, OwnerUnavailableError, error_class, permission_denied
 from .ops import Progress, Retention
 from .query import Filters, Mode
+from .sync.client import RemoteSyncOperations
 from .results import (AddResult, BackupList, BackupResult, Health, ListPage, MemoryRecord, OffsiteResult, OwnerStatus,
                       PruneResult, ReconcileReport, RemoveResult, RestoreSummary, SearchResult, Stats, ValidationResult)
 
@@ -51,7 +52,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class RemoteOperations:
+class RemoteOperations(RemoteSyncOperations):
     """`RemoteOperations(socket="/…/data/memfs.sock")` or `RemoteOperations(url="http://…", token=…)`."""
 
     def __init__(self, *, socket: str | None = None, url: str | None = None, token: str | None = None,

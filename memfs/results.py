@@ -182,6 +182,7 @@ class Stats(Record):
     root: str = ""
     added_per_day: dict[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" (UTC) -> count, last 30 days
     tags: dict[str, int] = field(default_factory=dict)  # the 50 most used tags -> memories carrying each
+    conflicts: int = 0  # open sync conflicts in data/conflicts/ (issue #20)
 
 
 @dataclass(frozen=True)

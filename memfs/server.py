@@ -209,6 +209,10 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
                                                "name a backup in its backups/ directory instead")
         return value
 
+    from .sync.http import router as sync_router  # issue #20
+
+    app.include_router(sync_router(ops, guarded, local_path))
+
     @app.exception_handler(ApiError)
     async def on_api_error(request, e: ApiError):
         return _error(e.status, e.code, e.message)

@@ -133,6 +133,15 @@ class MemoryStore:
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.vectors_lag = catalog.has_unsynced()
 
+    @property
+    def mutex(self) -> StoreMutex:
+        """The state lock, for a caller that must keep writes out while it works (memfs.sync)."""
+        return self._mutex
+
+    def read_file(self, rel: str) -> Memory:
+        """The memory in a file under memories/ as it is now (NotFoundError, InvalidDocumentError)."""
+        return self._read(rel)
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     @classmethod

@@ -1,12 +1,8 @@
 """Issue #11 capability 9: off-site copies through the real rclone, to its local backend and to a real
 SFTP server (Debian's sshd, started here on 127.0.0.1)."""
 
-import getpass
-import os
 import shutil
-import socket
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -143,60 +139,11 @@ def test_a_dry_run_uploads_and_deletes_nothing(layout, tmp_path):
 # -- a real SFTP server -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def sftp(tmp_path):
-    """Debian's sshd on 127.0.0.1 (key login for the current user), and an rclone config reaching it."""
-    sshd = "/usr/sbin/sshd"
-    if not os.path.exists(sshd) or shutil.which("ssh-keygen") is None:
-        pytest.skip("openssh-server is not installed (scripts/test.sh installs it when it runs as root)")
-    d = tmp_path / "sshd"
-    d.mkdir()
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d / 'host'}
-PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {d / 'authorized_keys'}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-Subsystem sftp internal-sftp
-""")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.skip(f"sshd could not start here: {proc.stderr.read().strip()[-300:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.skip("sshd did not listen within 10 s")
-    conf = d / "rclone.conf"
-    conf.write_text(f"[memfs-sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {port}\nuser = {getpass.getuser()}\n"
-                    f"key_file = {d / 'client'}\n")
-    yield Rclone(config=conf), tmp_path / "sftp-remote"
-    proc.terminate()
-    proc.wait(10)
+def sftp(sftp_rclone):
+    """Debian's sshd on 127.0.0.1 (tests/conftest.py's sftp_rclone) as an Rclone and the remote's folder."""
+    conf, remote_dir = sftp_rclone
+    yield Rclone(config=conf), remote_dir
 
 
 def test_sync_to_a_real_sftp_server(layout, sftp):

@@ -20,11 +20,12 @@ from memfs.backups import STAGING_PREFIX, create_backup, list_backups
 from memfs.filestore import Layout
 from memfs.lock import StoreLock
 from memfs.local import LocalOperations
+from memfs.sync.state import replica_id
 from memfs.restore import CRASH_EXIT, STEPS, finish_interrupted_restore, read_backup, verify_backup
 
 from conftest import filler_texts
 
-PARTS = ("memories", "embeddings", "indexes")
+from memfs.archive import PARTS  # noqa: E402  (every part a backup holds and a restore swaps)
 SWAPPED_FROM = STEPS.index("journal-swapping")  # from this step on, the restore is rolled forward
 
 
@@ -45,6 +46,9 @@ def template(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash") / "store"
     with MemoryStore.open(root, create=True) as s:
         s.add_many({"content": t, "tags": ["docs"]} for t in filler_texts(15))
+        replica_id(s.layout)  # data/sync/ and data/conflicts/ are parts too (issue #20)
+        (s.layout.data / "conflicts").mkdir()
+        (s.layout.data / "conflicts" / "m1--0123456789abcdef.json").write_text('{"format": "memfs.conflict/1"}')
         lock = s.lock
         archive = create_backup(s.layout)
         s.add("Only in the old data", tags=["old"])

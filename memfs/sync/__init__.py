@@ -1,0 +1,6 @@
+"""Replicas that sync through a remote (issue #20; docs/sync.md).
+
+Layers: `remotes` (folder / rclone), `objects` (the on-remote format, encryption), `state` (this
+replica's id, clock and bookkeeping), `engine` (one sync), `merge` (per-memory merging),
+`conflicts` (the inbox), `operations` (the memfs.ops methods), `results` (their return types).
+"""

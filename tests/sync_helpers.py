@@ -1,0 +1,77 @@
+"""What the sync tests share: replicas as stores in this process (the real model, real Chroma, real
+files), hand edits, and what "the same set" means."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+
+from memfs.local import LocalOperations
+
+
+def replica(base: Path, name: str, clock=None) -> LocalOperations:
+    """A store at base/name owned by this process, without a watcher (a sync looks at the files itself)."""
+    ops = LocalOperations.open(base / name, watch=False)
+    if clock is not None:
+        ops.sync_clock = clock
+    return ops
+
+
+def contents(ops) -> dict[str, str]:
+    """id -> content hash of every memory in the store."""
+    page = ops.list(limit=100_000)
+    return {r.memory.id: r.memory.content_hash for r in page.memories}
+
+
+def path_of(ops, mem_id: str) -> Path:
+    with ops.owner.using() as store:
+        return store.path_of(mem_id)
+
+
+def hand_edit(ops, mem_id: str, content: str) -> None:
+    """Change a memory's file as a person with an editor would: not through the API."""
+    p = path_of(ops, mem_id)
+    doc = orjson.loads(p.read_bytes())
+    doc["content"] = content
+    p.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+def hand_delete(ops, mem_id: str) -> None:
+    path_of(ops, mem_id).unlink()
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under a directory (what "untouched" is checked against)."""
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def conflict_ids(ops) -> set[str]:
+    return {c["conflict"] for c in ops.conflicts()}
+
+
+class OneHotFakeEmbedder:
+    """FAKE, for plumbing tests that do not depend on meaning (hostile remotes, crashes, encryption,
+    bootstrap counts): a content hash to a one-hot vector. No model is loaded."""
+
+    model_id, dim = "fake-one-hot", 384
+
+    def __init__(self):
+        self.embedded = 0
+        self.loaded = True
+
+    def embed(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            out[i, hashlib.sha256(t.encode()).digest()[0] % self.dim] = 1
+        self.embedded += len(texts)
+        return out
+
+
+def fake_replica(base: Path, name: str) -> LocalOperations:
+    """A replica whose embedder is the FAKE one (plumbing tests only)."""
+    return LocalOperations.open(base / name, watch=False, embedder=OneHotFakeEmbedder())

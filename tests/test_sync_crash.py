@@ -1,0 +1,97 @@
+"""Issue #20: a sync killed at every step of its transaction (memfs.sync.engine's `crash_at`, os._exit
+in a real child process, as kill -9 would), and two replicas syncing the same remote at the same
+moment: the remote stays readable, the next sync converges, no acknowledged change is lost.
+Plumbing tests: the FAKE one-hot embedder (tests/sync_helpers.py); nothing here depends on meaning."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memfs.sync.engine import CRASH_EXIT, STEPS
+from sync_helpers import contents, fake_replica, hand_delete, hand_edit
+
+TESTS = Path(__file__).parent
+
+_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from memfs.sync import engine
+from sync_helpers import fake_replica
+base, name, remote, step = sys.argv[2:6]
+engine.crash_at = step
+ops = fake_replica(Path(base), name)
+ops.sync(remote)
+ops.close()
+"""
+
+
+def child(base: Path, name: str, step: str = "") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(TESTS), str(base), name, str(base / "remote"), step],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Replicas a and b that shared 6 memories, then each changed some (adds, edits, a delete) unsynced."""
+    base = tmp_path_factory.mktemp("sync-crash")
+    a, b = fake_replica(base, "a"), fake_replica(base, "b")
+    ids = [a.add(f"shared memory number {i}").memory.id for i in range(6)]
+    a.sync(str(base / "remote")), b.sync(str(base / "remote"))
+    a.add("added on a after the first sync"), a.update(ids[0], content="edited on a")
+    b.add("added on b after the first sync"), b.add("another added on b")
+    hand_edit(b, ids[1], "edited by hand on b")
+    hand_delete(b, ids[2])
+    expected = {"added on a after the first sync", "edited on a", "added on b after the first sync",
+                "another added on b", "edited by hand on b", *(f"shared memory number {i}" for i in (3, 4, 5))}
+    a.close(), b.close()
+    return base, expected
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_sync_killed_at_any_step_leaves_the_remote_readable_and_the_next_sync_converges(template, tmp_path, step):
+    src, expected = template
+    base = tmp_path / "w"
+    shutil.copytree(src, base, symlinks=True)
+    p = child(base, "b", step)
+    _out, err = p.communicate(timeout=300)
+    assert p.returncode == CRASH_EXIT, f"the sync never reached step {step}: {err[-2000:]}"
+    # The remote is readable as it was left: a brand-new replica syncs from it without a refusal.
+    fresh = fake_replica(base, "fresh")
+    try:
+        fresh.sync(str(base / "remote"))
+    finally:
+        fresh.close()
+    a, b = fake_replica(base, "a"), fake_replica(base, "b")
+    try:
+        for _ in range(2):
+            b.sync(str(base / "remote")), a.sync(str(base / "remote"))
+        assert contents(a) == contents(b)
+        texts = {r.memory.content for r in a.list(limit=100).memories}
+        assert texts == expected
+        assert a.conflicts() == [] and b.conflicts() == []
+    finally:
+        a.close(), b.close()
+
+
+def test_two_replicas_syncing_the_same_remote_at_the_same_moment(template, tmp_path):
+    src, expected = template
+    base = tmp_path / "w"
+    shutil.copytree(src, base, symlinks=True)
+    for _ in range(3):
+        procs = [child(base, "a"), child(base, "b")]
+        for p in procs:
+            _out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-2000:]
+    a, b = fake_replica(base, "a"), fake_replica(base, "b")
+    try:
+        a.sync(str(base / "remote")), b.sync(str(base / "remote"))
+        assert contents(a) == contents(b)
+        assert {r.memory.content for r in b.list(limit=100).memories} == expected
+    finally:
+        a.close(), b.close()
