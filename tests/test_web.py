@@ -48,13 +48,15 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("web") / "store"
     s = Server(root, env={"MEMFS_API_TOKEN": TOKEN})
     s.ids = {}
-    for content, tags in MEMORIES:
-        status, answer = api(s, "POST", "/memories", {"content": content, "tags": tags})
-        assert status == 201, answer
-        s.ids[content] = answer["id"]
-    yield s
-    if s.proc.poll() is None:
-        assert s.stop() == 0
+    try:
+        for content, tags in MEMORIES:
+            status, answer = api(s, "POST", "/memories", {"content": content, "tags": tags})
+            assert status == 201, answer
+            s.ids[content] = answer["id"]
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            assert s.stop() == 0
 
 
 def api(server, method, path, body=None, *, token=TOKEN, headers=None):
