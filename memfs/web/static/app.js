@@ -395,22 +395,47 @@ function syncView() {
   main.replaceChildren(box);
   async function load() {
     try {
-      const status = await api("GET", "/sync/status");
-      const conflicts = await api("GET", "/conflicts").catch(() => ({conflicts: []}));
-      box.replaceChildren(h("h1", {}, "Sync"), h("pre", {}, JSON.stringify(status, null, 2)),
-        h("h2", {}, "Conflicts"), (conflicts.conflicts || []).length
-          ? h("div", {}, conflicts.conflicts.map(conflictCard))
-          : h("p", {class: "ok"}, "No open conflicts."));
-    } catch (e) {
-      if (e.status === 404) box.replaceChildren(h("h1", {}, "Sync"),
-        h("p", {}, "This store does not sync with other replicas. `memfs sync DEST` sets it up (docs/sync.md)."));
-      else showError(e);
-    }
+      const [status, inbox] = await Promise.all([api("GET", "/sync/status"), api("GET", "/conflicts")]);
+      const when = t => (t ? new Date(t * 1000).toISOString().replace(/\.\d+Z$/, "Z") : "never");
+      const remotes = (status.remotes || []).map(r => [r.remote || "", when(r.last_push), when(r.last_pull), r.last_error || ""]);
+      const peers = [];
+      for (const r of status.remotes || []) for (const p of r.peers || []) {
+        peers.push([(p.replica || "").slice(0, 12), r.remote || "", when(p.last_seen),
+                    p.lag_seconds === null || p.lag_seconds === undefined ? "" : Math.round(p.lag_seconds) + " s"]);
+      }
+      box.replaceChildren(...[h("h1", {}, "Sync"),
+        h("dl", {class: "facts"}, h("dt", {}, "this replica"), h("dd", {}, h("code", {}, status.replica || "")),
+          h("dt", {}, "pending changes"), h("dd", {}, String(status.pending_changes ?? "")),
+          h("dt", {}, "open conflicts"), h("dd", {id: "conflict-count", class: status.conflicts ? "warning" : "ok"}, String(status.conflicts))),
+        remotes.length ? table(remotes, ["remote", "last push", "last pull", "last error"])
+          : h("p", {class: "muted"}, "This store has not synced yet. `memfs sync DEST` sets it up (docs/sync.md)."),
+        peers.length ? h("h2", {}, "Peers seen") : null, peers.length ? table(peers, ["replica", "through", "last seen", "lag"]) : null,
+        h("h2", {}, "Conflict inbox"),
+        (inbox.conflicts || []).length ? h("div", {}, inbox.conflicts.map(conflictCard))
+          : h("p", {class: "ok"}, "No open conflicts.")].filter(Boolean));
+    } catch (e) { showError(e); }
+  }
+  function version(label, v) {
+    const doc = (v && v.doc) || {};
+    return h("div", {class: "side"}, h("h3", {}, label + (v && v.replica ? " (replica " + v.replica.slice(0, 8) + ")" : "")),
+      v && v.deleted ? h("p", {class: "warning"}, "deleted") : h("pre", {}, doc.content || ""), tagList(doc.tags));
   }
   function conflictCard(c) {
-    const side = (label, v) => h("div", {class: "side"}, h("h3", {}, label), h("pre", {}, (v && v.content) || ""), tagList(v && v.tags));
-    return h("div", {class: "conflict"}, h("p", {}, h("code", {}, c.id || "")),
-      h("div", {class: "sides"}, side("kept", c.winner), side("other version", c.loser)));
+    const merged = h("textarea", {rows: 4, class: "merge", "aria-label": "merged content"}, ((c.winner || {}).doc || {}).content || "");
+    const resolve = async (keep) => {
+      try {
+        await api("POST", "/conflicts/" + encodeURIComponent(c.conflict) + "/resolve",
+                  keep === "merge" ? {keep, content: merged.value} : {keep});
+        toast("Resolved; other replicas follow at their next sync."); load();
+      } catch (e) { showError(e); }
+    };
+    return h("div", {class: "conflict"}, h("p", {}, "memory ", memoryLink(c.memory, c.memory), " · found " + (c.found_at || "")),
+      h("div", {class: "sides"}, version("kept (winner)", c.winner), version("other version", c.loser)),
+      h("div", {class: "actions"},
+        h("button", {type: "button", onclick: () => resolve("winner")}, "Keep the winner"),
+        h("button", {type: "button", onclick: () => resolve("loser")}, "Keep the other version")),
+      h("details", {}, h("summary", {}, "Write a merge"), merged,
+        h("button", {type: "button", onclick: () => resolve("merge")}, "Save the merge")));
   }
   load();
   return {name: "sync", refresh: load};
