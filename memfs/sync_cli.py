@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from .cmdline import command, emit_json, json_option, printable, progress_bar, with_operations
-from .errors import EXIT_PROBLEMS
+from .cmdline import command, emit_json, json_option, printable, problems_found, progress_bar, with_operations
 
 
 def _dest(dest: str) -> str:
@@ -82,7 +81,7 @@ def run(ops, dest, dry_run, encrypt, recipients, identity, passphrase_file, rclo
                    f"{out.seconds:.1f}s")
     if out.conflicts_open:
         click.echo(f"{out.conflicts_open} conflict(s) wait in the inbox: `memfs conflicts list`", err=True)
-        click.get_current_context().obj["exit_code"] = EXIT_PROBLEMS
+        problems_found()
 
 
 @sync.command("status")
