@@ -291,3 +291,35 @@ def test_readable_at_a_phone_width(server, browser, shots):
         shots(browser, "phone-health")
     finally:
         browser.set_window_size(1200, 900)
+
+
+def test_the_sync_screen_shows_a_conflict_side_by_side_and_resolves_it(server, browser, shots, tmp_path):
+    """Issue #21 item 6 over issue #20: a conflict made by a real second replica through a folder
+    remote shows both versions on the page, and "Keep the other version" resolves it in the store."""
+    from sync_helpers import replica
+
+    remote = str(tmp_path / "remote")
+    status, added = api(server, "POST", "/memories", {"content": "The VPN gateway is vpn-1.example.net", "tags": ["ops"]})
+    assert status == 201
+    mem_id = added["id"]
+    other = replica(tmp_path, "laptop")
+    try:
+        assert cli(server, "sync", remote).returncode == 0
+        other.sync(remote)
+        assert api(server, "PATCH", f"/memories/{mem_id}", {"content": "The VPN gateway moved to vpn-2.example.net"})[0] == 200
+        other.update(mem_id, content="The VPN gateway is vpn-1, reachable only from the office")
+        other.sync(remote)
+        assert cli(server, "sync", remote).returncode == 1  # done, with a conflict waiting
+    finally:
+        other.close()
+    login(browser, server)
+    browser.get(server.url + "/?view=sync")
+    cards = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".conflict"), "the conflict inbox")
+    text = cards[0].text
+    assert "vpn-2.example.net" in text and "reachable only from the office" in text
+    shots(browser, "sync")
+    loser = json.loads(cli(server, "conflicts", "list", "--json").stdout)
+    loser = (loser["conflicts"] if isinstance(loser, dict) else loser)[0]["loser"]["doc"]["content"]
+    cards[0].find_element(By.XPATH, ".//button[text()='Keep the other version']").click()
+    wait(browser, lambda d: "No open conflicts" in d.find_element(By.CSS_SELECTOR, ".sync").text, "the emptied inbox")
+    assert json.loads(cli(server, "get", mem_id, "--json").stdout)["content"] == loser
