@@ -18,7 +18,6 @@ memories come from ../shared/bench/gen_corpus.py when it exists, else CPython's 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import shutil
 import subprocess
@@ -31,26 +30,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from sync_helpers import OneHotFakeEmbedder  # noqa: E402  FAKE: for --plumbing only
+
 from memfs.local import LocalOperations  # noqa: E402
-
-
-class OneHotFakeEmbedder:
-    """FAKE, for --plumbing only: a content hash to a one-hot vector. No meaning, no model."""
-
-    model_id, dim = "fake-one-hot", 384
-
-    def __init__(self):
-        self.embedded = 0
-        self.loaded = True
-
-    def embed(self, texts):
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            out[i, hashlib.sha256(t.encode()).digest()[0] % self.dim] = 1
-        self.embedded += len(texts)
-        return out
 
 
 def texts(n: int) -> list[str]:
