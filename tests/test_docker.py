@@ -107,6 +107,22 @@ def image():
     return de.IMAGE
 
 
+def test_the_image_holds_every_module_and_the_web_page(image):
+    """Every memfs module (subpackages too) and the page's static files are in the image: a build
+    context that left memfs/sync/ and memfs/web/ out served a page-less, sync-less memfs."""
+    import pkgutil
+
+    import memfs
+
+    here = sorted(m.name for m in pkgutil.walk_packages(memfs.__path__, "memfs.") if m.name != "memfs.__main__")
+    script = ("import importlib, pkgutil, memfs; from memfs.web import asset; "
+              "names = sorted(m.name for m in pkgutil.walk_packages(memfs.__path__, 'memfs.') if m.name != 'memfs.__main__'); "
+              "[importlib.import_module(n) for n in names]; asset('app.js'); print(' '.join(names))")
+    r = de.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "python", image, "-c", script],
+               timeout=300)
+    assert r.stdout.split() == here
+
+
 @pytest.fixture(scope="module")
 def deployment(image, tmp_path_factory):
     d = de.Deployment(tmp_path_factory.mktemp("opt") / "memory-system", free_port(), "memfs-test", SECRET)
