@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from sync_helpers import OneHotFakeEmbedder  # noqa: E402  FAKE: for --plumbing only
+from sync_helpers import OneHotFakeEmbedder, every_memory  # noqa: E402  (the embedder is FAKE: --plumbing only)
 
 from memfs.local import LocalOperations  # noqa: E402
 
@@ -131,7 +131,7 @@ def bench_three(work: Path, seconds: float, every: float, plumbing: bool) -> Non
         for r in reps:
             r.sync(remote)
         rounds += 1
-        sets = [{m.memory.id for m in r.list(limit=100_000).memories} for r in reps]
+        sets = [{m.memory.id for m in every_memory(r)} for r in reps]
         if sets[0] == sets[1] == sets[2] == want:
             break
     agree = time.monotonic() - stopped

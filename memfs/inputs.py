@@ -56,6 +56,14 @@ MAX_QUERY_CHARS = 10_000
 MAX_K = 1000
 MAX_PAGE = 1000
 MAX_REMOVE = 10_000
+
+
+def count_problem(name: str, value, maximum: int) -> str | None:
+    """What is wrong with a count (k, a page's limit) that must be 1..maximum; None if nothing. One
+    wording for every door: the core raises it, the request schemas (memfs.schemas) too."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        return f"{name} must be between 1 and {maximum}, not {str(value)[:30]}"
+    return None
 MAX_TIME_CHARS = 100
 MAX_REQUEST_BODY_BYTES = 1 << 20
 MAX_HEADER_BYTES = 64 * 1024

@@ -161,9 +161,9 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations, Sync
 
     @translated
     def list(self, filters: Filters = Filters(), *, limit: int = 50, cursor: str | None = None) -> ListPage:
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            # #19: the owner's route refused 5000, this process took it; now every door refuses it here too
-            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}, not {str(limit)[:30]}")
+        # #19: the owner's route refused 5000, this process took it; now every door refuses it here too
+        if problem := inputs.count_problem("limit", limit, MAX_PAGE):
+            raise BadRequestError(problem)
         offset = parse_cursor(cursor)
         _check_filters(filters)
         with self.owner.using() as store:
@@ -177,8 +177,8 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations, Sync
                min_score: float | None = None) -> SearchResult:
         """The k best hits; with `min_score` None, nothing (and a note saying so) when none is a good
         match; with a `min_score` (0–1), only hits scoring at least that."""
-        if not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise BadRequestError(f"k must be between 1 and {MAX_K}, not {str(k)[:30]}")
+        if problem := inputs.count_problem("k", k, MAX_K):
+            raise BadRequestError(problem)
         inputs.check_query(query)
         _check_filters(filters)
         if not query.strip():
@@ -271,8 +271,8 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations, Sync
         if filters.empty:
             raise BadRequestError("give at least one filter (tags, type, since, until); "
                                   "removing every memory is not something one call does")
-        if not 1 <= limit <= MAX_REMOVE:
-            raise BadRequestError(f"limit must be between 1 and {MAX_REMOVE}, not {limit}")
+        if problem := inputs.count_problem("limit", limit, MAX_REMOVE):
+            raise BadRequestError(problem)
         with self.owner.using() as store:
             ids = [e.memory.id for e in store.list(filters, limit=limit + 1)]
             if len(ids) > limit:

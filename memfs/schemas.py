@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from . import inputs
 from .errors import BadRequestError
@@ -26,9 +26,19 @@ from .timeparse import parse_when
 
 # -- field types, each with its bounds from memfs.inputs ----------------------------------------------
 
-K = Annotated[int, Field(ge=1, le=inputs.MAX_K, description=f"How many results, 1 to {inputs.MAX_K}.")]
-PageLimit = Annotated[int, Field(ge=1, le=inputs.MAX_PAGE, description=f"Memories per page, 1 to {inputs.MAX_PAGE}.")]
-RemoveLimit = Annotated[int, Field(ge=1, le=inputs.MAX_REMOVE)]
+def _count(name: str, maximum: int, description: str = ""):
+    """An int 1..maximum, refused with the core's own words (inputs.count_problem), bounds in the schema."""
+    def check(value: int) -> int:
+        if problem := inputs.count_problem(name, value, maximum):
+            raise ValueError(problem)
+        return value
+    return Annotated[int, Field(json_schema_extra={"minimum": 1, "maximum": maximum}, description=description or None),
+                     AfterValidator(check)]
+
+
+K = _count("k", inputs.MAX_K, f"How many results, 1 to {inputs.MAX_K}.")
+PageLimit = _count("limit", inputs.MAX_PAGE, f"Memories per page, 1 to {inputs.MAX_PAGE}.")
+RemoveLimit = _count("limit", inputs.MAX_REMOVE)
 # A time as people write it (memfs.timeparse: 7d, yesterday, last week, 2025-03-01…), parsed by when().
 When = Annotated[str | None, Field(max_length=inputs.MAX_TIME_CHARS,
                                    description="ISO-8601 (2025-03-01), or relative: 7d, 12h, yesterday, last week.")]

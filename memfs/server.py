@@ -220,6 +220,8 @@ def create_app(ops: LocalOperations, *, token: str | None = None, on_stop=None) 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "value_error":  # a schema check in the core's words (inputs): say them as they are
+            return _error(422, "bad_request", str(first.get("msg", "")).removeprefix("Value error, "))
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
 

@@ -21,8 +21,18 @@ def replica(base: Path, name: str, clock=None) -> LocalOperations:
 
 def contents(ops) -> dict[str, str]:
     """id -> content hash of every memory in the store."""
-    page = ops.list(limit=100_000)
-    return {r.memory.id: r.memory.content_hash for r in page.memories}
+    return {r.memory.id: r.memory.content_hash for r in every_memory(ops)}
+
+
+def every_memory(ops) -> list:
+    """Every memory, page by page (a page holds at most inputs.MAX_PAGE)."""
+    out, cursor = [], None
+    while True:
+        page = ops.list(limit=1000, cursor=cursor)
+        out += page.memories
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
 
 
 def path_of(ops, mem_id: str) -> Path:

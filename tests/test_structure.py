@@ -19,7 +19,7 @@ MAX_FUNCTION_LINES = 60
 KNOWN_CIRCLES = {
     frozenset({"memfs.importers", "memfs.migrations"}): "migration records are written by the importers and "
     "read back by them; to break: move the record type to its own module",
-    frozenset({"memfs.mcp_server", "memfs.mcp_compat"}): "build_server adds the compat tools; compat uses the "
+    frozenset({"memfs.mcp_server", "memfs.mcp_compat", "memfs.mcp_graph"}): "build_server adds the compat and graph tools; they use the "
     "native helpers; to break: a tool-set registry (not done: #26 edits mcp_compat.py now)",
     frozenset({"memfs.query", "memfs.results"}): "results build hits from query's rows and query returns them; "
     "to break: the hit types move to results",
@@ -45,8 +45,6 @@ KNOWN_PRIVATE_USES = {
     ("memfs.importers", "_rewrite"): _STORE_WRITE,
     ("memfs.kv", "_rewrite"): _STORE_WRITE,
     ("memfs.kv", "_read"): _STORE_WRITE,
-    ("memfs.migrations", "_apply_options"): "migrations replays an import with the importers' options; to "
-    "fix: with the importers<->migrations circle (one module owns the options)",
 }
 
 

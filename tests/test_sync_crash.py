@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memfs.sync.engine import CRASH_EXIT, STEPS
+from memfs.sync.steps import CRASH_EXIT, STEPS
 from sync_helpers import contents, fake_replica, hand_delete, hand_edit
 
 TESTS = Path(__file__).parent
@@ -21,10 +21,10 @@ _CHILD = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from memfs.sync import engine
+from memfs.sync import steps
 from sync_helpers import fake_replica
 base, name, remote, step = sys.argv[2:6]
-engine.crash_at = step
+steps.crash_at = step
 ops = fake_replica(Path(base), name)
 ops.sync(remote)
 ops.close()

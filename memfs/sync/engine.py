@@ -1,7 +1,7 @@
 """One sync of a replica with a remote (docs/sync.md): push what changed here, pull what the others
 pushed, merge per memory, keep every losing version.
 
-The transaction, each step a fault-injection point (`crash_at`, used by tests/test_sync_crash.py):
+The transaction, each step a fault-injection point (`memfs.sync.steps.crash_at`, used by tests/test_sync_crash.py):
 
     fetched     every new peer object read and verified (nothing written anywhere yet)
     applied-one the first chunk of changes merged (files, then heads and the conflict inbox)
@@ -20,37 +20,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 
-from .. import documents
-from ..documents import Memory
-from ..filestore import atomic_write, fsync_dir, new_relpath
 from .objects import (KEY_OBJECT, MARKER, REPLICAS, Batch, Codec, RemoteObjectError, SyncKeyError, batch_name,
                       decode, encode, parse_name)
 from .remotes import TEMP_PREFIX, Remote
 from .state import Stamp, SyncState
-
-crash_at: str | None = None
-CRASH_EXIT = 86
-STEPS = ("fetched", "applied-one", "applied", "cursors", "collected", "uploaded", "pushed")
-
-
-def crash_point(name: str) -> None:
-    # Trigger: a test names a step. Why: prove a kill -9 there loses nothing. Outcome: exit at once.
-    if crash_at == name:
-        os._exit(CRASH_EXIT)
-
-
-def version_of(m: Memory) -> str:
-    """A version id: the hash of the document's canonical JSON (any two replicas holding the same
-    document compute the same one, however the file is formatted)."""
-    return hashlib.sha256(orjson.dumps(m.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
+from .steps import crash_point
+from .versions import version_of
 
 @dataclass
 class SyncReport:
@@ -362,20 +343,3 @@ class SyncEngine:
             return
         with self.store.mutex:
             Merger(self, report).apply(sorted(records, key=lambda r: Stamp.parse(r["hlc"])))
-
-
-def write_memory(store, m: Memory, path: str | None) -> str:
-    """Write a memory's file (at its path, or a new one) atomically; returns the relative path."""
-    rel = path or new_relpath(store.layout.memories, m.id, m.content, m.created_at)
-    atomic_write(store.layout.memories / rel, m.to_bytes())
-    return rel
-
-
-def delete_file(store, path: str) -> None:
-    file = store.layout.memories / path
-    file.unlink(missing_ok=True)
-    fsync_dir(file.parent)
-
-
-def memory_from(doc: dict, mem_id: str) -> Memory:
-    return documents.from_dict(dict(doc), default_id=mem_id, default_time=documents.utcnow())

@@ -23,7 +23,8 @@ from ..errors import InvalidDocumentError
 from . import conflicts
 from ..documents import Memory
 from ..filestore import atomic_write_many, new_relpath
-from .engine import delete_file, memory_from, version_of
+from .steps import crash_point
+from .versions import delete_file, memory_from, version_of
 from .objects import RemoteObjectError
 from .state import Stamp
 
@@ -45,7 +46,6 @@ class Merger:
         """Merge in chunks: decide each record, write the chunk's files (flushed together), then record
         the new heads in one transaction. Files go first: a head that names a version the file does not
         hold would be taken for a local change and sent back out."""
-        from .engine import crash_point
 
         self._cache_vectors(records)
         progress = self.engine.progress

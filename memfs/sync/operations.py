@@ -133,7 +133,7 @@ class SyncOperations:
         return {"conflict": conflict_id, "memory": mem_id, "kept": keep}
 
     def _write_back(self, mem_id: str, version: dict) -> None:
-        from .engine import delete_file, memory_from, write_memory
+        from .versions import delete_file, memory_from, write_memory
 
         with self.owner.using() as store:
             with store.mutex:
