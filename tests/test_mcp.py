@@ -393,7 +393,7 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(store_root):
             assert "not a memory id" in await fails(c, "memory_get", {"id": "bad\x00id"})
             assert "nothing to change" in await fails(c, "memory_update", {"id": "0123456789abcdef"})
             # the core's limits and time parser (#19): k up to 1000, times as every door reads them
-            assert "less than or equal to 1000" in await fails(c, "memory_search", {"query": "x", "k": 1001})
+            assert "k must be between 1 and 1000" in await fails(c, "memory_search", {"query": "x", "k": 1001})
             assert "cannot read 'last tuesday' as a time" in await fails(c, "memory_list", {"since": "last tuesday"})
             assert "query is empty" in await fails(c, "memory_search", {"query": " "})
             assert "cursor" in await fails(c, "memory_list", {"cursor": "../x"})
