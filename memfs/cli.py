@@ -7,6 +7,7 @@ starts on demand) are at the end.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -551,6 +552,11 @@ def _take_over(layout, started_by: str) -> None:
     click.echo(f"took over from the owner started on demand (pid {record.get('pid')})", err=True)
 
 
+def _stop_before_owning(*_) -> None:
+    click.echo("stopped before it owned the store (the files are untouched; the indexes are derived)", err=True)
+    raise SystemExit(0)
+
+
 def _run_owner(started_by: str, **options) -> None:
     import logging
 
@@ -558,6 +564,11 @@ def _run_owner(started_by: str, **options) -> None:
 
     ctx = click.get_current_context()
     layout = ctx.obj.local_only("memfs " + started_by)
+    # A stop asked for while this process still waits to own the store (an on-demand owner handing
+    # over, the lock, the startup reconcile) ends the wait cleanly, as a stop of a running owner does;
+    # SIGTERM's default action killed it with -15 (the torture test's watch, on a loaded machine).
+    # run_owner installs its own handlers once it serves.
+    signal.signal(signal.SIGTERM, _stop_before_owning)
     console = None
     if started_by != "on-demand":
         _take_over(layout, started_by)
