@@ -155,3 +155,27 @@ def test_relative_to_root_touches_whole_paths_only():
     assert relative_to_root("/srv/ow/data/x.json is gone; the store at /srv/ow", roots) == \
         "data/x.json is gone; the store at ."
     assert relative_to_root("'/srv/owl/x' and /srv/ow2", roots) == "'/srv/owl/x' and /srv/ow2"
+
+
+def test_a_stop_while_watch_still_waits_for_the_store_ends_it_cleanly(root):
+    """The torture test's watch died by SIGTERM (-15) when the stop came before it owned the store:
+    the handlers were installed only once it served. A process holds the lock; watch waits for it;
+    SIGTERM ends the wait with exit 0 and a message, and the holder's lock is untouched."""
+    assert run(root, "init").returncode == 0
+    code = ("import sys, time; from memfs.lock import StoreLock; from pathlib import Path;"
+            "StoreLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(root / "data" / "memfs.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        watch = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "watch"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # started, waiting for the lock
+        assert watch.poll() is None
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(60) == 0
+        assert "stopped before it owned the store" in watch.stderr.read()
+        assert is_held(root / "data" / "memfs.lock")  # still the holder's
+    finally:
+        holder.kill()
+        holder.wait()
