@@ -565,7 +565,8 @@ def _run_owner(started_by: str, **options) -> None:
     ctx = click.get_current_context()
     layout = ctx.obj.local_only("memfs " + started_by)
     # A stop asked for while this process still waits to own the store (an on-demand owner handing
-    # over, the lock, the startup reconcile) ends the wait cleanly, as a stop of a running owner does;
+    # over, the lock, the startup reconcile) ends the wait cleanly (Owner.start closes what it opened
+    # and releases the lock it took, logged), as a stop of a running owner does;
     # SIGTERM's default action killed it with -15 (the torture test's watch, on a loaded machine).
     # run_owner installs its own handlers once it serves.
     signal.signal(signal.SIGTERM, _stop_before_owning)

@@ -82,8 +82,8 @@ class Owner:
                 log.warning(note)
             if self.open_store:
                 self._open()
-        except BaseException:
-            self.lock.release()
+        except BaseException:  # a failed open, or a stop asked for meanwhile (cli._stop_before_owning)
+            self.close()  # the watcher (if it started) stopped, the store closed, the release logged
             raise
         return self
 

@@ -179,3 +179,22 @@ def test_a_stop_while_watch_still_waits_for_the_store_ends_it_cleanly(root):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_stop_during_watchs_startup_reconcile_releases_the_lock_and_logs_it(root):
+    """A SIGTERM after watch took the lock but before it served (its startup reconcile) must end with
+    the lock released and the release in owner.log, so the owners' intervals in the log never overlap
+    (the torture test saw an owner that 'ran until inf')."""
+    assert run(root, "init").returncode == 0
+    memories = root / "data" / "memories"
+    for i in range(400):  # enough for the startup reconcile to take a moment
+        (memories / f"m{i}.json").write_text(json.dumps({"content": f"startup reconcile filler number {i}"}))
+    watch = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "watch"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = root / "data" / "logs" / "owner.log"
+    wait_until(lambda: log.exists() and f"owner pid {watch.pid} took the lock" in log.read_text(), timeout=60,
+               what="watch to take the lock")
+    watch.send_signal(signal.SIGTERM)
+    assert watch.wait(120) == 0
+    assert f"owner pid {watch.pid} released the lock" in log.read_text()
+    assert not is_held(root / "data" / "memfs.lock")
