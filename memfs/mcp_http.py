@@ -32,8 +32,10 @@ class McpEndpoint:
 
     def __init__(self, manager, is_ready: Callable[[], bool]):
         self.manager, self.is_ready = manager, is_ready
+        self.route = Route(PATH, self)
 
     async def __call__(self, scope, receive, send) -> None:
+        scope["route"] = self.route  # as FastAPI does for its own routes: /metrics counts /mcp by name
         if not self.is_ready():
             response = JSONResponse({"error": {"code": "not_ready", "message": "the startup reconcile is still "
                                                "running; try again shortly"}}, status_code=503)
@@ -62,7 +64,7 @@ def mount_mcp(app, ops: Any, *, token: str | None, is_ready: Callable[[], bool],
     server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security_settings(token),
                                max_request_body_size=MAX_REQUEST_BODY_BYTES)
     manager = server.session_manager
-    app.router.routes.append(Route(PATH, McpEndpoint(manager, is_ready)))
+    app.router.routes.append(McpEndpoint(manager, is_ready).route)
     before = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
