@@ -14,7 +14,7 @@ Then the burst case of issue #24, item 1: a person edits one memory (notes/edit.
 time, saved as an editor does) again and again, first at rest, then while a second burst of 1,000 new
 files is indexed and embedded. Reported beside each other: how long until the edit is found by keyword
 search (goal: p95 ≤ 1 s during the burst) and until its vector is indexed, the latter also in units of
-one embedding round measured in the same run (goal: ≤ one small batch after it is keyword-searchable).
+one full embedding round of the bulk copy measured in the same run (goal: ≤ one small batch after it is keyword-searchable).
 `--only edits` runs just this part.
 
 `MEMFS_BENCH_CODE=/path/to/a/checkout` measures that checkout's memfs instead (a before/after).
@@ -79,7 +79,7 @@ def edit_once(s, mem: Path, i: int) -> tuple[float, float]:
 
 def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, limit: float | None = None) -> None:
     """Issue #24, item 1: edit latency at rest, then during a 1,000-file burst."""
-    rounds: list[float] = []
+    rounds: list[tuple[int, float]] = []  # (rows asked for, seconds)
     embed_pending = s.embed_pending
 
     def timed_round(ids):
@@ -87,7 +87,7 @@ def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, l
         try:
             return embed_pending(ids)
         finally:
-            rounds.append(time.perf_counter() - t)
+            rounds.append((len(ids), time.perf_counter() - t))
 
     s.embed_pending = timed_round  # measure each embedding round (the bench's instrument only)
     (mem / "notes").mkdir(exist_ok=True)
@@ -120,15 +120,19 @@ def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, l
     writer.join()
     if limit is None:
         w.idle.wait(600)
+    # The unit: a full round of the bulk copy (the hand edits' own rounds are short and counted apart).
     burst_rounds = rounds[rest_rounds:]
-    round_s = float(np.median(burst_rounds)) if burst_rounds else float("nan")
+    full = [sec for n, sec in burst_rounds if n >= w.embed_batch]
+    small = [sec for n, sec in burst_rounds if n < w.embed_batch]
+    round_s = float(np.median(full)) if full else float("nan")
     kw_rest, sem_rest = np.array(rest).T * 1e3
     kw, sem = np.array(during).T * 1e3
     behind = (sem - kw) / (round_s * 1e3)
     how = f"indexed and embedded in {took:.1f} s" if not left else \
         f"indexed; edits stopped after {took:.0f} s with {left} files still to embed (--burst-seconds)"
     print(f"\nan edit during a burst of 1,000 new files (issue #24, item 1): burst {how}, "
-          f"{len(burst_rounds)} rounds (median round {round_s * 1e3:.0f} ms); "
+          f"{len(full)} rounds of {w.embed_batch} (median {round_s * 1e3:.0f} ms) and {len(small)} short ones "
+          f"(median {np.median(small) * 1e3 if small else float('nan'):.0f} ms); "
           f"{len(during)} edits during it, {len(rest)} at rest")
     print("| edit → | at rest p50 / p95 | during the burst p50 / p95 (n) | p95 ratio | goal |")
     print("|---|---|---|---|---|")
@@ -138,7 +142,7 @@ def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, l
     print(f"| vector indexed | {np.percentile(sem_rest, 50):.0f} / {np.percentile(sem_rest, 95):.0f} ms "
           f"| {np.percentile(sem, 50):.0f} / {np.percentile(sem, 95):.0f} ms ({len(sem)}) "
           f"| **{np.percentile(sem, 95) / np.percentile(sem_rest, 95):.2f}** | – |")
-    print(f"| vector after keyword, in rounds | – | p50 {np.percentile(behind, 50):.2f} / p95 "
+    print(f"| vector after keyword, in bulk rounds | – | p50 {np.percentile(behind, 50):.2f} / p95 "
           f"{np.percentile(behind, 95):.2f} / max {behind.max():.2f} rounds | – | ≤ 1 round |")
 
 

@@ -81,7 +81,7 @@ class Watcher:
     Two workers (issue #24, item 1): the indexer puts each batch's files into the catalog and the
     keyword index without encoding anything, so an edit is searchable by keyword within a debounce
     and a catalog write, whatever is being embedded; the embedder then gives the rows their vectors
-    in rounds of `embed_batch`, most urgent first (`_embed_order`): an edit never waits behind more
+    in rounds of `embed_batch`, most urgent first (`next_round`): an edit never waits behind more
     than one round of a bulk copy.
     """
 
@@ -354,7 +354,7 @@ class Watcher:
             self._vectors_pending = len(pending)
         if not pending:
             return True
-        ids = _embed_order(pending)[: self.embed_batch]
+        ids = next_round(pending, self.embed_batch)
         report = self.store.embed_pending(ids)
         self.embedded += report.embedded
         with self._cond:
@@ -376,17 +376,25 @@ def give_back_memory() -> None:
         pass
 
 
-def _embed_order(pending: list[tuple[str, str, bool]]) -> list[str]:
-    """Ids, most urgent first. An edit made by a person touches a file or two in a folder; a bulk copy
-    or a checkout fills folders with hundreds. So rows in folders with the fewest rows waiting go first,
-    a changed memory before a new one, then by path. A bulk copy cannot delay an edit by more than one
-    round, and it is never starved: what a person does adds a handful of rows at a time."""
+# A folder with at most this many rows waiting holds a person's edit, not a bulk copy.
+HAND_EDIT_FOLDER = 4
+
+
+def next_round(pending: list[tuple[str, str, bool]], size: int) -> list[str]:
+    """The ids to embed next, most urgent first. An edit made by a person touches a file or two in a
+    folder; a bulk copy or a checkout fills folders with hundreds. So rows in folders with the fewest
+    rows waiting go first, a changed memory before a new one, then by path. When such hand edits are
+    waiting beside a bulk copy, the round holds them alone: it is short, so an edit's vector follows
+    its text by at most the bulk round already running plus this small one (issue #24, item 1). A
+    bulk copy is never starved: what a person does adds a handful of rows at a time."""
     waiting: dict[str, int] = {}
     for _, path, _ in pending:
         folder = path.rpartition("/")[0]
         waiting[folder] = waiting.get(folder, 0) + 1
     ranked = sorted(pending, key=lambda r: (waiting[r[1].rpartition("/")[0]], r[2], r[1]))
-    return [mem_id for mem_id, _, _ in ranked]
+    by_hand = [r for r in ranked if waiting[r[1].rpartition("/")[0]] <= HAND_EDIT_FOLDER]
+    chosen = by_hand if 0 < len(by_hand) < min(size, len(ranked)) else ranked[:size]
+    return [mem_id for mem_id, _, _ in chosen]
 
 
 class _Handler:

@@ -205,3 +205,17 @@ def test_each_invalid_file_is_logged_once_not_at_every_full_reconcile(store, cap
         w.stop()
     said = [r.getMessage() for r in caplog.records if "bad.json" in r.getMessage()]
     assert len(said) <= 2 and any("invalid memory file bad.json" in m for m in said), said
+
+
+def test_an_edit_beside_a_bulk_copy_gets_a_round_of_its_own():
+    """The embedder's order (issue #24, item 1): a person's edit waits at most for the bulk round
+    already running, then goes in a short round of hand edits alone; a bulk copy still fills rounds."""
+    from memfs.watcher import next_round
+
+    bulk = [(f"b{i}", f"import/2026/b{i:04d}.json", True) for i in range(100)]  # (id, path, new)
+    edit = ("e1", "notes/edit.json", False)
+    assert next_round(bulk + [edit], 32) == ["e1"]
+    assert next_round(bulk, 32) == [f"b{i}" for i in range(32)]
+    spread = [(f"s{i}", f"day{i}/s.json", True) for i in range(100)]  # a copy spread over small folders
+    assert len(next_round(spread + [edit], 32)) == 32 and next_round(spread + [edit], 32)[0] == "e1"
+    assert next_round([("n1", "notes/new.json", True), edit], 32) == ["e1", "n1"]
