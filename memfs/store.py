@@ -747,16 +747,20 @@ class MemoryStore:
         with self._mutex:
             return self.catalog.unsynced_paths()
 
-    def embed_pending(self, ids: list[str]) -> ReconcileReport:
-        """Encode and index the vectors these rows lack (those still unsynced when the lock is taken).
-        The watcher's embedding worker calls this with small batches, most urgent first."""
+    def embed_pending(self, ids: list[str], *, round_size: int = BULK_BATCH,
+                      keep_going: Callable[[], bool] | None = None) -> ReconcileReport:
+        """Encode and index the vectors these rows lack (those still unsynced when the lock is taken),
+        in rounds of `round_size`, each encoded while the one before is written. The watcher's embedding
+        worker calls this, most urgent first; `keep_going()`, asked between rounds, ends the call early
+        (rows not reached stay unsynced for the next)."""
         report = ReconcileReport()
         report.embedded = 0
         started = time.monotonic()
         with self._mutex:
             entries = self.catalog.unsynced_among(ids)
             if entries:
-                report.vectors_written = self._write_vectors([e.memory for e in entries], report=report)
+                report.vectors_written = self._write_vectors([e.memory for e in entries], report=report,
+                                                             round_size=round_size, keep_going=keep_going)
             self.vectors_lag = self.catalog.has_unsynced()
         report.seconds = time.monotonic() - started
         return report
@@ -765,7 +769,8 @@ class MemoryStore:
 
     def _write_vectors(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
                        meanwhile: Callable[[], None] | None = None, phase: str = "embed",
-                       report: ReconcileReport | None = None) -> int:
+                       report: ReconcileReport | None = None, round_size: int = BULK_BATCH,
+                       keep_going: Callable[[], bool] | None = None) -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
         Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
@@ -780,7 +785,7 @@ class MemoryStore:
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
-        rounds = [memories[i:i + BULK_BATCH] for i in range(0, len(memories), BULK_BATCH)]
+        rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
         model = self.embedder.model_id
         uncached = self.catalog.uncached(model, (m.content_hash for m in memories))
         todo: list[dict[str, str]] = []  # per round: content hash -> text to encode
@@ -794,7 +799,9 @@ class MemoryStore:
             if meanwhile:
                 meanwhile()
             written = 0
-            for batch, texts, future in zip(rounds, todo, encoded):
+            for n, (batch, texts, future) in enumerate(zip(rounds, todo, encoded)):
+                if n and keep_going is not None and not keep_going():
+                    break  # the finally cancels the encodes not started; the one running finishes
                 if future is not None:
                     with self._mutex.released():
                         encoded_now = future.result()

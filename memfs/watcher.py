@@ -37,6 +37,9 @@ log = logging.getLogger("memfs.watcher")
 
 # Rows one embedding round takes: the longest an edit waits behind work already being encoded.
 EMBED_BATCH = 32
+# Rounds of a bulk copy taken in one call, each encoded while the one before is written (a round of
+# 32 at a time cost a third of the throughput); a hand edit ends the call at the next round.
+BULK_ROUNDS = 16
 # Texts encoded before the embedder, once idle, gives the memory it grew back (give_back_memory).
 TRIM_AFTER = 256
 
@@ -101,6 +104,7 @@ class Watcher:
         self._embed_wanted = True  # the embedder should look for rows lacking vectors
         self._embedding = False  # the embedder is running a round
         self._vectors_pending = 0  # rows lacking vectors when the embedder last looked
+        self._hand_edit = False  # the indexer applied what looks like a person's edit: re-plan the rounds
         self._observer = None
         self._thread: threading.Thread | None = None
         self._embed_thread: threading.Thread | None = None
@@ -281,6 +285,8 @@ class Watcher:
         finally:
             with self._cond:
                 self._applying = False
+                if paths and by_hand(paths):
+                    self._hand_edit = True
                 self._embed_wanted = True  # new rows, or vectors found missing, or a retry after an error
                 self._cond.notify_all()
 
@@ -355,7 +361,13 @@ class Watcher:
         if not pending:
             return True
         ids = next_round(pending, self.embed_batch)
-        report = self.store.embed_pending(ids)
+        with self._cond:
+            self._hand_edit = False
+        keep_going = None
+        if len(ids) >= self.embed_batch:  # no hand edit waits: a bulk copy, several rounds in one call
+            ids = next_round(pending, self.embed_batch * BULK_ROUNDS)
+            keep_going = lambda: not (self._hand_edit or self._stopping)  # noqa: E731
+        report = self.store.embed_pending(ids, round_size=self.embed_batch, keep_going=keep_going)
         self.embedded += report.embedded
         with self._cond:
             self._vectors_pending = max(0, len(pending) - report.vectors_written)
@@ -378,6 +390,16 @@ def give_back_memory() -> None:
 
 # A folder with at most this many rows waiting holds a person's edit, not a bulk copy.
 HAND_EDIT_FOLDER = 4
+
+
+def by_hand(paths: list[str]) -> bool:
+    """Whether a batch of changed paths holds what looks like a person's edit: a folder with only a
+    few of them (a bulk copy or a checkout changes hundreds in a folder)."""
+    per_folder: dict[str, int] = {}
+    for p in paths:
+        folder = p.rpartition("/")[0]
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+    return min(per_folder.values()) <= HAND_EDIT_FOLDER
 
 
 def next_round(pending: list[tuple[str, str, bool]], size: int) -> list[str]:
