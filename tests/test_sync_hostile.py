@@ -167,3 +167,46 @@ def _keys(argv: list[str]) -> dict:
             value = argv[argv.index(flag) + 1]
             out[name] = [value] if name == "recipients" else value
     return out
+
+
+# -- compaction (`memfs sync compact`): a base is verified like any object, and covers only its own replica
+
+def test_a_truncated_base_is_refused_naming_it(pair):
+    a, b, remote = pair
+    base = remote / a.sync_compact(str(remote)).base
+    base.write_bytes(base.read_bytes()[:-40])
+    assert "truncated or damaged" in refused(b, remote, base.name)
+    assert contents(b) == {}
+
+
+def test_a_base_forged_under_another_replicas_prefix_is_refused_naming_it(pair, tmp_path):
+    import hashlib
+
+    from memfs.sync.objects import batch_name, decode, encode
+
+    a, b, remote = pair
+    c = fake_replica(tmp_path, "c")  # another replica, with a base of its own
+    try:
+        c.add("planted by c"), c.sync(str(remote)), c.add("more from c"), c.sync(str(remote))
+        theirs = remote / c.sync_compact(str(remote)).base
+    finally:
+        c.close()
+    # Placed as a's next object, with a's batches removed, so a reader must jump to it.
+    a_prefix = a.sync_status().remotes[0]["prefix"]
+    forged = decode(theirs.name, theirs.read_bytes())
+    forged.seq, forged.prev = 3, None
+    data = encode(forged)
+    target = remote / batch_name(a_prefix, 3, data, base=True)
+    target.write_bytes(data)
+    for p in (remote / "replicas" / a_prefix).glob("000000000[12]-*.mfs"):
+        p.unlink()
+    assert hashlib.sha256(target.read_bytes()).hexdigest()[:16] in target.name
+    assert "lies under" in refused(b, remote, target.name)
+    assert contents(b) == {}
+
+
+def test_an_object_removed_with_no_base_covering_it_is_refused(pair):
+    _a, b, remote = pair
+    batches(remote)[0].unlink()  # the second batch is still there
+    assert "removed object" in refused(b, remote, "0000000001-*.mfs")
+    assert contents(b) == {}

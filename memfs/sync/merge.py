@@ -4,7 +4,10 @@ Records arrive sorted by their hybrid-logical-clock stamps. For one memory, with
 (the version it holds as shared) and an incoming change C made on top of version C.parent:
 
 - C's version was seen here before: nothing to do (a repeat, or an ancestor of what we hold).
-- no head, or H is C.parent: C simply arrives (a new memory, an edit, a delete).
+- no head, or H is an ancestor of C: C simply arrives (a new memory, an edit, a delete). Ancestry is
+  C.parent, and further back through the parents of every record in this sync and the `lineage` a
+  base record carries for the versions its replica folded away (memfs.sync.compact): a reader that
+  held one of those sees the base's version as the edit on top of it, not as a concurrent one.
 - otherwise the two are concurrent. A put beats a delete (an edit is never lost to a concurrent
   delete; the delete is what goes to the inbox); else the later stamp wins, ties by replica id. Every
   replica sees the same two versions and picks the same winner; the loser goes to the conflict inbox.
@@ -48,6 +51,11 @@ class Merger:
         hold would be taken for a local change and sent back out."""
 
         self._cache_vectors(records)
+        self.parents: dict[tuple[str, str], set] = {}  # (id, version) -> its parents, from every record here
+        for r in records:
+            if r["op"] != "resolve":
+                for v, parent in [[r.get("v"), r.get("parent")], *r.get("lineage", ())]:
+                    self.parents.setdefault((r["id"], v), set()).add(parent)
         progress = self.engine.progress
         for start in range(0, len(records), CHUNK):
             chunk = records[start:start + CHUNK]
@@ -152,6 +160,7 @@ class Merger:
         mem_id, v, parent = r["id"], r.get("v"), r.get("parent")
         if not isinstance(v, str) or self.state.was_seen(mem_id, v) or (mem_id, v) in self.seen:
             return
+        self.seen += [(mem_id, old) for old, _parent in r.get("lineage", ())]  # folded away: ancestors of v
         stamp = Stamp.parse(r["hlc"])
         deleted = r["op"] == "del"
         incoming = None if deleted else self._incoming(r, mem_id, v)
@@ -164,10 +173,20 @@ class Merger:
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
         if head is None and incoming is not None and self._dedup(mem_id, v, stamp, incoming, parent):
             return
-        if head is None or head[0] == parent:
+        if head is None or head[0] in self._ancestors(mem_id, v):
             self._take(mem_id, v, stamp, deleted, incoming, path, parent)
             return
         self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
+
+    def _ancestors(self, mem_id: str, v: str) -> set[str]:
+        """Every version this sync's records show `v` was made on top of (parents, their parents…)."""
+        out, todo = set(), [v]
+        while todo:
+            for parent in self.parents.get((mem_id, todo.pop()), ()):
+                if isinstance(parent, str) and parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
 
     def _incoming(self, r: dict, mem_id: str, v: str) -> Memory:
         try:
@@ -232,8 +251,8 @@ class Merger:
                 **({"doc": local.to_dict()} if local is not None and not head_deleted else {})}
         winner, loser = (theirs, ours) if incoming_wins else (ours, theirs)
         parent = r.get("parent")
-        if isinstance(parent, str):
-            conflicts.drop_superseded(self.layout, mem_id, parent)
+        for old in self._ancestors(mem_id, v):  # a later version of a losing side replaces its inbox entry
+            conflicts.drop_superseded(self.layout, mem_id, old)
         if not self.state.is_resolved(mem_id, loser["v"]):
             conflicts.record(self.layout, mem_id, winner, loser)
             self.report.conflicts += 1

@@ -169,10 +169,11 @@ class SyncState:
         self.db.execute("UPDATE remotes SET last_error = ?, last_pull = CASE WHEN ? IS NULL THEN ? ELSE last_pull END "
                         "WHERE remote = ?", (error, error, time.time(), remote))
 
-    def peer(self, remote: str, prefix: str) -> tuple[int, str | None]:
-        row = self.db.execute("SELECT seq, last_name FROM peers WHERE remote = ? AND prefix = ?",
+    def peer(self, remote: str, prefix: str) -> tuple[int, str | None, str | None]:
+        """(seq read up to, that object's name, the replica whose prefix it is) for a peer prefix."""
+        row = self.db.execute("SELECT seq, last_name, replica FROM peers WHERE remote = ? AND prefix = ?",
                               (remote, prefix)).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+        return tuple(row) if row else (0, None, None)
 
     def set_peer(self, remote: str, prefix: str, replica: str, seq: int, name: str, hlc: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,151 @@
+"""Compaction (`memfs sync compact DEST`, docs/sync.md): a replica replaces its own old objects on a
+remote by one base object, then deletes them. No lock: only the replica that wrote them touches them,
+and it deletes nothing before the base that covers it is on the remote and reads back verified.
+
+The base is this replica's next object, written once like any batch (encrypted alike), named
+`<seq:010d>-<h16>.base.mfs` with `"base": true` in its header: it covers the replica's seqs 1..seq-1.
+It holds, per memory, the newest record this replica wrote in them (document, vector and stamp as they
+were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away,
+and every resolve record. A reader that held a folded version sees the newest as an edit made on top
+of it, never as a concurrent one (memfs.sync.merge); a reader whose next object is gone reads on from
+the base (memfs.sync.engine, `_chain`).
+
+Steps, each a fault-injection point (memfs.sync.steps, tests/test_sync_crash.py):
+
+    compact-made         this replica's objects read back, verified and folded into a base (nothing written)
+    compact-uploaded     the base written once under this replica's prefix
+    compact-saved        the base read back and verified; this replica's next batch continues after it
+    compact-deleted-one  the oldest covered object deleted
+    compact-deleted      every covered object deleted
+
+A crash before `compact-saved` leaves one extra valid object: the next sync reads it as an object of
+its own it did not know, the next compact adopts it. A crash while deleting leaves a run of covered
+objects just before the base, which readers read through or jump over; the next compact deletes them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import MemfsError
+from .engine import SyncEngine
+from .objects import Batch, batch_name, encode, is_base, parse_name
+from .results import CompactResult
+from .steps import crash_point
+
+
+class CompactionRefused(MemfsError):
+    """This replica cannot compact on that remote now; the message says what to run first."""
+
+
+def fold(records: list[dict]) -> list[dict]:
+    """A replica's records, oldest first, as a base holds them: per memory the newest put or delete,
+    carrying the [version, parent] of every older one (and of the lineage those carried); every
+    distinct resolve record."""
+    newest: dict[str, dict] = {}
+    lineage: dict[str, dict[str, str | None]] = {}
+    resolves: dict[tuple, dict] = {}
+    for r in records:
+        if r["op"] == "resolve":
+            resolves.setdefault((r["id"], r.get("loser")), r)
+            continue
+        folded = lineage.setdefault(r["id"], {})
+        folded.update(dict(r.get("lineage", ())))
+        if r["id"] in newest:
+            older = newest[r["id"]]
+            folded[older["v"]] = older.get("parent")
+        newest[r["id"]] = r
+    out = []
+    for mem_id, r in newest.items():
+        folded = {v: p for v, p in lineage[mem_id].items() if v != r["v"]}
+        rec = {k: val for k, val in r.items() if k != "lineage"}
+        out.append({**rec, "lineage": [[v, p] for v, p in folded.items()]} if folded else rec)
+    return out + list(resolves.values())
+
+
+class Compactor:
+    def __init__(self, engine: SyncEngine):
+        self.engine = engine
+        self.state = engine.state
+        self.remote = engine.remote
+        self.key = engine.key
+
+    def run(self, *, dry_run: bool = False) -> CompactResult:
+        started = time.monotonic()
+        e = self.engine
+        report = CompactResult(self.remote.where, self.state.replica, dry_run)
+        listing = self.sizes = self.remote.list("")
+        e._check_marker(listing, dry_run)
+        prefix, next_seq, last_name = self.state.remote(self.key, e.codec.encrypted)
+        e._own_key(listing, prefix, dry_run)
+        if self.state.outbox(self.key):
+            raise CompactionRefused(f"a batch of this replica's changes waits to be uploaded to {self.remote.where}; "
+                                    "run `memfs sync DEST` first, then compact")
+        own = {p[1]: name for name in listing if (p := parse_name(name)) and p[0] == prefix}
+        report.objects_before, report.bytes_before = len(own), sum(listing[n] for n in own.values())
+        report.bytes_after = report.bytes_before
+        latest = self._adopt(own, prefix, next_seq, last_name, report)
+        start = max((s for s in own if s <= latest and is_base(own[s])), default=1)
+        if start == latest:  # one object, or the newest is already a base: only the deletions may be left
+            self._delete(own, latest, report)
+        elif latest:
+            self._compact(own, prefix, start, latest, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _adopt(self, own: dict[int, str], prefix: str, next_seq: int, last_name: str | None, report) -> int:
+        """The seq of this replica's newest object.
+
+        Trigger: the remote holds one object more than this replica's state knows, a base. Why: a
+        compaction stopped after uploading it and before saving that. Outcome: verified (it must follow
+        the newest object the state knows), the state continues after it."""
+        latest = next_seq - 1
+        ahead = sorted(s for s in own if s > latest)
+        if ahead == [next_seq] and is_base(own[next_seq]):
+            self.engine._read(own[next_seq], prefix, next_seq, last_name, report, self.state.replica)
+            if not report.dry_run:
+                self.state.pushed(self.key, next_seq, own[next_seq])
+            return next_seq
+        if ahead:
+            raise CompactionRefused(f"the remote {self.remote.where} holds objects of this replica newer than its "
+                                    "state knows (a restored store?); run `memfs sync DEST` first, then compact")
+        if latest and latest not in own:
+            raise CompactionRefused(f"this replica's newest object {last_name} is not on the remote "
+                                    f"{self.remote.where} any more (removed, or the remote was reset); see "
+                                    "docs/sync.md, Recovery")
+        return latest
+
+    def _compact(self, own: dict[int, str], prefix: str, start: int, latest: int, report) -> None:
+        """Fold objects start..latest (start: 1, or the newest base, which covers everything before it)."""
+        e = self.engine
+        chain = e._chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
+                         self.state.replica, report)
+        seq = latest + 1
+        base = Batch(self.state.replica, seq, own[latest], fold([r for inc in chain for r in inc.batch.records]),
+                     base=True)
+        data = e.codec.seal(encode(base))
+        name = batch_name(prefix, seq, data, base=True)
+        report.base = name
+        crash_point("compact-made")
+        report.bytes_after += len(data)
+        if not report.dry_run:
+            self.remote.write_once(name, data)
+            crash_point("compact-uploaded")
+            e._read(name, prefix, seq, own[latest], report, self.state.replica)  # as a reader will read it
+            self.state.pushed(self.key, seq, name)
+            crash_point("compact-saved")
+        own[seq] = name
+        self._delete(own, seq, report)
+
+    def _delete(self, own: dict[int, str], base: int, report) -> None:
+        """Every object of this replica's before its base, oldest first (what is left is always a run
+        just before the base, which a reader reads through or jumps over)."""
+        for i, seq in enumerate(sorted(s for s in own if s < base)):
+            report.objects_removed += 1
+            report.bytes_after -= self.sizes.get(own[seq], 0)
+            if not report.dry_run:
+                self.remote.delete(own[seq])
+                if i == 0:
+                    crash_point("compact-deleted-one")
+        if not report.dry_run:
+            crash_point("compact-deleted")
