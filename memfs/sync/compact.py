@@ -8,7 +8,7 @@ It holds, per memory, the newest record this replica wrote in them (document, ve
 were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away,
 and every resolve record. A reader that held a folded version sees the newest as an edit made on top
 of it, never as a concurrent one (memfs.sync.merge); a reader whose next object is gone reads on from
-the base (memfs.sync.engine, `_chain`).
+the base (memfs.sync.engine, `read_chain`).
 
 Steps, each a fault-injection point (memfs.sync.steps, tests/test_sync_crash.py):
 
@@ -75,9 +75,9 @@ class Compactor:
         e = self.engine
         report = CompactResult(self.remote.where, self.state.replica, dry_run)
         listing = self.sizes = self.remote.list("")
-        e._check_marker(listing, dry_run)
+        e.check_marker(listing, dry_run)
         prefix, next_seq, last_name = self.state.remote(self.key, e.codec.encrypted)
-        e._own_key(listing, prefix, dry_run)
+        e.open_keys(listing, prefix, dry_run)
         if self.state.outbox(self.key):
             raise CompactionRefused(f"a batch of this replica's changes waits to be uploaded to {self.remote.where}; "
                                     "run `memfs sync DEST` first, then compact")
@@ -102,7 +102,7 @@ class Compactor:
         latest = next_seq - 1
         ahead = sorted(s for s in own if s > latest)
         if ahead == [next_seq] and is_base(own[next_seq]):
-            self.engine._read(own[next_seq], prefix, next_seq, last_name, report, self.state.replica)
+            self.engine.read_object(own[next_seq], prefix, next_seq, last_name, report, self.state.replica)
             if not report.dry_run:
                 self.state.pushed(self.key, next_seq, own[next_seq])
             return next_seq
@@ -118,7 +118,7 @@ class Compactor:
     def _compact(self, own: dict[int, str], prefix: str, start: int, latest: int, report) -> None:
         """Fold objects start..latest (start: 1, or the newest base, which covers everything before it)."""
         e = self.engine
-        chain = e._chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
+        chain = e.read_chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
                          self.state.replica, report)
         seq = latest + 1
         base = Batch(self.state.replica, seq, own[latest], fold([r for inc in chain for r in inc.batch.records]),
@@ -131,7 +131,7 @@ class Compactor:
         if not report.dry_run:
             self.remote.write_once(name, data)
             crash_point("compact-uploaded")
-            e._read(name, prefix, seq, own[latest], report, self.state.replica)  # as a reader will read it
+            e.read_object(name, prefix, seq, own[latest], report, self.state.replica)  # as a reader will read it
             self.state.pushed(self.key, seq, name)
             crash_point("compact-saved")
         own[seq] = name

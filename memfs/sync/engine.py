@@ -33,7 +33,7 @@ from .state import Stamp, SyncState
 from .steps import crash_point
 from .versions import version_of
 
-COVERED = object()  # _read's `prev` for a base read in place of the objects it covers
+COVERED = object()  # read_object's `prev` for a base read in place of the objects it covers
 
 
 def _lineage_ok(lineage) -> bool:
@@ -88,9 +88,9 @@ class SyncEngine:
         started = time.monotonic()
         report = SyncReport(self.remote.where, self.state.replica, dry_run)
         listing = self.remote.list("")
-        self._check_marker(listing, dry_run)
+        self.check_marker(listing, dry_run)
         prefix, _seq, _last = self.state.remote(self.key, self.codec.encrypted)
-        self._own_key(listing, prefix, dry_run)
+        self.open_keys(listing, prefix, dry_run)
         self.store.reconcile(verify_vectors=False)  # hand edits since the last look count as changes
         if dry_run:
             report.would_push = sorted(self.local_changes()[0])
@@ -118,7 +118,8 @@ class SyncEngine:
 
     # -- the remote's marker and (passphrase mode) this replica's key -----------------------------------
 
-    def _check_marker(self, listing: dict[str, int], dry_run: bool) -> None:
+    def check_marker(self, listing: dict[str, int], dry_run: bool) -> None:
+        """The remote's format and encryption must be this sync's (else refused); a new remote gets its marker."""
         want = self.codec.marker()
         if MARKER in listing:
             try:
@@ -138,7 +139,7 @@ class SyncEngine:
         elif not dry_run:
             self.remote.write_once(MARKER, orjson.dumps(want, option=orjson.OPT_INDENT_2) + b"\n")
 
-    def _own_key(self, listing: dict[str, int], prefix: str, dry_run: bool) -> None:
+    def open_keys(self, listing: dict[str, int], prefix: str, dry_run: bool) -> None:
         """Passphrase mode: open every replica's key object (so theirs decrypt), making ours if new."""
         if self.codec.passphrase is None:
             return
@@ -308,10 +309,10 @@ class SyncEngine:
             if prefix != own and seen_seq and seen_seq in objects and objects[seen_seq] != last_name:
                 raise RemoteObjectError(objects[seen_seq], "it differs from the object this replica read at that "
                                         "sequence number (a replaced object)")
-            out += self._chain(prefix, objects, seen_seq, last_name, replica, report)
+            out += self.read_chain(prefix, objects, seen_seq, last_name, replica, report)
         return out
 
-    def _chain(self, prefix: str, objects: dict[int, str], seen_seq: int, last_name: str | None,
+    def read_chain(self, prefix: str, objects: dict[int, str], seen_seq: int, last_name: str | None,
                replica: str | None, report: SyncReport) -> list[Incoming]:
         """One replica's objects after `seen_seq`, each verified against the one before it.
 
@@ -330,11 +331,11 @@ class SyncEngine:
                                             "objects of its replica are there, and no base object of that replica "
                                             "covers it (a removed object)")
                 seq, prev = max(bases), COVERED
-            out.append(self._read(objects[seq], prefix, seq, prev, report, replica))
+            out.append(self.read_object(objects[seq], prefix, seq, prev, report, replica))
             replica = out[-1].batch.replica  # the rest of the chain must come from the same replica
             prev, seq = objects[seq], seq + 1
 
-    def _read(self, name: str, prefix: str, seq: int, prev: str | None, report: SyncReport,
+    def read_object(self, name: str, prefix: str, seq: int, prev: str | None, report: SyncReport,
               replica: str | None = None) -> Incoming:
         """Read and verify one object: `prev` is the name it must follow (COVERED: a base read in place of
         the objects it folds, whose chain is not this reader's to check); `replica` the one its prefix
