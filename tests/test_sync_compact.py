@@ -119,6 +119,36 @@ def test_a_history_woven_through_two_replicas_compacted_on_both_reads_without_a_
             o.close()
 
 
+def test_a_losing_version_still_in_the_inbox_survives_its_replicas_compaction(tmp_path):
+    """a's edit lost a conflict and a then edited on top of the winner: the loser is not an ancestor of
+    a's newest version, so folding it away would take the open conflict from every new replica."""
+    import time
+
+    remote = str(tmp_path / "remote")
+    a, b, control, fresh = (fake_replica(tmp_path, n) for n in ("a", "b", "control", "fresh"))
+    try:
+        mem_id = a.add("the version both start from").memory.id
+        a.sync(remote), b.sync(remote)
+        a.update(mem_id, content="a's edit, which loses")
+        time.sleep(0.01)
+        b.update(mem_id, content="b's edit, made later, which wins")
+        a.sync(remote), b.sync(remote), a.sync(remote)
+        assert len(conflict_ids(a)) == 1
+        a.update(mem_id, content="a's edit on top of the winner")
+        a.sync(remote)
+        shutil.copytree(tmp_path / "remote", tmp_path / "original")
+        control.sync(str(tmp_path / "original"))
+        a.sync_compact(remote)
+        fresh.sync(remote), b.sync(remote)
+        assert contents(fresh) == contents(control) == contents(a) == contents(b)
+        assert conflict_ids(fresh) == conflict_ids(control) == conflict_ids(a) == conflict_ids(b)
+        [conflict] = fresh.conflicts()
+        assert conflict["loser"]["doc"]["content"] == "a's edit, which loses"
+    finally:
+        for o in (a, b, control, fresh):
+            o.close()
+
+
 def test_compact_refuses_while_a_batch_waits_and_while_a_sync_of_the_store_runs(history, monkeypatch):
     from memfs.sync.operations import _sync_lock
 

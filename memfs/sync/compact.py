@@ -5,8 +5,8 @@ and it deletes nothing before the base that covers it is on the remote and reads
 The base is this replica's next object, written once like any batch (encrypted alike), named
 `<seq:010d>-<h16>.base.mfs` with `"base": true` in its header: it covers the replica's seqs 1..seq-1.
 It holds, per memory, the newest record this replica wrote in them (document, vector and stamp as they
-were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away,
-and every resolve record. A reader that held a folded version sees the newest as an edit made on top
+were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away;
+an older record whose version lost a conflict still open here, whole; and every resolve record. A reader that held a folded version sees the newest as an edit made on top
 of it, never as a concurrent one (memfs.sync.merge); a reader whose next object is gone reads on from
 the base (memfs.sync.engine, `read_chain`).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 
 from ..errors import MemfsError
+from . import conflicts
 from .engine import SyncEngine
 from .objects import Batch, batch_name, encode, is_base, parse_name
 from .results import CompactResult
@@ -38,29 +39,35 @@ class CompactionRefused(MemfsError):
     """This replica cannot compact on that remote now; the message says what to run first."""
 
 
-def fold(records: list[dict]) -> list[dict]:
+def fold(records: list[dict], open_losers: set[tuple[str, str]] = frozenset()) -> list[dict]:
     """A replica's records, oldest first, as a base holds them: per memory the newest put or delete,
     carrying the [version, parent] of every older one (and of the lineage those carried); every
-    distinct resolve record."""
+    distinct resolve record.
+
+    Trigger: an older record whose version lost a conflict still open in this replica's inbox. Why:
+    it is no ancestor of the newest (that was made on top of the winner), and a reader that never
+    saw it would never find the conflict. Outcome: kept whole, as its own record."""
     newest: dict[str, dict] = {}
     lineage: dict[str, dict[str, str | None]] = {}
-    resolves: dict[tuple, dict] = {}
+    kept: dict[tuple, dict] = {}  # open losers, and resolve records
     for r in records:
         if r["op"] == "resolve":
-            resolves.setdefault((r["id"], r.get("loser")), r)
+            kept.setdefault(("resolve", r["id"], r.get("loser")), r)
             continue
         folded = lineage.setdefault(r["id"], {})
         folded.update(dict(r.get("lineage", ())))
-        if r["id"] in newest:
-            older = newest[r["id"]]
+        older = newest.get(r["id"])
+        if older is not None and (r["id"], older["v"]) in open_losers:
+            kept[(r["id"], older["v"])] = {k: val for k, val in older.items() if k != "lineage"}
+        elif older is not None:
             folded[older["v"]] = older.get("parent")
         newest[r["id"]] = r
-    out = []
+    out = list(kept.values())
     for mem_id, r in newest.items():
-        folded = {v: p for v, p in lineage[mem_id].items() if v != r["v"]}
+        folded = {v: p for v, p in lineage[mem_id].items() if v != r["v"] and (mem_id, v) not in kept}
         rec = {k: val for k, val in r.items() if k != "lineage"}
         out.append({**rec, "lineage": [[v, p] for v, p in folded.items()]} if folded else rec)
-    return out + list(resolves.values())
+    return out
 
 
 class Compactor:
@@ -121,8 +128,9 @@ class Compactor:
         chain = e.read_chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
                          self.state.replica, report)
         seq = latest + 1
-        base = Batch(self.state.replica, seq, own[latest], fold([r for inc in chain for r in inc.batch.records]),
-                     base=True)
+        losers = {(c.get("memory"), (c.get("loser") or {}).get("v")) for c in conflicts.listing(e.store.layout)}
+        base = Batch(self.state.replica, seq, own[latest],
+                     fold([r for inc in chain for r in inc.batch.records], losers), base=True)
         data = e.codec.seal(encode(base))
         name = batch_name(prefix, seq, data, base=True)
         report.base = name
