@@ -242,3 +242,23 @@ def test_the_compact_command_reports_what_it_removed_and_says_it_is_safe_alongsi
     r = run_memfs("--root", str(root), "sync", "compact", str(remote), "--encrypt", "--passphrase-file",
                   str(tmp_path / "pass.txt"), env=env)
     assert r.returncode == 3 and "not encrypted" in r.stderr, (r.returncode, r.stderr)
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed (scripts/test.sh installs it)")
+def test_compaction_through_a_real_sftp_server(tmp_path, sftp_rclone):
+    from memfs.sync.remotes import RcloneRemote
+
+    conf, remote_dir = sftp_rclone
+    dest = f"memfs-sftp:{remote_dir}"
+    a, b = fake_replica(tmp_path, "a"), fake_replica(tmp_path, "b")
+    try:
+        for i in range(3):
+            a.add(f"memory {i} pushed through SFTP"), a.sync(dest, rclone_config=str(conf))
+        out = a.sync_compact(dest, rclone_config=str(conf))
+        assert out.objects_removed == 3 and [p.name for p in remote_dir.rglob("*.mfs")] == [out.base.rsplit("/")[-1]]
+        b.sync(dest, rclone_config=str(conf))
+        assert contents(b) == contents(a) and len(contents(b)) == 3
+        with pytest.raises(ObjectGone):  # what a reader meets when a listed object was compacted meanwhile
+            RcloneRemote(dest, config=conf).read("replicas/x/0000000001-0000000000000000.mfs")
+    finally:
+        a.close(), b.close()
