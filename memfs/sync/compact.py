@@ -6,9 +6,10 @@ The base is this replica's next object, written once like any batch (encrypted a
 `<seq:010d>-<h16>.base.mfs` with `"base": true` in its header: it covers the replica's seqs 1..seq-1.
 It holds, per memory, the newest record this replica wrote in them (document, vector and stamp as they
 were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away;
-an older record whose version lost a conflict still open here, whole; and every resolve record. A reader that held a folded version sees the newest as an edit made on top
-of it, never as a concurrent one (memfs.sync.merge); a reader whose next object is gone reads on from
-the base (memfs.sync.engine, `read_chain`).
+an older record whose version lost a conflict still open here, whole; and every resolve record. A
+reader that held a folded version sees the newest as an edit made on top of it, never as a concurrent
+one (memfs.sync.merge); a reader whose next object is gone reads on from the base
+(memfs.sync.engine, `read_chain`).
 
 Steps, each a fault-injection point (memfs.sync.steps, tests/test_sync_crash.py):
 
@@ -126,7 +127,7 @@ class Compactor:
         """Fold objects start..latest (start: 1, or the newest base, which covers everything before it)."""
         e = self.engine
         chain = e.read_chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
-                         self.state.replica, report)
+                             self.state.replica, report)
         seq = latest + 1
         losers = {(c.get("memory"), (c.get("loser") or {}).get("v")) for c in conflicts.listing(e.store.layout)}
         base = Batch(self.state.replica, seq, own[latest],

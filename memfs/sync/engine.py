@@ -313,7 +313,7 @@ class SyncEngine:
         return out
 
     def read_chain(self, prefix: str, objects: dict[int, str], seen_seq: int, last_name: str | None,
-               replica: str | None, report: SyncReport) -> list[Incoming]:
+                   replica: str | None, report: SyncReport) -> list[Incoming]:
         """One replica's objects after `seen_seq`, each verified against the one before it.
 
         Trigger: the next object is gone but later ones are there. Why: that replica compacted (its base
@@ -336,7 +336,7 @@ class SyncEngine:
             prev, seq = objects[seq], seq + 1
 
     def read_object(self, name: str, prefix: str, seq: int, prev: str | None, report: SyncReport,
-              replica: str | None = None) -> Incoming:
+                    replica: str | None = None) -> Incoming:
         """Read and verify one object: `prev` is the name it must follow (COVERED: a base read in place of
         the objects it folds, whose chain is not this reader's to check); `replica` the one its prefix
         is known to belong to, if any."""
