@@ -16,7 +16,7 @@ from conftest import run_memfs
 from memfs.errors import StoreBusyError
 from memfs.sync.compact import CompactionRefused
 from memfs.sync.remotes import FolderRemote, ObjectGone, RemoteError
-from sync_helpers import conflict_ids, contents, fake_replica, tree_digest
+from sync_helpers import conflict_ids, contents, fake_replica, remote_bytes, three_batches, tree_digest
 
 
 def own_objects(remote: Path, ops) -> list[str]:
@@ -30,12 +30,8 @@ def history(tmp_path):
     first, d read all three; `original` is a copy of the remote before any compaction."""
     remote = tmp_path / "remote"
     a, b, d = (fake_replica(tmp_path, n) for n in "abd")
-    ids = [a.add(f"shared memory number {i}").memory.id for i in range(5)]
-    a.sync(str(remote)), b.sync(str(remote))
-    a.update(ids[0], content="edited once on a"), a.remove(ids[1]), a.add("added in the second batch")
-    a.sync(str(remote))
-    a.update(ids[0], content="edited twice on a"), a.update(ids[2], content="edited in the third batch")
-    a.sync(str(remote)), d.sync(str(remote))
+    ids = three_batches(a, str(remote), first_readers=[b])
+    d.sync(str(remote))
     shutil.copytree(remote, tmp_path / "original")
     yield a, b, d, remote, ids
     a.close(), b.close(), d.close()
@@ -189,11 +185,6 @@ def test_a_listing_that_raced_with_a_deletion_fails_that_sync_cleanly_and_the_ne
     assert contents(b) == contents(a) and b.conflicts() == []
 
 
-def _everything(remote: Path) -> bytes:
-    return b"".join(p.relative_to(remote).as_posix().encode() + b"\0" + p.read_bytes()
-                    for p in sorted(remote.rglob("*")) if p.is_file())
-
-
 def test_an_encrypted_remote_compacts_without_plaintext_and_bootstraps_a_new_replica(tmp_path):
     (tmp_path / "pass.txt").write_text("correct horse battery staple\n")
     keys = {"passphrase_file": str(tmp_path / "pass.txt")}
@@ -211,7 +202,7 @@ def test_an_encrypted_remote_compacts_without_plaintext_and_bootstraps_a_new_rep
         expected = contents(a)
     finally:
         a.close()
-    blob = _everything(Path(remote))
+    blob = remote_bytes(Path(remote))
     for secret in ["zanzibar-octopus-7731", "quokka-ledger-5519", first, second, replica_id, "another one"]:
         assert secret.encode() not in blob, f"{secret!r} is readable on the remote"
     b = fake_replica(tmp_path, "b")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from memfs.sync.steps import COMPACT_STEPS, CRASH_EXIT, STEPS
-from sync_helpers import contents, fake_replica, hand_delete, hand_edit
+from sync_helpers import contents, fake_replica, hand_delete, hand_edit, three_batches
 
 TESTS = Path(__file__).parent
 
@@ -104,12 +104,7 @@ def compacted(tmp_path_factory):
     base = tmp_path_factory.mktemp("compact-crash")
     remote = str(base / "remote")
     a, b = fake_replica(base, "a"), fake_replica(base, "b")
-    ids = [a.add(f"shared memory number {i}").memory.id for i in range(5)]
-    a.sync(remote), b.sync(remote)
-    a.update(ids[0], content="edited once on a"), a.remove(ids[1]), a.add("added in the second batch")
-    a.sync(remote)
-    a.update(ids[0], content="edited twice on a"), a.update(ids[2], content="edited in the third batch")
-    a.sync(remote)
+    three_batches(a, remote, first_readers=[b])
     expected = contents(a)
     a.close(), b.close()
     return base, expected

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_memfs
 from memfs.sync.objects import RemoteObjectError
-from sync_helpers import contents, fake_replica, tree_digest
+from sync_helpers import contents, fake_replica, remote_bytes, tree_digest
 
 SECRET_WORDS = ["zanzibar-octopus-7731", "quokka-ledger-5519"]
 
@@ -104,11 +104,6 @@ def test_a_newer_format_inside_an_object_is_refused(pair, tmp_path):
     assert "newer" in refused(b, remote, renamed.name)
 
 
-def _everything(remote: Path) -> bytes:
-    return b"".join(p.relative_to(remote).as_posix().encode() + b"\0" + p.read_bytes()
-                    for p in sorted(remote.rglob("*")) if p.is_file())
-
-
 @pytest.mark.parametrize("mode", ["recipient", "passphrase"])
 def test_an_encrypted_remote_holds_no_plaintext_and_a_wrong_key_changes_nothing(tmp_path, mode):
     import pyrage
@@ -131,7 +126,7 @@ def test_an_encrypted_remote_holds_no_plaintext_and_a_wrong_key_changes_nothing(
            a.add("another one").memory.id]
     a.sync(str(remote), **_keys(keys))
     a.close()
-    blob = _everything(remote)
+    blob = remote_bytes(remote)
     with open(a_root / "data" / "sync" / "replica.json", "rb") as f:
         replica_id = orjson.loads(f.read())["replica"]
     for secret in [*SECRET_WORDS, *ids, replica_id, "memory about", "another one"]:
