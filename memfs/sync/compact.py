@@ -5,11 +5,11 @@ and it deletes nothing before the base that covers it is on the remote and reads
 The base is this replica's next object, written once like any batch (encrypted alike), named
 `<seq:010d>-<h16>.base.mfs` with `"base": true` in its header: it covers the replica's seqs 1..seq-1.
 It holds, per memory, the newest record this replica wrote in them (document, vector and stamp as they
-were), whose `lineage` lists the [version, parent] of every older record of that memory it folds away;
-an older record whose version lost a conflict still open here, whole; and every resolve record. A
-reader that held a folded version sees the newest as an edit made on top of it, never as a concurrent
-one (memfs.sync.merge); a reader whose next object is gone reads on from the base
-(memfs.sync.engine, `read_chain`).
+were), whose `lineage` lists the [version, parent] of the older records of that memory it folds away;
+whole, the last put before a delete and any older record that is no ancestor of the newest (a version
+that lost a conflict), see `fold`; and every resolve record. A reader that held a folded version sees the newest as an edit made on top of it,
+never as a concurrent one (memfs.sync.merge); a reader whose next object is gone reads on from the
+base (memfs.sync.engine, `read_chain`).
 
 Steps, each a fault-injection point (memfs.sync.steps, tests/test_sync_crash.py):
 
@@ -29,46 +29,58 @@ from __future__ import annotations
 import time
 
 from ..errors import MemfsError
-from . import conflicts
 from .engine import SyncEngine
 from .objects import Batch, batch_name, encode, is_base, parse_name
 from .results import CompactResult
 from .steps import crash_point
+from .versions import ancestors, parents_of
 
 
 class CompactionRefused(MemfsError):
     """This replica cannot compact on that remote now; the message says what to run first."""
 
 
-def fold(records: list[dict], open_losers: set[tuple[str, str]] = frozenset()) -> list[dict]:
+def fold(records: list[dict], known: dict[tuple[str, str], set]) -> list[dict]:
     """A replica's records, oldest first, as a base holds them: per memory the newest put or delete,
-    carrying the [version, parent] of every older one (and of the lineage those carried); every
-    distinct resolve record.
+    whose `lineage` carries the [version, parent] of the older ones it folds (and the lineage those
+    carried); every distinct resolve record. `known`: the edges this replica has seen (its sync state;
+    the records' own are added to it).
 
-    Trigger: an older record whose version lost a conflict still open in this replica's inbox. Why:
-    it is no ancestor of the newest (that was made on top of the winner), and a reader that never
-    saw it would never find the conflict. Outcome: kept whole, as its own record."""
-    newest: dict[str, dict] = {}
-    lineage: dict[str, dict[str, str | None]] = {}
-    kept: dict[tuple, dict] = {}  # open losers, and resolve records
+    Only a run of puts (or of deletes) on the way to the newest folds, into its last record, which is
+    kept: a reader holding a concurrent version decides against the run's last as it would have against
+    each of them in turn (stamps only grow along it), but a put beats a delete whatever the stamps, so
+    a put followed by a delete must both reach it. An older record that is no ancestor of the newest
+    (as far as `known`, the records and their lineage show), such as a version that lost a conflict
+    before this replica edited the winner, is kept whole: a reader that never saw it would never find
+    that conflict."""
+    parents = known
+    for key, ps in parents_of(records).items():
+        parents.setdefault(key, set()).update(ps)
+    history: dict[str, list[dict]] = {}
+    out: dict[tuple, dict] = {}
     for r in records:
         if r["op"] == "resolve":
-            kept.setdefault(("resolve", r["id"], r.get("loser")), r)
-            continue
-        folded = lineage.setdefault(r["id"], {})
-        folded.update(dict(r.get("lineage", ())))
-        older = newest.get(r["id"])
-        if older is not None and (r["id"], older["v"]) in open_losers:
-            kept[(r["id"], older["v"])] = {k: val for k, val in older.items() if k != "lineage"}
-        elif older is not None:
-            folded[older["v"]] = older.get("parent")
-        newest[r["id"]] = r
-    out = list(kept.values())
-    for mem_id, r in newest.items():
-        folded = {v: p for v, p in lineage[mem_id].items() if v != r["v"] and (mem_id, v) not in kept}
-        rec = {k: val for k, val in r.items() if k != "lineage"}
-        out.append({**rec, "lineage": [[v, p] for v, p in folded.items()]} if folded else rec)
-    return out
+            out.setdefault(("resolve", r["id"], r.get("loser")), r)
+        else:
+            history.setdefault(r["id"], []).append(r)
+    for mem_id, recs in history.items():
+        newest = recs[-1]
+        older = ancestors(parents, mem_id, newest["v"])
+        for r in recs[:-1]:
+            if r["v"] not in older and r["v"] != newest["v"]:
+                out[(mem_id, r["v"])] = r
+        chain = [r for r in recs[:-1] if r["v"] in older] + [newest]
+        lineage: dict[str, str | None] = {}
+        for r, after in zip(chain, chain[1:] + [None]):
+            lineage.update(dict(r.get("lineage", ())))
+            if after is not None and after["op"] == r["op"]:  # folds into the last of its run
+                lineage[r["v"]] = r.get("parent")
+                continue
+            lineage.pop(r["v"], None)
+            rec = {k: val for k, val in r.items() if k != "lineage"}
+            out[(mem_id, r["v"])] = {**rec, "lineage": [[v, p] for v, p in lineage.items()]} if lineage else rec
+            lineage = {}
+    return list(out.values())
 
 
 class Compactor:
@@ -129,9 +141,9 @@ class Compactor:
         chain = e.read_chain(prefix, {s: n for s, n in own.items() if start <= s <= latest}, 0, None,
                              self.state.replica, report)
         seq = latest + 1
-        losers = {(c.get("memory"), (c.get("loser") or {}).get("v")) for c in conflicts.listing(e.store.layout)}
-        base = Batch(self.state.replica, seq, own[latest],
-                     fold([r for inc in chain for r in inc.batch.records], losers), base=True)
+        records = [r for inc in chain for r in inc.batch.records]
+        known = self.state.edges(sorted({r["id"] for r in records}))
+        base = Batch(self.state.replica, seq, own[latest], fold(records, known), base=True)
         data = e.codec.seal(encode(base))
         name = batch_name(prefix, seq, data, base=True)
         report.base = name

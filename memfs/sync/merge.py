@@ -27,7 +27,7 @@ from . import conflicts
 from ..documents import Memory
 from ..filestore import atomic_write_many, new_relpath
 from .steps import crash_point
-from .versions import delete_file, memory_from, version_of
+from .versions import ancestors, delete_file, memory_from, parents_of, version_of
 from .objects import RemoteObjectError
 from .state import Stamp
 
@@ -51,11 +51,8 @@ class Merger:
         hold would be taken for a local change and sent back out."""
 
         self._cache_vectors(records)
-        self.parents: dict[tuple[str, str], set] = {}  # (id, version) -> its parents, from every record here
-        for r in records:
-            if r["op"] != "resolve":
-                for v, parent in [[r.get("v"), r.get("parent")], *r.get("lineage", ())]:
-                    self.parents.setdefault((r["id"], v), set()).add(parent)
+        self.parents = parents_of(records)
+        self.state.add_edges(self.parents)  # kept: a later compaction here tells ancestors from losers by them
         progress = self.engine.progress
         for start in range(0, len(records), CHUNK):
             chunk = records[start:start + CHUNK]
@@ -173,20 +170,10 @@ class Merger:
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
         if head is None and incoming is not None and self._dedup(mem_id, v, stamp, incoming, parent):
             return
-        if head is None or head[0] in self._ancestors(mem_id, v):
+        if head is None or head[0] in ancestors(self.parents, mem_id, v):
             self._take(mem_id, v, stamp, deleted, incoming, path, parent)
             return
         self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
-
-    def _ancestors(self, mem_id: str, v: str) -> set[str]:
-        """Every version this sync's records show `v` was made on top of (parents, their parents…)."""
-        out, todo = set(), [v]
-        while todo:
-            for parent in self.parents.get((mem_id, todo.pop()), ()):
-                if isinstance(parent, str) and parent not in out:
-                    out.add(parent)
-                    todo.append(parent)
-        return out
 
     def _incoming(self, r: dict, mem_id: str, v: str) -> Memory:
         try:
@@ -251,7 +238,7 @@ class Merger:
                 **({"doc": local.to_dict()} if local is not None and not head_deleted else {})}
         winner, loser = (theirs, ours) if incoming_wins else (ours, theirs)
         parent = r.get("parent")
-        for old in self._ancestors(mem_id, v):  # a later version of a losing side replaces its inbox entry
+        for old in ancestors(self.parents, mem_id, v):  # a later version of a losing side replaces its inbox entry
             conflicts.drop_superseded(self.layout, mem_id, old)
         if not self.state.is_resolved(mem_id, loser["v"]):
             conflicts.record(self.layout, mem_id, winner, loser)
