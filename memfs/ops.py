@@ -125,6 +125,13 @@ class Operations(Protocol):
         """Push this replica's changes to DEST (a folder or an rclone remote) and pull the others'."""
         ...
 
+    def sync_compact(self, dest: str, *, dry_run: bool = False, recipients: Iterable[str] = (),
+                     identity_file: str | None = None, passphrase_file: str | None = None,
+                     rclone_config: str | None = None):
+        """Replace this replica's own old change batches on DEST by one base object, then delete them
+        (safe while other replicas sync: docs/sync.md)."""
+        ...
+
     def sync_status(self): ...
 
     def conflicts(self) -> list[dict]: ...

@@ -1,6 +1,7 @@
 """`memfs sync` and `memfs conflicts`: parse, call one operation (memfs.ops), print (docs/sync.md).
 
     memfs sync DEST [--dry-run] [--encrypt --recipient KEY --identity FILE | --passphrase-file FILE] [--json]
+    memfs sync compact DEST [--dry-run] [the same key options] [--json]
     memfs sync status [--json]
     memfs conflicts [list] | show ID | resolve ID --keep winner|loser | --merge-file FILE
 
@@ -39,35 +40,50 @@ class _SyncGroup(click.Group):
 @click.group(cls=_SyncGroup)
 def sync() -> None:
     """Sync this replica with a remote: `memfs sync DEST` (a folder or an rclone remote such as
-    s3:bucket/memfs or sftp-host:memfs). See docs/sync.md."""
+    s3:bucket/memfs or sftp-host:memfs); `memfs sync compact DEST` folds this replica's old batches
+    there into one. See docs/sync.md."""
+
+
+def remote_options(fn):
+    """DEST's key and rclone options (`--encrypt --recipient/--identity | --passphrase-file`,
+    `--rclone-config`), checked and handed to the command as one `remote` dict of the operation's
+    keyword arguments. Shared by `memfs sync DEST` and `memfs sync compact DEST`."""
+    import functools
+
+    @click.option("--encrypt", is_flag=True, help="End-to-end encryption (age): to --recipient keys (read back "
+                                                  "with --identity), or with --passphrase-file.")
+    @click.option("--recipient", "recipients", multiple=True, metavar="KEY|FILE", envvar="MEMFS_SYNC_RECIPIENTS",
+                  help="An age1… or ssh public key, or a file of them (repeatable; env MEMFS_SYNC_RECIPIENTS).")
+    @click.option("--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  envvar="MEMFS_SYNC_IDENTITY", help="age identity file that opens the remote's objects.")
+    @click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  envvar="MEMFS_SYNC_PASSPHRASE_FILE", help="A file whose first line is the remote's passphrase.")
+    @click.option("--rclone-config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                  envvar="RCLONE_CONFIG", help="rclone's config file (else rclone's own default).")
+    @functools.wraps(fn)
+    def wrapper(*args, encrypt, recipients, identity, passphrase_file, rclone_config, **kwargs):
+        if encrypt != bool(recipients or passphrase_file):
+            raise click.UsageError("--encrypt needs --recipient KEY (with --identity FILE) or --passphrase-file "
+                                   "FILE, and those need --encrypt")
+        keys = [r if r.startswith(("age1", "ssh-")) else str(Path(r).resolve()) for r in recipients]
+        return fn(*args, remote=dict(recipients=keys, identity_file=_file(identity),
+                                     passphrase_file=_file(passphrase_file), rclone_config=_file(rclone_config)),
+                  **kwargs)
+    return wrapper
 
 
 @sync.command("run")
 @click.argument("dest")
 @click.option("--dry-run", is_flag=True, help="Say what would move; change nothing here or there.")
-@click.option("--encrypt", is_flag=True, help="End-to-end encryption (age): to --recipient keys (read back "
-                                              "with --identity), or with --passphrase-file.")
-@click.option("--recipient", "recipients", multiple=True, metavar="KEY|FILE", envvar="MEMFS_SYNC_RECIPIENTS",
-              help="An age1… or ssh public key, or a file of them (repeatable; env MEMFS_SYNC_RECIPIENTS).")
-@click.option("--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              envvar="MEMFS_SYNC_IDENTITY", help="age identity file that opens the remote's objects.")
-@click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              envvar="MEMFS_SYNC_PASSPHRASE_FILE", help="A file whose first line is the remote's passphrase.")
-@click.option("--rclone-config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              envvar="RCLONE_CONFIG", help="rclone's config file (else rclone's own default).")
+@remote_options
 @click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")
 @json_option
 @command()
 @with_operations()
-def run(ops, dest, dry_run, encrypt, recipients, identity, passphrase_file, rclone_config, quiet, as_json):
+def run(ops, dest, dry_run, remote, quiet, as_json):
     """Push this replica's changes to DEST and pull everyone else's."""
-    if encrypt != bool(recipients or passphrase_file):
-        raise click.UsageError("--encrypt needs --recipient KEY (with --identity FILE) or --passphrase-file FILE, "
-                               "and those need --encrypt")
-    keys = [r if r.startswith(("age1", "ssh-")) else str(Path(r).resolve()) for r in recipients]
     with progress_bar(not quiet and not as_json) as progress:
-        out = ops.sync(_dest(dest), dry_run=dry_run, recipients=keys, identity_file=_file(identity),
-                       passphrase_file=_file(passphrase_file), rclone_config=_file(rclone_config), progress=progress)
+        out = ops.sync(_dest(dest), dry_run=dry_run, progress=progress, **remote)
     if as_json:
         emit_json(out.to_dict())
     elif dry_run:
@@ -82,6 +98,31 @@ def run(ops, dest, dry_run, encrypt, recipients, identity, passphrase_file, rclo
     if out.conflicts_open:
         click.echo(f"{out.conflicts_open} conflict(s) wait in the inbox: `memfs conflicts list`", err=True)
         problems_found()
+
+
+@sync.command("compact")
+@click.argument("dest")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing here or there.")
+@remote_options
+@click.option("--quiet", is_flag=True, help="Print nothing on success (for cron).")
+@json_option
+@command()
+@with_operations()
+def compact(ops, dest, dry_run, remote, quiet, as_json):
+    """Fold this replica's old change batches on DEST into one base object, then delete them.
+
+    Only this replica's own objects are touched, and none is deleted before the base that covers it
+    is on the remote and reads back verified, so it is safe to run while other replicas sync: one whose
+    next object is gone reads the base instead. Exit 0 done, 3 failed (nothing lost), 4 a sync of
+    this store is running."""
+    out = ops.sync_compact(_dest(dest), dry_run=dry_run, **remote)
+    if as_json:
+        emit_json(out.to_dict())
+    elif not quiet:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"compacted this replica's objects at {out.remote}: {verb} {out.objects_removed} of "
+                   f"{out.objects_before}, {out.bytes_before} bytes before, {out.bytes_after} after"
+                   + (f"; base {out.base}" if out.base else "") + f", {out.seconds:.1f}s")
 
 
 @sync.command("status")

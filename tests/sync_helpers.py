@@ -58,6 +58,26 @@ def tree_digest(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def three_batches(a, remote: str, *, first_readers=()) -> list[str]:
+    """Replica a pushes three batches (five adds; an edit, a delete and an add; two edits, one of the
+    memory edited before), `first_readers` syncing after the first only: a history to compact."""
+    ids = [a.add(f"shared memory number {i}").memory.id for i in range(5)]
+    a.sync(remote)
+    for o in first_readers:
+        o.sync(remote)
+    a.update(ids[0], content="edited once on a"), a.remove(ids[1]), a.add("added in the second batch")
+    a.sync(remote)
+    a.update(ids[0], content="edited twice on a"), a.update(ids[2], content="edited in the third batch")
+    a.sync(remote)
+    return ids
+
+
+def remote_bytes(remote: Path) -> bytes:
+    """Every name and byte on a folder remote, in one blob (what "no plaintext on the remote" is checked against)."""
+    return b"".join(p.relative_to(remote).as_posix().encode() + b"\0" + p.read_bytes()
+                    for p in sorted(remote.rglob("*")) if p.is_file())
+
+
 def conflict_ids(ops) -> set[str]:
     return {c["conflict"] for c in ops.conflicts()}
 

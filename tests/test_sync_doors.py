@@ -123,3 +123,33 @@ def test_serve_syncs_continuously_inside_the_owner(tmp_path):
     finally:
         a.close()
         server.stop()
+
+
+def test_compact_goes_through_the_owner_like_sync(tmp_path):
+    """`memfs sync compact` is one operation: the command reaches a running owner's POST /sync/compact."""
+    from sync_helpers import fake_replica
+
+    remote = tmp_path / "remote"
+    b_root = tmp_path / "b"
+    run_memfs("--root", str(b_root), "init")
+    server = Server(b_root)
+    try:
+        env = {"MEMFS_ROOT": str(b_root)}
+        for text in ("The spare key is with the neighbour at number 12", "The boiler is serviced in October"):
+            assert run_memfs("add", text, env=env).returncode == 0
+            r = run_memfs("sync", str(remote), env=env)
+            assert r.returncode == 0, r.stderr
+        r = run_memfs("sync", "compact", str(remote), "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        out = orjson.loads(r.stdout)
+        assert out["objects_removed"] == 2 and out["base"].endswith(".base.mfs")
+        assert read_owner(b_root / "data" / "memfs.lock")["pid"] == server.proc.pid  # the owner did it
+        assert [p.name for p in remote.rglob("*.mfs")] == [out["base"].rsplit("/", 1)[1]]
+        fresh = fake_replica(tmp_path, "fresh")
+        try:
+            fresh.sync(str(remote))
+            assert len(fresh.list(limit=10).memories) == 2
+        finally:
+            fresh.close()
+    finally:
+        server.stop()

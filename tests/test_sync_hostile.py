@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_memfs
 from memfs.sync.objects import RemoteObjectError
-from sync_helpers import contents, fake_replica, tree_digest
+from sync_helpers import contents, fake_replica, remote_bytes, tree_digest
 
 SECRET_WORDS = ["zanzibar-octopus-7731", "quokka-ledger-5519"]
 
@@ -104,11 +104,6 @@ def test_a_newer_format_inside_an_object_is_refused(pair, tmp_path):
     assert "newer" in refused(b, remote, renamed.name)
 
 
-def _everything(remote: Path) -> bytes:
-    return b"".join(p.relative_to(remote).as_posix().encode() + b"\0" + p.read_bytes()
-                    for p in sorted(remote.rglob("*")) if p.is_file())
-
-
 @pytest.mark.parametrize("mode", ["recipient", "passphrase"])
 def test_an_encrypted_remote_holds_no_plaintext_and_a_wrong_key_changes_nothing(tmp_path, mode):
     import pyrage
@@ -131,7 +126,7 @@ def test_an_encrypted_remote_holds_no_plaintext_and_a_wrong_key_changes_nothing(
            a.add("another one").memory.id]
     a.sync(str(remote), **_keys(keys))
     a.close()
-    blob = _everything(remote)
+    blob = remote_bytes(remote)
     with open(a_root / "data" / "sync" / "replica.json", "rb") as f:
         replica_id = orjson.loads(f.read())["replica"]
     for secret in [*SECRET_WORDS, *ids, replica_id, "memory about", "another one"]:
@@ -167,3 +162,46 @@ def _keys(argv: list[str]) -> dict:
             value = argv[argv.index(flag) + 1]
             out[name] = [value] if name == "recipients" else value
     return out
+
+
+# -- compaction (`memfs sync compact`): a base is verified like any object, and covers only its own replica
+
+def test_a_truncated_base_is_refused_naming_it(pair):
+    a, b, remote = pair
+    base = remote / a.sync_compact(str(remote)).base
+    base.write_bytes(base.read_bytes()[:-40])
+    assert "truncated or damaged" in refused(b, remote, base.name)
+    assert contents(b) == {}
+
+
+def test_a_base_forged_under_another_replicas_prefix_is_refused_naming_it(pair, tmp_path):
+    import hashlib
+
+    from memfs.sync.objects import batch_name, decode, encode
+
+    a, b, remote = pair
+    c = fake_replica(tmp_path, "c")  # another replica, with a base of its own
+    try:
+        c.add("planted by c"), c.sync(str(remote)), c.add("more from c"), c.sync(str(remote))
+        theirs = remote / c.sync_compact(str(remote)).base
+    finally:
+        c.close()
+    # Placed as a's next object, with a's batches removed, so a reader must jump to it.
+    a_prefix = a.sync_status().remotes[0]["prefix"]
+    forged = decode(theirs.name, theirs.read_bytes())
+    forged.seq, forged.prev = 3, None
+    data = encode(forged)
+    target = remote / batch_name(a_prefix, 3, data, base=True)
+    target.write_bytes(data)
+    for p in (remote / "replicas" / a_prefix).glob("000000000[12]-*.mfs"):
+        p.unlink()
+    assert hashlib.sha256(target.read_bytes()).hexdigest()[:16] in target.name
+    assert "lies under" in refused(b, remote, target.name)
+    assert contents(b) == {}
+
+
+def test_an_object_removed_with_no_base_covering_it_is_refused(pair):
+    _a, b, remote = pair
+    batches(remote)[0].unlink()  # the second batch is still there
+    assert "removed object" in refused(b, remote, "0000000001-*.mfs")
+    assert contents(b) == {}

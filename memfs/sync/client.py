@@ -5,16 +5,27 @@ from __future__ import annotations
 import urllib.parse
 from typing import Iterable
 
-from .results import SyncResult, SyncStatus
+from .results import CompactResult, SyncResult, SyncStatus
+
+
+def _body(dest, dry_run, recipients, identity_file, passphrase_file, rclone_config) -> dict:
+    """POST /sync's and /sync/compact's body (memfs.sync.http.SyncIn)."""
+    return {"dest": dest, "dry_run": dry_run, "recipients": list(recipients), "identity_file": identity_file,
+            "passphrase_file": passphrase_file, "rclone_config": rclone_config}
 
 
 class RemoteSyncOperations:
     def sync(self, dest: str, *, dry_run: bool = False, recipients: Iterable[str] = (),
              identity_file: str | None = None, passphrase_file: str | None = None,
              rclone_config: str | None = None, progress=None) -> SyncResult:
-        return SyncResult.from_dict(self.request("POST", "/sync", {
-            "dest": dest, "dry_run": dry_run, "recipients": list(recipients), "identity_file": identity_file,
-            "passphrase_file": passphrase_file, "rclone_config": rclone_config}))
+        return SyncResult.from_dict(self.request("POST", "/sync", _body(
+            dest, dry_run, recipients, identity_file, passphrase_file, rclone_config)))
+
+    def sync_compact(self, dest: str, *, dry_run: bool = False, recipients: Iterable[str] = (),
+                     identity_file: str | None = None, passphrase_file: str | None = None,
+                     rclone_config: str | None = None) -> CompactResult:
+        return CompactResult.from_dict(self.request("POST", "/sync/compact", _body(
+            dest, dry_run, recipients, identity_file, passphrase_file, rclone_config)))
 
     def sync_status(self) -> SyncStatus:
         return SyncStatus.from_dict(self.request("GET", "/sync/status"))

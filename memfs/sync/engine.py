@@ -27,11 +27,21 @@ import numpy as np
 import orjson
 
 from .objects import (KEY_OBJECT, MARKER, REPLICAS, Batch, Codec, RemoteObjectError, SyncKeyError, batch_name,
-                      decode, encode, parse_name)
+                      decode, encode, is_base, parse_name)
 from .remotes import TEMP_PREFIX, Remote
 from .state import Stamp, SyncState
 from .steps import crash_point
 from .versions import version_of
+
+COVERED = object()  # read_object's `prev` for a base read in place of the objects it covers
+
+
+def _lineage_ok(lineage) -> bool:
+    """A base record's `lineage`: [[version, its parent or null], ...] (memfs.sync.compact)."""
+    return isinstance(lineage, list) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and (p[1] is None or isinstance(p[1], str))
+        for p in lineage)
+
 
 @dataclass
 class SyncReport:
@@ -78,9 +88,9 @@ class SyncEngine:
         started = time.monotonic()
         report = SyncReport(self.remote.where, self.state.replica, dry_run)
         listing = self.remote.list("")
-        self._check_marker(listing, dry_run)
+        self.check_marker(listing, dry_run)
         prefix, _seq, _last = self.state.remote(self.key, self.codec.encrypted)
-        self._own_key(listing, prefix, dry_run)
+        self.open_keys(listing, prefix, dry_run)
         self.store.reconcile(verify_vectors=False)  # hand edits since the last look count as changes
         if dry_run:
             report.would_push = sorted(self.local_changes()[0])
@@ -108,7 +118,8 @@ class SyncEngine:
 
     # -- the remote's marker and (passphrase mode) this replica's key -----------------------------------
 
-    def _check_marker(self, listing: dict[str, int], dry_run: bool) -> None:
+    def check_marker(self, listing: dict[str, int], dry_run: bool) -> None:
+        """The remote's format and encryption must be this sync's (else refused); a new remote gets its marker."""
         want = self.codec.marker()
         if MARKER in listing:
             try:
@@ -128,7 +139,7 @@ class SyncEngine:
         elif not dry_run:
             self.remote.write_once(MARKER, orjson.dumps(want, option=orjson.OPT_INDENT_2) + b"\n")
 
-    def _own_key(self, listing: dict[str, int], prefix: str, dry_run: bool) -> None:
+    def open_keys(self, listing: dict[str, int], prefix: str, dry_run: bool) -> None:
         """Passphrase mode: open every replica's key object (so theirs decrypt), making ours if new."""
         if self.codec.passphrase is None:
             return
@@ -288,26 +299,47 @@ class SyncEngine:
                 # Outcome: they are read like a peer's (their versions mostly seen already), and the
                 # next batch continues after them.
                 _p, next_seq, last_name = self.state.remote(self.key, self.codec.encrypted)
-                seen_seq = next_seq - 1
+                seen_seq, replica = next_seq - 1, self.state.replica
             else:
                 report.peers.append(prefix)
-                seen_seq, last_name = self.state.peer(self.key, prefix)
+                seen_seq, last_name, replica = self.state.peer(self.key, prefix)
             if prefix != own and seen_seq and objects.get(seen_seq) != last_name and max(objects) < seen_seq + 1:
                 raise RemoteObjectError(f"{REPLICAS}{prefix}/", f"it holds an older state than this replica has "
                                         f"already read (up to sequence {seen_seq}): a replay or a rolled-back remote")
             if prefix != own and seen_seq and seen_seq in objects and objects[seen_seq] != last_name:
                 raise RemoteObjectError(objects[seen_seq], "it differs from the object this replica read at that "
                                         "sequence number (a replaced object)")
-            prev = last_name
-            seq = seen_seq + 1
-            while seq in objects:
-                inc = self._read(objects[seq], prefix, seq, prev, report)
-                out.append(inc)
-                prev = objects[seq]
-                seq += 1
+            out += self.read_chain(prefix, objects, seen_seq, last_name, replica, report)
         return out
 
-    def _read(self, name: str, prefix: str, seq: int, prev: str | None, report: SyncReport) -> Incoming:
+    def read_chain(self, prefix: str, objects: dict[int, str], seen_seq: int, last_name: str | None,
+                   replica: str | None, report: SyncReport) -> list[Incoming]:
+        """One replica's objects after `seen_seq`, each verified against the one before it.
+
+        Trigger: the next object is gone but later ones are there. Why: that replica compacted (its base
+        object folds its seqs 1..base-1 into one, and it deleted them). Outcome: read on from its newest
+        base; a gap that no base of that replica covers is a removed object, refused."""
+        out, prev, seq = [], last_name, seen_seq + 1
+        while True:
+            if seq not in objects:
+                later = [s for s in objects if s > seq]
+                if not later:
+                    return out
+                bases = [s for s in later if is_base(objects[s])]
+                if not bases:
+                    raise RemoteObjectError(f"{REPLICAS}{prefix}/{seq:010d}-*.mfs", "it is missing while later "
+                                            "objects of its replica are there, and no base object of that replica "
+                                            "covers it (a removed object)")
+                seq, prev = max(bases), COVERED
+            out.append(self.read_object(objects[seq], prefix, seq, prev, report, replica))
+            replica = out[-1].batch.replica  # the rest of the chain must come from the same replica
+            prev, seq = objects[seq], seq + 1
+
+    def read_object(self, name: str, prefix: str, seq: int, prev: str | None, report: SyncReport,
+                    replica: str | None = None) -> Incoming:
+        """Read and verify one object: `prev` is the name it must follow (COVERED: a base read in place of
+        the objects it folds, whose chain is not this reader's to check); `replica` the one its prefix
+        is known to belong to, if any."""
         stored = self.remote.read(name)
         report.bytes_received += len(stored)
         if hashlib.sha256(stored).hexdigest()[:16] != parse_name(name)[2]:
@@ -315,16 +347,21 @@ class SyncEngine:
         batch = decode(name, self.codec.open(name, stored))
         if batch.seq != seq:
             raise RemoteObjectError(name, f"its header says sequence {batch.seq}, its name {seq} (a replayed object)")
-        if batch.prev != prev:
+        if batch.base != is_base(name):
+            raise RemoteObjectError(name, "its name and its header disagree on whether it is a base object")
+        if prev is not COVERED and batch.prev != prev:
             raise RemoteObjectError(name, "it does not follow the previous object of its replica (a replayed or "
                                     "out-of-place object)")
         if batch.replica == self.state.replica and prefix != self.state.remote(self.key, self.codec.encrypted)[0]:
             raise RemoteObjectError(name, "it claims to come from this replica but lies under another prefix")
         if not self.codec.encrypted and batch.replica != prefix:
             raise RemoteObjectError(name, f"it claims replica {batch.replica[:40]!r} but lies under {prefix!r}")
+        if replica is not None and batch.replica != replica:
+            raise RemoteObjectError(name, f"it claims replica {batch.replica[:40]!r}, but the objects under its "
+                                    f"prefix come from {replica!r} (a forged or misplaced object)")
         for r in batch.records:
             if r.get("op") not in ("put", "del", "resolve") or not isinstance(r.get("id"), str) \
-                    or not isinstance(r.get("hlc"), str):
+                    or not isinstance(r.get("hlc"), str) or not _lineage_ok(r.get("lineage", [])):
                 raise RemoteObjectError(name, "a change record in it is not one memfs writes")
             try:
                 Stamp.parse(r["hlc"])

@@ -1,6 +1,7 @@
 """The sync and conflict-inbox routes (one router, included by memfs.server.create_app).
 
     POST /sync                          {dest, dry_run, recipients, identity_file, passphrase_file, rclone_config}
+    POST /sync/compact                  (the same body)
     GET  /sync/status
     GET  /conflicts
     GET  /conflicts/{id}
@@ -35,12 +36,19 @@ class ResolveIn(BaseModel):
 def router(ops, guarded: list, local_path: Callable[[Request, str | None], str | None]) -> APIRouter:
     r = APIRouter()
 
+    def remote_args(request: Request, body: SyncIn) -> dict:
+        return dict(dry_run=body.dry_run, recipients=body.recipients,
+                    identity_file=local_path(request, body.identity_file),
+                    passphrase_file=local_path(request, body.passphrase_file),
+                    rclone_config=local_path(request, body.rclone_config))
+
     @r.post("/sync", dependencies=guarded)
     def sync(request: Request, body: SyncIn):
-        return ops.sync(local_path(request, body.dest), dry_run=body.dry_run, recipients=body.recipients,
-                        identity_file=local_path(request, body.identity_file),
-                        passphrase_file=local_path(request, body.passphrase_file),
-                        rclone_config=local_path(request, body.rclone_config)).to_dict()
+        return ops.sync(local_path(request, body.dest), **remote_args(request, body)).to_dict()
+
+    @r.post("/sync/compact", dependencies=guarded)
+    def compact(request: Request, body: SyncIn):
+        return ops.sync_compact(local_path(request, body.dest), **remote_args(request, body)).to_dict()
 
     @r.get("/sync/status", dependencies=guarded)
     def status():

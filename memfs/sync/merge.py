@@ -4,7 +4,10 @@ Records arrive sorted by their hybrid-logical-clock stamps. For one memory, with
 (the version it holds as shared) and an incoming change C made on top of version C.parent:
 
 - C's version was seen here before: nothing to do (a repeat, or an ancestor of what we hold).
-- no head, or H is C.parent: C simply arrives (a new memory, an edit, a delete).
+- no head, or H is an ancestor of C: C simply arrives (a new memory, an edit, a delete). Ancestry is
+  C.parent, and further back through the parents of every record in this sync and the `lineage` a
+  base record carries for the versions its replica folded away (memfs.sync.compact): a reader that
+  held one of those sees the base's version as the edit on top of it, not as a concurrent one.
 - otherwise the two are concurrent. A put beats a delete (an edit is never lost to a concurrent
   delete; the delete is what goes to the inbox); else the later stamp wins, ties by replica id. Every
   replica sees the same two versions and picks the same winner; the loser goes to the conflict inbox.
@@ -24,7 +27,7 @@ from . import conflicts
 from ..documents import Memory
 from ..filestore import atomic_write_many, new_relpath
 from .steps import crash_point
-from .versions import delete_file, memory_from, version_of
+from .versions import ancestors, delete_file, memory_from, parents_of, version_of
 from .objects import RemoteObjectError
 from .state import Stamp
 
@@ -48,6 +51,8 @@ class Merger:
         hold would be taken for a local change and sent back out."""
 
         self._cache_vectors(records)
+        self.parents = parents_of(records)
+        self.state.add_edges(self.parents)  # kept: a later compaction here tells ancestors from losers by them
         progress = self.engine.progress
         for start in range(0, len(records), CHUNK):
             chunk = records[start:start + CHUNK]
@@ -152,6 +157,7 @@ class Merger:
         mem_id, v, parent = r["id"], r.get("v"), r.get("parent")
         if not isinstance(v, str) or self.state.was_seen(mem_id, v) or (mem_id, v) in self.seen:
             return
+        self.seen += [(mem_id, old) for old, _parent in r.get("lineage", ())]  # folded away: ancestors of v
         stamp = Stamp.parse(r["hlc"])
         deleted = r["op"] == "del"
         incoming = None if deleted else self._incoming(r, mem_id, v)
@@ -164,7 +170,7 @@ class Merger:
             head = self._stamp_local(mem_id, local_v, head)  # changed here since this sync collected
         if head is None and incoming is not None and self._dedup(mem_id, v, stamp, incoming, parent):
             return
-        if head is None or head[0] == parent:
+        if head is None or head[0] in ancestors(self.parents, mem_id, v):
             self._take(mem_id, v, stamp, deleted, incoming, path, parent)
             return
         self._concurrent(r, mem_id, v, stamp, deleted, incoming, head, local, path)
@@ -232,8 +238,8 @@ class Merger:
                 **({"doc": local.to_dict()} if local is not None and not head_deleted else {})}
         winner, loser = (theirs, ours) if incoming_wins else (ours, theirs)
         parent = r.get("parent")
-        if isinstance(parent, str):
-            conflicts.drop_superseded(self.layout, mem_id, parent)
+        for old in ancestors(self.parents, mem_id, v):  # a later version of a losing side replaces its inbox entry
+            conflicts.drop_superseded(self.layout, mem_id, old)
         if not self.state.is_resolved(mem_id, loser["v"]):
             conflicts.record(self.layout, mem_id, winner, loser)
             self.report.conflicts += 1

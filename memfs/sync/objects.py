@@ -3,11 +3,14 @@ encryption.
 
     memfs-sync.json                          the remote's marker: format, encrypted or not
     replicas/<prefix>/<seq:010d>-<h16>.mfs   one change batch; h16 = SHA-256 of the stored bytes
+    replicas/<prefix>/<seq:010d>-<h16>.base.mfs  a base: the replica's batches 1..seq-1 folded into one
+                                                 (memfs.sync.compact); a reader whose next object is gone reads it
     replicas/<prefix>/key.age                (passphrase mode) this replica's age identity, passphrase-encrypted
 
 An object's bytes (plaintext, or the age ciphertext of them) are a JSON header line, then the body:
 
     {"format": "memfs.sync/1", "replica": ID, "seq": N, "prev": NAME-of-N-1|null, "body_sha256": H, "body_len": L}
+    (a base adds "base": true)
     <one JSON change record per line>
 
 Readers check, before anything is applied: the stored bytes against the hash in the name (a bit flip,
@@ -31,7 +34,7 @@ FORMAT = "memfs.sync/1"
 MARKER = "memfs-sync.json"
 REPLICAS = "replicas/"
 KEY_OBJECT = "key.age"
-BATCH_NAME = re.compile(r"^(\d{10})-([0-9a-f]{16})\.mfs$")
+BATCH_NAME = re.compile(r"^(\d{10})-([0-9a-f]{16})(\.base)?\.mfs$")
 MAGIC = b"MEMFS-SYNC\n"
 
 
@@ -52,12 +55,17 @@ class SyncKeyError(MemfsError):
     exit_code = EXIT_FAILED
 
 
-def batch_name(prefix: str, seq: int, data: bytes) -> str:
-    return f"{REPLICAS}{prefix}/{seq:010d}-{hashlib.sha256(data).hexdigest()[:16]}.mfs"
+def batch_name(prefix: str, seq: int, data: bytes, *, base: bool = False) -> str:
+    return f"{REPLICAS}{prefix}/{seq:010d}-{hashlib.sha256(data).hexdigest()[:16]}{'.base' if base else ''}.mfs"
+
+
+def is_base(name: str) -> bool:
+    """Whether an object's name marks a base (readers find one in a listing without reading it)."""
+    return name.endswith(".base.mfs")
 
 
 def parse_name(name: str) -> tuple[str, int, str] | None:
-    """(prefix, seq, h16) of a batch object's name, or None for anything else."""
+    """(prefix, seq, h16) of a batch or base object's name, or None for anything else."""
     if not name.startswith(REPLICAS):
         return None
     prefix, _, base = name[len(REPLICAS):].partition("/")
@@ -73,12 +81,15 @@ class Batch:
     seq: int
     prev: str | None
     records: list[dict] = field(default_factory=list)
+    base: bool = False  # covers the replica's seqs 1..seq-1 (memfs.sync.compact)
 
 
 def encode(batch: Batch) -> bytes:
     body = b"".join(orjson.dumps(r) + b"\n" for r in batch.records)
     header = {"format": FORMAT, "replica": batch.replica, "seq": batch.seq, "prev": batch.prev,
               "body_sha256": hashlib.sha256(body).hexdigest(), "body_len": len(body)}
+    if batch.base:  # only then: an ordinary batch's bytes (and so a queued batch's name) stay as they were
+        header["base"] = True
     return MAGIC + orjson.dumps(header) + b"\n" + body
 
 
@@ -110,7 +121,7 @@ def decode(name: str, plain: bytes) -> Batch:
     seq, replica = header.get("seq"), header.get("replica")
     if not isinstance(seq, int) or not isinstance(replica, str):
         raise RemoteObjectError(name, "its header lacks the replica or the sequence number")
-    return Batch(replica, seq, header.get("prev"), records)
+    return Batch(replica, seq, header.get("prev"), records, header.get("base") is True)
 
 
 class Codec:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
 from ..admin import translated
 from ..errors import BadRequestError, StoreBusyError
 from . import conflicts
-from .results import SyncResult, SyncStatus
+from .results import CompactResult, SyncResult, SyncStatus
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -35,6 +36,25 @@ class SyncOperations:
              identity_file: str | None = None, passphrase_file: str | None = None,
              rclone_config: str | None = None, progress=None) -> SyncResult:
         """Exchange changes with the remote DEST (a folder or an rclone remote); see docs/sync.md."""
+        with self._engine(dest, dry_run, recipients, identity_file, passphrase_file, rclone_config,
+                          progress) as engine:
+            report = engine.run(dry_run=dry_run)
+        return SyncResult(**report.to_dict(), conflicts_open=conflicts.count(self.layout))
+
+    @translated
+    def sync_compact(self, dest: str, *, dry_run: bool = False, recipients: Iterable[str] = (),
+                     identity_file: str | None = None, passphrase_file: str | None = None,
+                     rclone_config: str | None = None) -> CompactResult:
+        """Replace this replica's own old objects on DEST by one base object (memfs.sync.compact)."""
+        from .compact import Compactor
+
+        with self._engine(dest, dry_run, recipients, identity_file, passphrase_file, rclone_config) as engine:
+            return Compactor(engine).run(dry_run=dry_run)
+
+    @contextmanager
+    def _engine(self, dest, dry_run, recipients, identity_file, passphrase_file, rclone_config, progress=None):
+        """A SyncEngine for DEST, under this store's one sync lock (a sync and a compaction of one store
+        never run at once); a failure is noted as the remote's last error."""
         from .engine import SyncEngine
         from .objects import read_keys
         from .remotes import open_remote
@@ -53,7 +73,7 @@ class SyncOperations:
             try:
                 with self.owner.using() as store:
                     try:
-                        report = SyncEngine(store, remote, codec, state, progress=progress).run(dry_run=dry_run)
+                        yield SyncEngine(store, remote, codec, state, progress=progress)
                     except Exception as e:
                         if not dry_run:
                             state.note(remote.where, error=str(e)[:500])
@@ -62,7 +82,6 @@ class SyncOperations:
                 state.close()
         finally:
             lock.release()
-        return SyncResult(**report.to_dict(), conflicts_open=conflicts.count(self.layout))
 
     @translated
     def sync_status(self) -> SyncStatus:

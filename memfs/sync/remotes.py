@@ -26,6 +26,14 @@ class RemoteError(MemfsError):
     """The remote could not be reached, listed, read or written. Nothing local was changed."""
 
 
+class ObjectGone(RemoteError):
+    """An object listed a moment ago was gone when read: its replica compacted it meanwhile."""
+
+    def __init__(self, name: str, where: str):
+        super().__init__(f"the object {name} was listed on the remote {where} but was gone when read (its replica "
+                         "compacted it meanwhile: `memfs sync compact`); nothing was changed, sync again")
+
+
 class Remote(Protocol):
     where: str
 
@@ -33,7 +41,9 @@ class Remote(Protocol):
         """Every object name under `prefix` (recursively, relative to the remote's root) -> its size."""
         ...
 
-    def read(self, name: str) -> bytes: ...
+    def read(self, name: str) -> bytes:
+        """The object's bytes; ObjectGone if it does not exist (any more)."""
+        ...
 
     def write_once(self, name: str, data: bytes) -> bool:
         """Write `name` whole, unless it exists already (then False, and nothing is written)."""
@@ -68,6 +78,8 @@ class FolderRemote:
     def read(self, name: str) -> bytes:
         try:
             return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            raise ObjectGone(name, self.where) from None
         except OSError as e:
             raise RemoteError(f"cannot read {name} from the remote {self.where}: {e.strerror or e}; check the "
                               "folder is mounted and readable, then sync again") from e
@@ -141,6 +153,8 @@ class RcloneRemote:
     def read(self, name: str) -> bytes:
         r = self._run("cat", self._path(name))
         if r.returncode != 0:
+            if b"not found" in r.stderr.lower():
+                raise ObjectGone(name, self.where)
             raise self._fail(f"reading {name}", r)
         return r.stdout
 

@@ -2,7 +2,7 @@
 
 - `replica.json`: the replica id, made at `init` (or on first use for an older store).
 - `sync.sqlite`: the hybrid logical clock; per memory the version this replica holds as shared
-  (`heads`) and every version id it has seen (`seen`); per remote the next sequence number and the
+  (`heads`), every version id it has seen (`seen`) and which version each was made from (`edges`); per remote the next sequence number and the
   prefix it writes under, and per peer how far it has read; resolved conflicts.
 
 The hybrid logical clock (Kulkarni et al., "Logical Physical Clocks", 2014) is wall-clock milliseconds
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS heads (id TEXT PRIMARY KEY, v TEXT NOT NULL, hlc TEXT NOT NULL, replica TEXT NOT NULL,
                                   deleted INTEGER NOT NULL DEFAULT 0, parent TEXT);
 CREATE TABLE IF NOT EXISTS seen (id TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (id, v));
+CREATE TABLE IF NOT EXISTS edges (id TEXT NOT NULL, v TEXT NOT NULL, parent TEXT NOT NULL, PRIMARY KEY (id, v, parent));
 CREATE TABLE IF NOT EXISTS remotes (remote TEXT PRIMARY KEY, prefix TEXT NOT NULL, next_seq INTEGER NOT NULL,
                                     last_name TEXT, last_push REAL, last_pull REAL, last_error TEXT,
                                     snapshot INTEGER NOT NULL DEFAULT 0);
@@ -142,6 +143,22 @@ class SyncState:
     def mark_seen(self, mem_id: str, v: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (mem_id, v))
 
+    def add_edges(self, parents: dict[tuple[str, str], set]) -> None:
+        """Remember which version each received version was made from (compaction asks: memfs.sync.compact)."""
+        with self.tx():
+            self.db.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?, ?)",
+                                [(i, v, p) for (i, v), ps in parents.items() for p in ps if isinstance(p, str)])
+
+    def edges(self, mem_ids: list[str]) -> dict[tuple[str, str], set]:
+        """(id, version) -> the versions it was made from, for the memories asked about."""
+        out: dict[tuple[str, str], set] = {}
+        for i in range(0, len(mem_ids), 500):
+            chunk = mem_ids[i:i + 500]
+            for mem_id, v, parent in self.db.execute(
+                    f"SELECT id, v, parent FROM edges WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out.setdefault((mem_id, v), set()).add(parent)
+        return out
+
     # -- per remote -----------------------------------------------------------------------------------
 
     def remote(self, remote: str, encrypted: bool) -> tuple[str, int, str | None]:
@@ -169,10 +186,11 @@ class SyncState:
         self.db.execute("UPDATE remotes SET last_error = ?, last_pull = CASE WHEN ? IS NULL THEN ? ELSE last_pull END "
                         "WHERE remote = ?", (error, error, time.time(), remote))
 
-    def peer(self, remote: str, prefix: str) -> tuple[int, str | None]:
-        row = self.db.execute("SELECT seq, last_name FROM peers WHERE remote = ? AND prefix = ?",
+    def peer(self, remote: str, prefix: str) -> tuple[int, str | None, str | None]:
+        """(seq read up to, that object's name, the replica whose prefix it is) for a peer prefix."""
+        row = self.db.execute("SELECT seq, last_name, replica FROM peers WHERE remote = ? AND prefix = ?",
                               (remote, prefix)).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+        return tuple(row) if row else (0, None, None)
 
     def set_peer(self, remote: str, prefix: str, replica: str, seq: int, name: str, hlc: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?, ?)",

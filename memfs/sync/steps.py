@@ -1,5 +1,6 @@
-"""The sync transaction's steps, each a fault-injection point (memfs.sync.engine; tests/test_sync_crash.py
-sets `crash_at` in a child process and the sync exits there at once, as a kill -9 would)."""
+"""The steps of the sync transaction (memfs.sync.engine) and of a compaction (memfs.sync.compact), each a
+fault-injection point: tests/test_sync_crash.py sets `crash_at` in a child process and it exits there
+at once, as a kill -9 would."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 crash_at: str | None = None  # set by tests/test_sync_crash.py in a child process
 CRASH_EXIT = 86
 STEPS = ("fetched", "applied-one", "applied", "cursors", "collected", "uploaded", "pushed")
+COMPACT_STEPS = ("compact-made", "compact-uploaded", "compact-saved", "compact-deleted-one", "compact-deleted")
 
 
 def crash_point(name: str) -> None:

@@ -1,5 +1,5 @@
-"""A memory's version id and the file writes a sync makes: shared by the engine (pushing) and the
-merge (applying what arrived), so neither imports the other."""
+"""A memory's version id, its ancestry, and the file writes a sync makes: shared by the engine
+(pushing), the merge (applying what arrived) and compaction, so none imports another for them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,27 @@ def version_of(m: Memory) -> str:
     """A version id: the hash of the document's canonical JSON (any two replicas holding the same
     document compute the same one, however the file is formatted)."""
     return hashlib.sha256(orjson.dumps(m.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def parents_of(records: list[dict]) -> dict[tuple[str, str], set]:
+    """(id, version) -> the versions it was made from, as put/del records and their `lineage` tell."""
+    out: dict[tuple[str, str], set] = {}
+    for r in records:
+        if r.get("op") != "resolve":
+            for v, parent in [[r.get("v"), r.get("parent")], *r.get("lineage", ())]:
+                out.setdefault((r["id"], v), set()).add(parent)
+    return out
+
+
+def ancestors(parents: dict[tuple[str, str], set], mem_id: str, v: str) -> set[str]:
+    """Every version `parents` ((id, version) -> the versions it was made from) shows `v` descends from."""
+    out, todo = set(), [v]
+    while todo:
+        for parent in parents.get((mem_id, todo.pop()), ()):
+            if isinstance(parent, str) and parent not in out:
+                out.add(parent)
+                todo.append(parent)
+    return out
 
 
 def write_memory(store, m: Memory, path: str | None) -> str:
