@@ -794,14 +794,18 @@ class MemoryStore:
             uncached -= todo[-1].keys()  # a later round with the same content finds it cached by then
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
             if any(todo) else None
-        encoded = [pool.submit(self._encode, texts) if pool and texts else None for texts in todo]
+        def encode(n: int, texts: dict[str, str]) -> int:
+            # A round not yet begun is not begun once told to stop: the model is free for what came.
+            return 0 if n and keep_going is not None and not keep_going() else self._encode(texts)
+
+        encoded = [pool.submit(encode, n, texts) if pool and texts else None for n, texts in enumerate(todo)]
         try:
             if meanwhile:
                 meanwhile()
             written = 0
             for n, (batch, texts, future) in enumerate(zip(rounds, todo, encoded)):
                 if n and keep_going is not None and not keep_going():
-                    break  # the finally cancels the encodes not started; the one running finishes
+                    break  # keep_going stays False once it is: the encodes after this one were skipped
                 if future is not None:
                     with self._mutex.released():
                         encoded_now = future.result()

@@ -36,10 +36,10 @@ log = logging.getLogger("memfs.watcher")
 
 
 # Rows one embedding round takes: the longest an edit waits behind work already being encoded.
-EMBED_BATCH = 32
+EMBED_BATCH = 16
 # Rounds of a bulk copy taken in one call, each encoded while the one before is written (a round of
 # 32 at a time cost a third of the throughput); a hand edit ends the call at the next round.
-BULK_ROUNDS = 16
+BULK_ROUNDS = 32
 # Texts encoded before the embedder, once idle, gives the memory it grew back (give_back_memory).
 TRIM_AFTER = 256
 
