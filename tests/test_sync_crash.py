@@ -125,13 +125,7 @@ def test_a_compaction_killed_at_any_step_leaves_the_remote_readable_and_a_later_
     assert p.returncode == CRASH_EXIT, f"the compaction never reached step {step}: {err[-2000:]}"
     # Readable as it was left: a brand-new replica bootstraps the same set, the one at an old position
     # converges, and a (whose compaction died) syncs on from wherever it stopped.
-    for name in ("fresh", "b", "a"):
-        o = fake_replica(base, name)
-        try:
-            o.sync(remote)
-            assert contents(o) == expected and o.conflicts() == []
-        finally:
-            o.close()
+    all_agree(base, remote, ("fresh", "b", "a"), expected)
     # A later compaction finishes the job: one object (a base) is left of a's, and everyone still agrees.
     a = fake_replica(base, "a")
     try:
@@ -144,7 +138,12 @@ def test_a_compaction_killed_at_any_step_leaves_the_remote_readable_and_a_later_
         expected = contents(a)
     finally:
         a.close()
-    for name in ("b", "fresh", "late"):
+    all_agree(base, remote, ("b", "fresh", "late"), expected)
+
+
+def all_agree(base, remote, names, expected) -> None:
+    """Each named replica, after one sync, holds `expected` and no conflict."""
+    for name in names:
         o = fake_replica(base, name)
         try:
             o.sync(remote)
