@@ -105,3 +105,66 @@ class OneHotFakeEmbedder:
 def fake_replica(base: Path, name: str) -> LocalOperations:
     """A replica whose embedder is the FAKE one (plumbing tests only)."""
     return LocalOperations.open(base / name, watch=False, embedder=OneHotFakeEmbedder())
+
+
+# -- random histories on three replicas (test_sync_compact, test_sync_losers) ----------------------
+
+
+class StepClock:
+    """A deterministic clock for the hybrid logical clocks of one world: every reading is 1 ms later."""
+
+    def __init__(self):
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.t += 0.001
+        return self.t
+
+
+def random_world(base: Path, plan: list[tuple], compact: bool) -> dict:
+    """Play `plan` on three replicas (compacting where it says so, if `compact`); then sync to a fixed
+    point and bootstrap a fresh replica. What each ends with: contents, and the losers in its inbox."""
+    import itertools
+    from unittest import mock
+
+    from memfs import documents
+
+    remote, clock, ids = str(base / "remote"), StepClock(), itertools.count(1)
+    names = ("a", "b", "c", "fresh")
+    reps = {n: fake_replica(base, n) for n in names}
+    for o in reps.values():
+        o.sync_clock = clock
+    # The same memory ids in both worlds, so a batch stamps its changes in the same order.
+    with mock.patch.object(documents, "new_id", lambda: f"{next(ids):016x}"):
+        return play(reps, remote, plan, compact)
+
+
+def play(reps: dict, remote: str, plan: list[tuple], compact: bool) -> dict:
+    import random
+
+    names = tuple(reps)
+    try:
+        for step, who, pick in plan:
+            o = reps[who]
+            texts = sorted(r.memory.content for r in o.list(limit=1000).memories)
+            mem = {r.memory.content: r.memory.id for r in o.list(limit=1000).memories}
+            if step == "add" or (step in ("edit", "delete") and not texts):
+                o.add(f"added by {who}, {pick}")
+            elif step == "edit":
+                o.update(mem[texts[pick % len(texts)]], content=f"edited by {who}, {pick}")
+            elif step == "delete":
+                o.remove(mem[texts[pick % len(texts)]])
+            elif step == "sync":
+                o.sync(remote)
+            elif step == "compact" and compact:
+                o.sync_compact(remote)
+        for _ in range(3):
+            for n in random.Random(0).sample(names, 4):
+                reps[n].sync(remote)
+        return {n: (sorted(r.memory.content for r in o.list(limit=1000).memories),
+                    sorted("<deleted>" if c["loser"].get("deleted") else c["loser"]["doc"]["content"]
+                           for c in o.conflicts()))
+                for n, o in reps.items()}
+    finally:
+        for o in reps.values():
+            o.close()

@@ -16,7 +16,7 @@ from conftest import run_memfs
 from memfs.errors import StoreBusyError
 from memfs.sync.compact import CompactionRefused
 from memfs.sync.remotes import FolderRemote, ObjectGone, RemoteError
-from sync_helpers import conflict_ids, contents, fake_replica, remote_bytes, three_batches, tree_digest
+from sync_helpers import conflict_ids, contents, fake_replica, random_world, remote_bytes, three_batches, tree_digest
 
 
 def own_objects(remote: Path, ops) -> list[str]:
@@ -255,67 +255,6 @@ def test_compaction_through_a_real_sftp_server(tmp_path, sftp_rclone):
         a.close(), b.close()
 
 
-class _Clock:
-    """A deterministic clock for the hybrid logical clocks of one world: every reading is 1 ms later."""
-
-    def __init__(self):
-        self.t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        self.t += 0.001
-        return self.t
-
-
-def _world(base: Path, plan: list[tuple], compact: bool) -> dict:
-    """Play `plan` on three replicas (compacting where it says so, if `compact`); then sync to a fixed
-    point and bootstrap a fresh replica. What each ends with: contents, and the losers in its inbox."""
-    import itertools
-    import random
-    from unittest import mock
-
-    from memfs import documents
-
-    remote, clock, ids = str(base / "remote"), _Clock(), itertools.count(1)
-    names = ("a", "b", "c", "fresh")
-    reps = {n: fake_replica(base, n) for n in names}
-    for o in reps.values():
-        o.sync_clock = clock
-    # The same memory ids in both worlds, so a batch stamps its changes in the same order.
-    with mock.patch.object(documents, "new_id", lambda: f"{next(ids):016x}"):
-        return _play(reps, remote, plan, compact)
-
-
-def _play(reps: dict, remote: str, plan: list[tuple], compact: bool) -> dict:
-    import random
-
-    names = tuple(reps)
-    try:
-        for step, who, pick in plan:
-            o = reps[who]
-            texts = sorted(r.memory.content for r in o.list(limit=1000).memories)
-            mem = {r.memory.content: r.memory.id for r in o.list(limit=1000).memories}
-            if step == "add" or (step in ("edit", "delete") and not texts):
-                o.add(f"added by {who}, {pick}")
-            elif step == "edit":
-                o.update(mem[texts[pick % len(texts)]], content=f"edited by {who}, {pick}")
-            elif step == "delete":
-                o.remove(mem[texts[pick % len(texts)]])
-            elif step == "sync":
-                o.sync(remote)
-            elif step == "compact" and compact:
-                o.sync_compact(remote)
-        for _ in range(3):
-            for n in random.Random(0).sample(names, 4):
-                reps[n].sync(remote)
-        return {n: (sorted(r.memory.content for r in o.list(limit=1000).memories),
-                    sorted("<deleted>" if c["loser"].get("deleted") else c["loser"]["doc"]["content"]
-                           for c in o.conflicts()))
-                for n, o in reps.items()}
-    finally:
-        for o in reps.values():
-            o.close()
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_random_histories_end_the_same_with_and_without_compaction(tmp_path, seed):
     """Two worlds play the same random edits, deletes and syncs on three replicas with the same
@@ -326,7 +265,7 @@ def test_random_histories_end_the_same_with_and_without_compaction(tmp_path, see
     rng = random.Random(seed)
     steps = ["add"] * 3 + ["edit"] * 5 + ["delete"] + ["sync"] * 5 + ["compact"] * 2
     plan = [(rng.choice(steps), rng.choice("abc"), rng.randrange(1000)) for _ in range(60)]
-    plain = _world(tmp_path / "plain", plan, compact=False)
-    compacted = _world(tmp_path / "compacted", plan, compact=True)
+    plain = random_world(tmp_path / "plain", plan, compact=False)
+    compacted = random_world(tmp_path / "compacted", plan, compact=True)
     assert compacted == plain
     assert len({tuple(v[0]) for v in plain.values()}) == 1  # and every replica converged

@@ -49,6 +49,11 @@ def record(layout: Layout, mem_id: str, winner: dict, loser: dict) -> str:
     return cid
 
 
+def holds(layout: Layout, mem_id: str, loser_v: str) -> bool:
+    """Whether the inbox already keeps this losing version."""
+    return _path(layout, conflict_id(mem_id, loser_v)).exists()
+
+
 def drop(layout: Layout, cid: str) -> None:
     _path(layout, cid).unlink(missing_ok=True)
 

@@ -28,10 +28,12 @@ import orjson
 
 from .objects import (KEY_OBJECT, MARKER, REPLICAS, Batch, Codec, RemoteObjectError, SyncKeyError, batch_name,
                       decode, encode, is_base, parse_name)
+from ..errors import NotFoundError
+from . import conflicts
 from .remotes import TEMP_PREFIX, Remote
 from .state import Stamp, SyncState
 from .steps import crash_point
-from .versions import version_of
+from .versions import parents_of, version_of
 
 COVERED = object()  # read_object's `prev` for a base read in place of the objects it covers
 
@@ -200,8 +202,14 @@ class SyncEngine:
             if not h[3] and mem_id not in current:
                 changes[mem_id] = (None, h[0])
         for mem_id, (v, parent) in self.state.unpushed().items():
-            if mem_id not in changes and mem_id in current and current[mem_id][0] == v:
+            if mem_id in changes:
+                continue
+            if mem_id in current and current[mem_id][0] == v:
                 changes[mem_id] = (v, parent)
+            elif mem_id not in current and heads.get(mem_id, (None,))[0] == v:
+                # a delete made here that a sync stamped while applying (another replica's delete of the
+                # memory came in too): it is still this replica's head, so it goes out like any change
+                changes[mem_id] = (None, parent)
         return changes, current
 
     def _push(self, prefix: str, report: SyncReport) -> None:
@@ -226,9 +234,12 @@ class SyncEngine:
             unsent = self.state.unsent()
             _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
             snapshot = [i for i in current if i not in changes] if self.state.needs_snapshot(self.key) else []
-            if not changes and not unsent and not snapshot:
+            lost = self._lost_here(changes, current)
+            if not changes and not unsent and not snapshot and not lost:
                 return 0
             records, heads = self._records(changes, snapshot)
+            records += lost
+            self.state.add_edges(parents_of(records))  # its own versions' ancestry, as for the ones received
             for mem_id, loser in unsent:
                 records.append({"op": "resolve", "id": mem_id, "loser": loser, "hlc": self.state.tick().text()})
             data = self.codec.seal(encode(Batch(self.state.replica, seq, last, records)))
@@ -241,6 +252,26 @@ class SyncEngine:
                 self.state.sent()
                 self.state.clear_unpushed()
         return len(records)
+
+    def _lost_here(self, changes: dict, current: dict) -> list[dict]:
+        """Records for local changes that lost a conflict in this sync's apply before they were ever
+        sent (made here, then beaten by a concurrent change that arrived first). They go out like any
+        change: every other replica then finds the same conflict and keeps the same loser in its inbox
+        (the merge decides alike everywhere); unsent, only this replica's inbox would hold it."""
+        lost = []
+        for mem_id, (v, parent) in self.state.unpushed().items():
+            if mem_id in changes or current.get(mem_id, (None,))[0] == v:
+                continue  # it is this replica's version after all: sent as a change above
+            try:
+                loser = conflicts.get(self.store.layout, conflicts.conflict_id(mem_id, v))["loser"]
+            except NotFoundError:  # resolved already, or superseded by a later version of its side
+                continue
+            rec = {"op": "del" if loser.get("deleted") else "put", "id": mem_id, "v": v, "parent": parent,
+                   "hlc": loser["hlc"]}
+            if not loser.get("deleted"):
+                rec["doc"] = loser["doc"]
+            lost.append(rec)
+        return lost
 
     def _records(self, changes: dict, snapshot: list[str]) -> tuple[list[dict], list]:
         ids = [i for i, (v, _) in changes.items() if v is not None] + snapshot

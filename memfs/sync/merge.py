@@ -226,9 +226,14 @@ class Merger:
     def _concurrent(self, r, mem_id, v, stamp, deleted, incoming, head, local, path) -> None:
         head_v, head_stamp, head_deleted = head[0], Stamp.parse(head[1]), bool(head[3])
         self.seen += [(mem_id, v), (mem_id, head_v)]
+        for old in ancestors(self.parents, mem_id, v):  # a later version of a losing side replaces its inbox entry
+            conflicts.drop_superseded(self.layout, mem_id, old)
         if deleted and head_deleted:
-            return
-        if deleted != head_deleted:
+            earlier = self._deleted_earlier(mem_id, r.get("parent"), head[4])
+            if earlier is None:
+                return  # both deleted the same version: they agree
+            incoming_wins = earlier == "ours"
+        elif deleted != head_deleted:
             incoming_wins = not deleted  # an edit beats a concurrent delete, whatever the clocks say
         else:
             incoming_wins = stamp > head_stamp
@@ -238,13 +243,44 @@ class Merger:
                 **({"doc": local.to_dict()} if local is not None and not head_deleted else {})}
         winner, loser = (theirs, ours) if incoming_wins else (ours, theirs)
         parent = r.get("parent")
-        for old in ancestors(self.parents, mem_id, v):  # a later version of a losing side replaces its inbox entry
-            conflicts.drop_superseded(self.layout, mem_id, old)
         if not self.state.is_resolved(mem_id, loser["v"]):
             conflicts.record(self.layout, mem_id, winner, loser)
             self.report.conflicts += 1
+        if incoming_wins and head_deleted and not deleted:
+            self._deletes_beside_the_head_lose(mem_id, v, head_v, winner)
         if incoming_wins:
             self._take(mem_id, v, stamp, deleted, incoming, path, parent)
+
+    def _deletes_beside_the_head_lose(self, mem_id: str, v: str, head_v: str, winner: dict) -> None:
+        """An edit beat the head's delete: every other delete of a version it descends from loses to it
+        too. Such a delete came in agreeing with the head (the same version deleted on two replicas),
+        so no conflict was recorded for it then; a replica that met this edit first recorded one."""
+        known = self.state.edges([mem_id])
+        for key, parents in self.parents.items():
+            known.setdefault(key, set()).update(parents)
+        before = ancestors(known, mem_id, v)
+        for (i, d), parents in known.items():
+            if i != mem_id or d == head_v or not d.startswith("del-") or not parents & before:
+                continue
+            if not self.state.is_resolved(mem_id, d) and not conflicts.holds(self.layout, mem_id, d):
+                stamp = Stamp.parse(d.removeprefix("del-"))
+                conflicts.record(self.layout, mem_id, winner,
+                                 {"v": d, "hlc": stamp.text(), "replica": stamp.replica, "deleted": True})
+                self.report.conflicts += 1
+
+    def _deleted_earlier(self, mem_id: str, theirs: str | None, ours: str | None) -> str | None:
+        """Two concurrent deletes, of versions `theirs` and `ours`: the one that lost to an edit it did
+        not see ("theirs" or "ours"), or None when both deleted the same version (they agree). A delete
+        loses to every edit made without seeing it (an edit beats a delete), and a replica that met
+        that edit before the other delete recorded it so; recording it here too keeps every inbox alike.
+        Ours can only have missed `theirs` when that version descends from ours (had it come here
+        first, it would have beaten our delete then); otherwise the incoming delete missed `ours`."""
+        if theirs is None or ours is None or theirs == ours:
+            return None
+        known = self.state.edges([mem_id])
+        for key, parents in self.parents.items():
+            known.setdefault(key, set()).update(parents)
+        return "ours" if ours in ancestors(known, mem_id, theirs) else "theirs"
 
     def _new_rel(self, m: Memory, pending: set) -> str:
         """A new file's path, unused on disk and by the other files of this chunk."""
