@@ -23,8 +23,14 @@ COLLECTION = "memories"
 # queries none of it (bench/vector_recall.py). These reach 98.7 % / 97.8 %: better, still short of the
 # 99 % issue #12 asks, which is why search is exact up to EXACT_MAX. max_neighbors and ef_construction
 # are fixed when the collection is made: an older store gets them by `MemoryStore.rebuild_vectors()`
-# (what `memfs reindex` runs when `vectors_outdated`); ef_search is raised in place on open.
-HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 200}
+# (what `memfs reindex` runs when `vectors_outdated`); the RUNTIME ones are set in place on open.
+# sync_threshold: Chroma writes its index to disk every this many new vectors and, when a store is
+# opened, replays what came since from its log before the first read or write. At Chroma's default
+# (1,000) that replay made the first write after an open take 1.2 s at 5,000 memories and 6.7 s at
+# 21,000 (a sync pulling one change, #20; the first search from cold, #26); at 200 it stays a few
+# tenths of a second (bench/RESULTS.md, "Chroma's replay on open").
+HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 200, "sync_threshold": 200}
+RUNTIME = ("ef_search", "sync_threshold")
 
 # Up to this many vectors, search is exact: a matrix product over a copy of the vectors held in memory
 # (1.5 KB per memory: 30 MB at 20k, 300 MB at 200k; p50 0.2 ms at 20k, 20 ms at 200k, measured). Above
@@ -90,7 +96,7 @@ class VectorIndex:
                 self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collection = self._client.get_or_create_collection(
                 COLLECTION, embedding_function=None, configuration={"hnsw": dict(HNSW)})
-            self._raise_ef_search()
+            self._set_runtime_parameters()
         return self._collection
 
     def hnsw_config(self) -> dict:
@@ -105,15 +111,17 @@ class VectorIndex:
         conf = self.hnsw_config()
         return any((conf.get(key) or 0) < HNSW[key] for key in ("max_neighbors", "ef_construction"))
 
-    def _raise_ef_search(self) -> None:
+    def _set_runtime_parameters(self) -> None:
+        """Give a collection made by an older memfs (or Chroma's defaults) today's RUNTIME parameters."""
         conf = (self._collection.configuration or {}).get("hnsw") or {}
-        if (conf.get("ef_search") or 0) < HNSW["ef_search"]:
+        changes = {key: HNSW[key] for key in RUNTIME if conf.get(key) != HNSW[key]}
+        if changes:
             try:
-                self._collection.modify(configuration={"hnsw": {"ef_search": HNSW["ef_search"]}})
-            except Exception as e:  # an old Chroma server: search still works, only less exactly
+                self._collection.modify(configuration={"hnsw": changes})
+            except Exception as e:  # an old Chroma server: search still works, only less exactly or slower to open
                 import logging
 
-                logging.getLogger("memfs").warning("could not raise the vector index's ef_search: %s", e)
+                logging.getLogger("memfs").warning("could not set the vector index's %s: %s", ", ".join(changes), e)
 
     def reset(self) -> None:
         """Drop the collection and make it again, empty, with today's parameters."""
