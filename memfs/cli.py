@@ -687,7 +687,7 @@ def mcp(tools, create, import_kg) -> None:
     (with --token), starting nothing here; with --no-daemon, owning the store in this process.
     stdout carries only the protocol; logs go to stderr and data/logs/mcp.log. See docs/mcp.md.
     """
-    from .mcp_stdio import serve_stdio
+    from .mcp.stdio import serve_stdio
 
     o = click.get_current_context().obj
     if o.url and import_kg is not None:

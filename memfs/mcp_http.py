@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .inputs import MAX_REQUEST_BODY_BYTES
-from .mcp_server import Gateway, build_server
+from .mcp.gateway import Gateway
+from .mcp.server import build_server
 
 log = logging.getLogger("memfs.mcp")
 

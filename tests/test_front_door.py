@@ -179,7 +179,7 @@ def test_the_same_times_and_units_through_timeparse():
     """MCP's compatibility tools read "last 3 months" with memfs.timeparse's units, as the CLI does."""
     from datetime import datetime, timedelta, timezone
 
-    from memfs.mcp_compat import parse_timeframe
+    from memfs.mcp.compat_inputs import parse_timeframe
 
     now = datetime(2025, 6, 18, 15, 0, tzinfo=timezone.utc)
     assert parse_timeframe("notes from the last 3 months", now)[1] == parse_when("3 months", now=now) \

@@ -72,7 +72,8 @@ def test_cold_start_imports_no_model_chroma_or_numpy(store_root):
     code = f"""
 import asyncio, sys
 import memfs.cli
-from memfs.mcp_server import Gateway, build_server, connect_to_owner
+from memfs.mcp.gateway import Gateway, connect_to_owner
+from memfs.mcp.server import build_server
 from pathlib import Path
 server = build_server(Gateway(connect_to_owner(Path({str(store_root)!r}))), "all")
 tools = asyncio.run(server.list_tools())
@@ -147,9 +148,10 @@ def test_every_listed_tool_is_documented(store_root):
 
 
 def test_limits_match_the_owners():
-    from memfs import limits, mcp_server, server
+    from memfs import limits, server
+    from memfs.mcp import common
 
-    assert mcp_server.MAX_CONTENT == limits.MAX_CONTENT_CHARS and mcp_server.MAX_REQUEST_BYTES < server.MAX_BODY
+    assert common.MAX_CONTENT == limits.MAX_CONTENT_CHARS and common.MAX_REQUEST_BYTES < server.MAX_BODY
 
 
 # -- round trips --------------------------------------------------------------------------------------
@@ -282,7 +284,7 @@ def test_compat_transcript_gives_the_same_results_as_native(store_root):
 def test_recall_memory_time_expressions():
     from datetime import datetime, timezone
 
-    from memfs.mcp_compat import parse_timeframe
+    from memfs.mcp.compat_inputs import parse_timeframe
 
     now = datetime(2025, 3, 12, 15, 30, tzinfo=timezone.utc)  # a Wednesday
     rest, since, until = parse_timeframe("what did we decide last week?", now)

@@ -184,8 +184,9 @@ def test_plumbing_fake_embedder_read_graph_pages_5000_entities_under_the_documen
     client, in memory): every page's JSON under PAGE_BYTES, every entity and relation exactly once across
     the pages, `remaining` counting down to 0."""
     from memfs.local import LocalOperations
-    from memfs.mcp_graph import PAGE_BYTES
-    from memfs.mcp_server import Gateway, build_server
+    from memfs.mcp.graph import PAGE_BYTES
+    from memfs.mcp.gateway import Gateway
+    from memfs.mcp.server import build_server
 
     lines = []
     for i in range(5000):

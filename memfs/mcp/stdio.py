@@ -1,7 +1,7 @@
 """`memfs mcp`: the MCP server over stdio (issue #10), reaching the store as every command does (#22):
 through its owner, the memfs server at --url, or (--no-daemon) owning it in this process.
 
-The tools are memfs.mcp_server's (and the tool sets it adds); this module only runs them on stdio and
+The tools are memfs.mcp.server's (the tool sets it builds); this module only runs them on stdio and
 keeps stdout for the protocol.
 """
 
@@ -11,9 +11,10 @@ import logging
 import os
 from pathlib import Path
 
-from . import __version__
-from .mcp_server import Gateway, build_server, connect_to_owner
-from .stdio_guard import StdioGuard
+from .. import __version__
+from ..stdio_guard import StdioGuard
+from .gateway import Gateway, connect_to_owner
+from .server import build_server
 
 log = logging.getLogger("memfs.mcp")
 
@@ -52,7 +53,7 @@ def serve_stdio(root: Path, *, tools: str = "native", create: bool = False, idle
     configure_logging(root)
     connect = connect_to_owner(root, create=create, idle_exit=idle_exit, url=url, token=token, daemon=daemon)
     if import_kg is not None:
-        from .kg_import import importing_first
+        from ..kg_import import importing_first
 
         connect = importing_first(connect, import_kg)
     gateway = Gateway(connect)

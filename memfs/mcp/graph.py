@@ -16,7 +16,7 @@ from typing import Annotated
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field
 
-from .mcp_server import DELETE, READ, WRITE, Gateway, tool
+from .common import DELETE, READ, WRITE, ToolSet, tool
 
 # The same bounds as memfs.graph (which checks them again for every other door); kept literal here so
 # that listing the tools imports nothing of the store.
@@ -99,55 +99,67 @@ def dump(items: list[BaseModel]) -> list[dict]:
     return [i.model_dump(by_alias=True) for i in items]
 
 
-def add_graph_tools(server: MCPServer, gw: Gateway) -> None:
-    async def graph(action: str, args: dict) -> dict:
-        return await gw.run(lambda ops: ops.graph(action, args))
+class GraphTools(ToolSet):
+    """The reference memory server's tools and its knowledge-graph resource."""
 
-    @tool(server, WRITE)
-    async def create_entities(entities: Annotated[list[EntityIn], Field(max_length=MAX_ITEMS)]) -> EntitiesOut:
+    def register(self, server: MCPServer) -> None:
+        super().register(server)
+        server.resource(RESOURCE_URI, name="knowledge-graph", title="Knowledge Graph",
+                        description=f"The knowledge graph (its first page of at most {PAGE_BYTES} bytes; read_graph "
+                                    "pages through the rest)", mime_type="application/json")(self.knowledge_graph)
+
+    async def knowledge_graph(self) -> str:
+        return json.dumps(await self.graph("read_graph", {}), ensure_ascii=False, indent=2)
+
+    async def graph(self, action: str, args: dict) -> dict:
+        return await self.gw.run(lambda ops: ops.graph(action, args))
+
+    @tool(WRITE)
+    async def create_entities(self, entities: Annotated[list[EntityIn], Field(max_length=MAX_ITEMS)]) -> EntitiesOut:
         """Create multiple new entities in the knowledge graph.
 
         An entity whose name is already taken is left as it is (add_observations adds to it). Returns the
         entities created. Each is a memory of the store: searchable, backed up, a file a person can edit.
         """
-        return EntitiesOut(**await graph("create_entities", {"entities": dump(entities)}))
+        return EntitiesOut(**await self.graph("create_entities", {"entities": dump(entities)}))
 
-    @tool(server, WRITE)
-    async def create_relations(relations: Annotated[list[Relation], Field(max_length=MAX_ITEMS)]) -> RelationsOut:
+    @tool(WRITE)
+    async def create_relations(self, relations: Annotated[list[Relation], Field(max_length=MAX_ITEMS)]) -> RelationsOut:
         """Create multiple new relations between entities in the knowledge graph. Relations should be in active voice.
 
         A relation already there is not made twice. Returns the relations created.
         """
-        return RelationsOut(**await graph("create_relations", {"relations": dump(relations)}))
+        return RelationsOut(**await self.graph("create_relations", {"relations": dump(relations)}))
 
-    @tool(server, WRITE)
-    async def add_observations(observations: Annotated[list[ObservationsIn], Field(max_length=MAX_ITEMS)]) -> AddedOut:
+    @tool(WRITE)
+    async def add_observations(self, observations: Annotated[list[ObservationsIn], Field(max_length=MAX_ITEMS)]) -> AddedOut:
         """Add new observations to existing entities in the knowledge graph.
 
         Fails, changing nothing, if an entity does not exist. Returns, per entity, the observations added
         (those it did not have yet).
         """
-        return AddedOut(**await graph("add_observations", {"observations": dump(observations)}))
+        return AddedOut(**await self.graph("add_observations", {"observations": dump(observations)}))
 
-    @tool(server, DELETE)
-    async def delete_entities(entityNames: Annotated[list[Name], Field(
+    @tool(DELETE)
+    async def delete_entities(self, entityNames: Annotated[list[Name], Field(
             description="An array of entity names to delete", max_length=MAX_ITEMS)]) -> DoneOut:
         """Delete multiple entities and their associated relations from the knowledge graph."""
-        return DoneOut(**await graph("delete_entities", {"entityNames": entityNames}))
+        return DoneOut(**await self.graph("delete_entities", {"entityNames": entityNames}))
 
-    @tool(server, DELETE)
-    async def delete_observations(deletions: Annotated[list[DeletionIn], Field(max_length=MAX_ITEMS)]) -> DoneOut:
+    @tool(DELETE)
+    async def delete_observations(self, deletions: Annotated[list[DeletionIn], Field(max_length=MAX_ITEMS)]) -> DoneOut:
         """Delete specific observations from entities in the knowledge graph."""
-        return DoneOut(**await graph("delete_observations", {"deletions": dump(deletions)}))
+        return DoneOut(**await self.graph("delete_observations", {"deletions": dump(deletions)}))
 
-    @tool(server, DELETE)
-    async def delete_relations(relations: Annotated[list[Relation], Field(
+    @tool(DELETE)
+    async def delete_relations(self, relations: Annotated[list[Relation], Field(
             description="An array of relations to delete", max_length=MAX_ITEMS)]) -> DoneOut:
         """Delete multiple relations from the knowledge graph. A relation that is not there is skipped."""
-        return DoneOut(**await graph("delete_relations", {"relations": dump(relations)}))
+        return DoneOut(**await self.graph("delete_relations", {"relations": dump(relations)}))
 
-    @tool(server, READ)
+    @tool(READ)
     async def read_graph(
+        self,
         cursor: Annotated[str | None, Field(description="next_cursor from the previous page.", max_length=2000)] = None,
         limit: Annotated[int | None, Field(description=f"At most this many entities + relations (1 to {MAX_PAGE_ITEMS}).",
                                            ge=1, le=MAX_PAGE_ITEMS)] = None,
@@ -158,10 +170,10 @@ def add_graph_tools(server: MCPServer, gw: Gateway) -> None:
         page and remaining says how many entities and relations are after this one. A small graph comes
         whole in one page. To look for something, search_nodes or open_nodes are cheaper.
         """
-        return PageOut(**await graph("read_graph", {"cursor": cursor, "limit": limit}))
+        return PageOut(**await self.graph("read_graph", {"cursor": cursor, "limit": limit}))
 
-    @tool(server, READ)
-    async def search_nodes(query: Annotated[str, Field(
+    @tool(READ)
+    async def search_nodes(self, query: Annotated[str, Field(
             description="The search query to match against entity names, types, and observation content",
             max_length=10_000)]) -> GraphOut:
         """Search for nodes in the knowledge graph based on a query.
@@ -169,17 +181,10 @@ def add_graph_tools(server: MCPServer, gw: Gateway) -> None:
         Finds the entities whose name, type or an observation contains the query, and also those that
         match it by meaning ("the person who runs the Lisbon office"), with the relations touching them.
         """
-        return GraphOut(**await graph("search_nodes", {"query": query}))
+        return GraphOut(**await self.graph("search_nodes", {"query": query}))
 
-    @tool(server, READ)
-    async def open_nodes(names: Annotated[list[Name], Field(
+    @tool(READ)
+    async def open_nodes(self, names: Annotated[list[Name], Field(
             description="An array of entity names to retrieve", max_length=MAX_ITEMS)]) -> GraphOut:
         """Open specific nodes in the knowledge graph by their names, with every relation touching them."""
-        return GraphOut(**await graph("open_nodes", {"names": names}))
-
-    @server.resource(RESOURCE_URI, name="knowledge-graph", title="Knowledge Graph",
-                     description=f"The knowledge graph (its first page of at most {PAGE_BYTES} bytes; read_graph "
-                                 "pages through the rest)", mime_type="application/json")
-    async def knowledge_graph() -> str:
-        return json.dumps(await graph("read_graph", {}), ensure_ascii=False, indent=2)
-
+        return GraphOut(**await self.graph("open_nodes", {"names": names}))
