@@ -13,7 +13,7 @@ the tools are the same thing:
 
 Every action runs inside the store's owner under its write lock (`GraphOperations.graph`), so two
 agents creating entities at once lose nothing (the reference server loses writes: its issues #4797,
-#1819). No MCP import here: memfs.mcp_graph is the tool adapter over `Operations.graph`.
+#1819). No MCP import here: memfs.mcp.graph is the tool adapter over `Operations.graph`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One request schema per operation (#19), declared once and used by every door: the HTTP routes
-(memfs.server), the MCP tools (memfs.mcp_server, memfs.mcp_compat), the extended-memory routes
+(memfs.server), the MCP tools (memfs.mcp.native, memfs.mcp.compat), the extended-memory routes
 (memfs.http_extended) and the CLI (memfs.cli, for its times).
 
 What a schema checks: each field's type, and the bounds the operations check too (`k`, a page's

@@ -15,7 +15,7 @@ Each expression names one instant (UTC); the filters compare `created_at >= sinc
 
 Anything else raises InvalidTimeError, a usage error (exit code 2) whose message lists these forms.
 It is the one reader of times for every door (#19): the CLI's --since, the HTTP API's `since`, MCP's
-native `since` and its compatibility tools' "last week" in a query (memfs.mcp_compat) all come here.
+native `since` and its compatibility tools' "last week" in a query (memfs.mcp.compat_inputs) all come here.
 This module imports nothing heavy: clients use it.
 """
 
