@@ -332,7 +332,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
     out = ImportReport([], dry_run)
     seen_hashes: set[str] = set()
     seen_keys: dict[tuple[str, str], str] = {}
-    with store._mutex:
+    with store.mutex:
         existing_hashes = store.catalog.hashes()
         existing_keys = store.catalog.key_hashes()
         planned: list[tuple[Source, SourceReport, _Plan, datetime]] = []
@@ -381,7 +381,7 @@ def _write(store: "MemoryStore", plans: list[tuple[_Plan, SourceReport]], progre
     for plan, _ in plans:
         for old_id, rec, m in plan.updates:
             old = store.get(old_id)
-            store._rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
+            store.rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
                            tags=documents.normalize_tags([*old.tags, *m.tags]), expires_at=m.expires_at,
                            updated_at=max(m.updated_at, old.updated_at))
             if rec.access:

@@ -140,7 +140,27 @@ class MemoryStore:
 
     def read_file(self, rel: str) -> Memory:
         """The memory in a file under memories/ as it is now (NotFoundError, InvalidDocumentError)."""
-        return self._read(rel)
+        path = self.layout.memories / rel
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                # Refused before reading: a 5 GB file dropped in must not be read into memory.
+                documents.check_file_size(st.st_size)
+                data = f.read(MAX_FILE_BYTES + 1)
+            mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} is gone; run `memfs reindex` to bring the index up to date") from None
+        except InvalidDocumentError as e:
+            e.path = str(path)
+            e.args = (f"{path}: {e.reason}",)
+            raise
+        try:
+            return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
+        except InvalidDocumentError as e:
+            e.path = str(path)
+            e.args = (f"{path}: {e.reason}",)
+            raise
+
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -268,8 +288,8 @@ class MemoryStore:
                metadata: dict | None = None) -> Memory:
         """Change a memory in place. `metadata` is merged into the existing metadata."""
         with self._mutex:
-            entry = self._entry(mem_id)
-            m = self._read(entry.path)
+            entry = self.entry(mem_id)
+            m = self.read_file(entry.path)
             new_tags = list(m.tags if tags is None else tags) + list(add_tags)
             removed = set(remove_tags)
             changes: dict[str, Any] = {
@@ -294,7 +314,7 @@ class MemoryStore:
     def remove(self, mem_id: str) -> Memory:
         """Delete the memory's file and its index entries. Returns what was removed."""
         with self._mutex:
-            entry = self._entry(mem_id)
+            entry = self.entry(mem_id)
             path = self.layout.memories / entry.path
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)
@@ -316,9 +336,9 @@ class MemoryStore:
         A file that parses is read as it is now, so an edit the watcher has not indexed yet shows.
         """
         with self._mutex:
-            entry = self._entry(mem_id)
+            entry = self.entry(mem_id)
         try:
-            m = self._read(entry.path)
+            m = self.read_file(entry.path)
         except NotFoundError:
             # The file is the truth: gone means deleted (the watcher drops the row in a moment), not a
             # version to serve.
@@ -336,7 +356,7 @@ class MemoryStore:
         return MemoryRecord(entry.memory, entry.path, warning)
 
     def path_of(self, mem_id: str) -> Path:
-        return self.layout.memories / self._entry(mem_id).path
+        return self.layout.memories / self.entry(mem_id).path
 
     def list(self, filters: Filters = Filters(), *, limit: int | None = None, offset: int = 0) -> list[Entry]:
         """Memories passing the filters, newest first."""
@@ -607,7 +627,7 @@ class MemoryStore:
             if rel in indexed and indexed[rel][1] == st:
                 continue
             try:
-                early[rel] = (st, self._read(rel))
+                early[rel] = (st, self.read_file(rel))
             except (InvalidDocumentError, NotFoundError, OSError) as e:
                 early[rel] = (st, e)
         return early
@@ -716,7 +736,7 @@ class MemoryStore:
         `early` is what _read_ahead found, used if the file has not changed since."""
         try:
             if early is None or early[0] != state:
-                return self._read(rel)
+                return self.read_file(rel)
             if isinstance(early[1], Exception):
                 raise early[1]
             return early[1]
@@ -891,11 +911,11 @@ class MemoryStore:
 
         return kv.sweep_expired(self, now)
 
-    def _rewrite(self, mem_id: str, **changes: Any) -> Memory:
+    def rewrite(self, mem_id: str, **changes: Any) -> Memory:
         """Replace fields of a stored memory (file, catalog row, vector), keeping its id and path."""
         with self._mutex:
-            entry = self._entry(mem_id)
-            new = self._read(entry.path).replace(**changes)
+            entry = self.entry(mem_id)
+            new = self.read_file(entry.path).replace(**changes)
             atomic_write(self.layout.memories / entry.path, new.to_bytes())
             with self.catalog.transaction():
                 self.catalog.put(new, entry.path, self._state(entry.path))
@@ -904,33 +924,12 @@ class MemoryStore:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _entry(self, mem_id: str) -> Entry:
+    def entry(self, mem_id: str) -> Entry:
+        """The memory's catalog row (NotFoundError if none)."""
         entry = self.catalog.get(mem_id)
         if entry is None:
             raise NotFoundError(f"no memory with id {mem_id!r}; `memfs list` shows the ids")
         return entry
-
-    def _read(self, rel: str) -> Memory:
-        path = self.layout.memories / rel
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                # Refused before reading: a 5 GB file dropped in must not be read into memory.
-                documents.check_file_size(st.st_size)
-                data = f.read(MAX_FILE_BYTES + 1)
-            mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path} is gone; run `memfs reindex` to bring the index up to date") from None
-        except InvalidDocumentError as e:
-            e.path = str(path)
-            e.args = (f"{path}: {e.reason}",)
-            raise
-        try:
-            return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
-        except InvalidDocumentError as e:
-            e.path = str(path)
-            e.args = (f"{path}: {e.reason}",)
-            raise
 
     def _state(self, rel: str) -> FileState:
         return FileState.of((self.layout.memories / rel).stat())

@@ -334,7 +334,7 @@ def test_plumbing_fake_embedder_a_watcher_batch_reads_its_files_without_the_stat
         for i in range(5):
             write(store.layout.memories / f"drop/{i}.json", {"id": f"D{i}", "content": f"dropped note {i}"})
         reading, release = threading.Event(), threading.Event()
-        real_read = store._read
+        real_read = store.read_file
 
         def slow_read(rel):
             if rel == "drop/3.json":
@@ -342,7 +342,7 @@ def test_plumbing_fake_embedder_a_watcher_batch_reads_its_files_without_the_stat
                 assert release.wait(60)
             return real_read(rel)
 
-        store._read = slow_read
+        store.read_file = slow_read
         paths = [f"drop/{i}.json" for i in range(5)]
         batch = threading.Thread(target=lambda: store.reconcile(paths=paths))
         batch.start()
