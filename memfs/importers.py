@@ -13,7 +13,8 @@ for that record. `import_sources` then
    `embedding_sha256`, or embedding and comparing every foreign one; never a sample) and seeds the
    embedding cache, so `add_many` embeds only what is left;
 4. writes the new memories through `MemoryStore.add_many` (batched, with progress) and rewrites the
-   updated ones; and keeps a migration record per source (`migrations.py`) that `verify` replays.
+   updated ones; and keeps a migration record per source (`migration_records.py`) that
+   `migrations.verify` replays.
 
 Formats and where each schema comes from:
 
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from . import documents
+from . import documents, migration_records
 from .documents import Memory, utcnow
 from .errors import InvalidDocumentError
 from .kv import DEFAULT_NAMESPACE
@@ -326,8 +327,6 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
 
     `dry_run`: read, check and count; write nothing (no memory, no catalog row, no record).
     """
-    from . import migrations
-
     started = time.monotonic()
     out = ImportReport([], dry_run)
     seen_hashes: set[str] = set()
@@ -353,7 +352,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
                     on_source(report)
         else:
             options = {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}
-            records = [migrations.start(store.layout, src, report, {"format": src.format, **options}, begun)
+            records = [migration_records.start(store.layout, src, report, {"format": src.format, **options}, begun)
                        for src, report, _, begun in planned]
             try:
                 _write(store, [(plan, report) for _, report, plan, _ in planned], progress)
@@ -365,7 +364,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
                 raise
             finally:
                 for record, (_, report, _, _) in zip(records, planned):
-                    migrations.finish(store.layout, record, report)
+                    migration_records.finish(store.layout, record, report)
                     if on_source:
                         on_source(report)
     out.seconds = time.monotonic() - started
