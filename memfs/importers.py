@@ -49,7 +49,7 @@ import numpy as np
 from . import documents, migration_records
 from .documents import Memory, utcnow
 from .errors import InvalidDocumentError
-from .kv import DEFAULT_NAMESPACE
+from .kv import DEFAULT_NAMESPACE, expired
 from .results import Record
 from .source_readers import KG_NAMESPACE, READERS  # noqa: F401  (KG_NAMESPACE: part of this module's API)
 from .source_records import (Source, SourceError, SourceRecord, connect_ro, file_sha256,  # noqa: F401
@@ -217,7 +217,7 @@ def _plan(store: "MemoryStore", src: Source, report: SourceReport, *, dedup: boo
         valid_hashes.append(m.content_hash)
         if rec.vector is not None:
             report.vectors_carried += 1
-        if m.expires_at is not None and m.expires_at <= now:
+        if expired(m, now):
             report.expired += 1
             continue
         h = m.content_hash

@@ -92,6 +92,11 @@ class KVItem(Record):
         return cls(**{**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, **times})
 
 
+def expired(m: Memory, now: datetime) -> bool:
+    """Has the memory's `expires_at` passed? Then it is gone from every read; its file waits for the sweep."""
+    return m.expires_at is not None and m.expires_at <= now
+
+
 def _item(store: "MemoryStore", m: Memory) -> KVItem:
     ts, count = store.catalog.access_of([m.id]).get(m.id, (None, 0))
     kind = m.metadata.get("value_type", TEXT)
@@ -215,7 +220,7 @@ def sweep_expired(store: "MemoryStore", now: datetime | None = None) -> list[Mem
                 m = store.read_file(rel)
             except (NotFoundError, InvalidDocumentError, OSError):
                 continue  # gone or unreadable: reconcile deals with it, the sweep never guesses
-            if m.id != mem_id or m.expires_at is None or m.expires_at > now:
+            if m.id != mem_id or not expired(m, now):
                 continue
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)

@@ -19,6 +19,7 @@ from . import documents
 from .documents import utcnow
 from .errors import NotFoundError
 from .filestore import Layout
+from .kv import expired
 from .migration_records import folder
 from .results import Record
 
@@ -106,7 +107,7 @@ def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> Ve
         except Exception:
             continue
         valid.append(m.content_hash)
-        if m.expires_at is not None and m.expires_at <= now:
+        if expired(m, now):
             continue  # expired: never imported (or since swept), by design
         rep.checked += 1
         if m.key is not None:
