@@ -127,7 +127,6 @@ def evaluate(store: MemoryStore, queries: list[dict], modes: list[str], exact: E
     rows = []
     for mode in modes:
         for q in queries:
-            store._last_query = None
             t = time.perf_counter()
             if mode == "exact":
                 ids, no_match, top = exact.search(q["query"], DEPTH), None, None

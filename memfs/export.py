@@ -145,7 +145,7 @@ def export(store: "MemoryStore", out: BinaryIO, *, format: str = "memfs", filter
         out.write(data)
         written += len(data)
 
-    with store._mutex:
+    with store.mutex:
         model = store.embedder.model_id
         if format == "memfs":
             head = {"format": EXPORT_FORMAT, "exported_at": documents.format_time(utcnow()),

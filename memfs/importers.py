@@ -13,7 +13,8 @@ for that record. `import_sources` then
    `embedding_sha256`, or embedding and comparing every foreign one; never a sample) and seeds the
    embedding cache, so `add_many` embeds only what is left;
 4. writes the new memories through `MemoryStore.add_many` (batched, with progress) and rewrites the
-   updated ones; and keeps a migration record per source (`migrations.py`) that `verify` replays.
+   updated ones; and keeps a migration record per source (`migration_records.py`) that
+   `migrations.verify` replays.
 
 Formats and where each schema comes from:
 
@@ -45,10 +46,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from . import documents
+from . import documents, migration_records
 from .documents import Memory, utcnow
 from .errors import InvalidDocumentError
-from .kv import DEFAULT_NAMESPACE
+from .kv import DEFAULT_NAMESPACE, expired
 from .results import Record
 from .source_readers import KG_NAMESPACE, READERS  # noqa: F401  (KG_NAMESPACE: part of this module's API)
 from .source_records import (Source, SourceError, SourceRecord, connect_ro, file_sha256,  # noqa: F401
@@ -216,7 +217,7 @@ def _plan(store: "MemoryStore", src: Source, report: SourceReport, *, dedup: boo
         valid_hashes.append(m.content_hash)
         if rec.vector is not None:
             report.vectors_carried += 1
-        if m.expires_at is not None and m.expires_at <= now:
+        if expired(m, now):
             report.expired += 1
             continue
         h = m.content_hash
@@ -326,13 +327,11 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
 
     `dry_run`: read, check and count; write nothing (no memory, no catalog row, no record).
     """
-    from . import migrations
-
     started = time.monotonic()
     out = ImportReport([], dry_run)
     seen_hashes: set[str] = set()
     seen_keys: dict[tuple[str, str], str] = {}
-    with store._mutex:
+    with store.mutex:
         existing_hashes = store.catalog.hashes()
         existing_keys = store.catalog.key_hashes()
         planned: list[tuple[Source, SourceReport, _Plan, datetime]] = []
@@ -353,7 +352,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
                     on_source(report)
         else:
             options = {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}
-            records = [migrations.start(store.layout, src, report, {"format": src.format, **options}, begun)
+            records = [migration_records.start(store.layout, src, report, {"format": src.format, **options}, begun)
                        for src, report, _, begun in planned]
             try:
                 _write(store, [(plan, report) for _, report, plan, _ in planned], progress)
@@ -365,7 +364,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
                 raise
             finally:
                 for record, (_, report, _, _) in zip(records, planned):
-                    migrations.finish(store.layout, record, report)
+                    migration_records.finish(store.layout, record, report)
                     if on_source:
                         on_source(report)
     out.seconds = time.monotonic() - started
@@ -381,7 +380,7 @@ def _write(store: "MemoryStore", plans: list[tuple[_Plan, SourceReport]], progre
     for plan, _ in plans:
         for old_id, rec, m in plan.updates:
             old = store.get(old_id)
-            store._rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
+            store.rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
                            tags=documents.normalize_tags([*old.tags, *m.tags]), expires_at=m.expires_at,
                            updated_at=max(m.updated_at, old.updated_at))
             if rec.access:

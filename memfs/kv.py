@@ -92,6 +92,11 @@ class KVItem(Record):
         return cls(**{**{k: v for k, v in d.items() if k in cls.__dataclass_fields__}, **times})
 
 
+def expired(m: Memory, now: datetime) -> bool:
+    """Has the memory's `expires_at` passed? Then it is gone from every read; its file waits for the sweep."""
+    return m.expires_at is not None and m.expires_at <= now
+
+
 def _item(store: "MemoryStore", m: Memory) -> KVItem:
     ts, count = store.catalog.access_of([m.id]).get(m.id, (None, 0))
     kind = m.metadata.get("value_type", TEXT)
@@ -138,7 +143,7 @@ def kv_set(store: "MemoryStore", key: str, value: Any, *, namespace: str = DEFAU
     kind = value_type or kind
     meta = {**(metadata or {}), "value_type": kind}
     expires = _expiry(ttl, expires_at, now)
-    with store._mutex:
+    with store.mutex:
         mem_id = _live_id(store, namespace, key, now)
         if mem_id is None:
             # An expired holder of the key is removed first, so the key stays unique.
@@ -151,7 +156,7 @@ def kv_set(store: "MemoryStore", key: str, value: Any, *, namespace: str = DEFAU
             m = store.add_many([doc], allow_duplicate=True)[0].memory
         else:
             old_m = store.get(mem_id)
-            m = store._rewrite(mem_id, content=content, metadata={**old_m.metadata, **meta},
+            m = store.rewrite(mem_id, content=content, metadata={**old_m.metadata, **meta},
                                expires_at=expires, updated_at=now,
                                tags=documents.normalize_tags([*old_m.tags, *tags]))
         return _item(store, m)
@@ -160,7 +165,7 @@ def kv_set(store: "MemoryStore", key: str, value: Any, *, namespace: str = DEFAU
 def kv_get(store: "MemoryStore", key: str, *, namespace: str = DEFAULT_NAMESPACE, touch: bool = True) -> KVItem:
     """The value under (namespace, key); NotFoundError if none (or expired). Counts the read."""
     now = utcnow()
-    with store._mutex:
+    with store.mutex:
         mem_id = _live_id(store, namespace, key, now)
         if mem_id is None:
             raise NotFoundError(f"no value for key {key!r} in namespace {namespace!r}")
@@ -174,7 +179,7 @@ def kv_list(store: "MemoryStore", *, namespace: str | None = DEFAULT_NAMESPACE, 
             limit: int | None = None, offset: int = 0) -> list[KVItem]:
     """Live keyed memories in a namespace (None: all), sorted by namespace and key."""
     now = utcnow()
-    with store._mutex:
+    with store.mutex:
         rows = store.catalog.keys_in(namespace, now.timestamp())
         seen: set[tuple[str, str]] = set()
         picked: list[str] = []
@@ -190,7 +195,7 @@ def kv_list(store: "MemoryStore", *, namespace: str | None = DEFAULT_NAMESPACE, 
 
 def kv_rm(store: "MemoryStore", key: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
     """Remove every memory holding (namespace, key). Returns the ids removed; NotFoundError if none."""
-    with store._mutex:
+    with store.mutex:
         ids = store.catalog.ids_for_key(namespace, key)
         if not ids:
             raise NotFoundError(f"no value for key {key!r} in namespace {namespace!r}")
@@ -208,14 +213,14 @@ def sweep_expired(store: "MemoryStore", now: datetime | None = None) -> list[Mem
     """
     now = now or utcnow()
     removed: list[Memory] = []
-    with store._mutex:
+    with store.mutex:
         for mem_id, rel in store.catalog.expired(now.timestamp()):
             path = store.layout.memories / rel
             try:
-                m = store._read(rel)
+                m = store.read_file(rel)
             except (NotFoundError, InvalidDocumentError, OSError):
                 continue  # gone or unreadable: reconcile deals with it, the sweep never guesses
-            if m.id != mem_id or m.expires_at is None or m.expires_at > now:
+            if m.id != mem_id or not expired(m, now):
                 continue
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)

@@ -58,7 +58,7 @@ def _check_filters(f: Filters) -> None:
 def _readable(store, mem_id: str):
     """The catalog entry for `mem_id`; a row that no longer parses says which file and what to do."""
     try:
-        return store._entry(mem_id)
+        return store.entry(mem_id)
     except InvalidDocumentError as e:
         path = store.catalog.path_for_id(mem_id)
         raise InvalidDocumentError(f"its indexed version no longer reads ({e.reason}); fix the file by hand "
@@ -67,7 +67,7 @@ def _readable(store, mem_id: str):
 
 def _remove_unreadable(store, mem_id: str, path: str) -> Memory:
     """Delete a memory whose catalog row cannot be parsed: file, row, vector (memfs.store.remove's steps)."""
-    with store._mutex:
+    with store.mutex:
         row = store.catalog.db.execute("SELECT content FROM docs WHERE id = ?", (mem_id,)).fetchone()
         file = store.layout.memories / path
         file.unlink(missing_ok=True)

@@ -138,7 +138,7 @@ class Owner:
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[MemoryStore]:
         """The store with every other request and the indexer paused (backup snapshot, validate)."""
-        with self._swap, self.store._mutex:
+        with self._swap, self.store.mutex:
             yield self.store
 
     @contextlib.contextmanager

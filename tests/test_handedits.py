@@ -334,7 +334,7 @@ def test_plumbing_fake_embedder_a_watcher_batch_reads_its_files_without_the_stat
         for i in range(5):
             write(store.layout.memories / f"drop/{i}.json", {"id": f"D{i}", "content": f"dropped note {i}"})
         reading, release = threading.Event(), threading.Event()
-        real_read = store._read
+        real_read = store.reconciler.read
 
         def slow_read(rel):
             if rel == "drop/3.json":
@@ -342,7 +342,7 @@ def test_plumbing_fake_embedder_a_watcher_batch_reads_its_files_without_the_stat
                 assert release.wait(60)
             return real_read(rel)
 
-        store._read = slow_read
+        store.reconciler.read = slow_read
         paths = [f"drop/{i}.json" for i in range(5)]
         batch = threading.Thread(target=lambda: store.reconcile(paths=paths))
         batch.start()
@@ -363,7 +363,7 @@ def test_plumbing_fake_embedder_a_file_changed_after_the_early_read_is_read_agai
     with MemoryStore.open(root, create=True, embedder=BlockingFakeEmbedder()) as store:
         path = store.layout.memories / "e.json"
         write(path, {"id": "E", "content": "first words"})
-        real_read_ahead = store._read_ahead
+        real_read_ahead = store.reconciler.read_ahead
 
         def read_ahead_then_edit(rels):
             early = real_read_ahead(rels)
@@ -371,7 +371,7 @@ def test_plumbing_fake_embedder_a_file_changed_after_the_early_read_is_read_agai
             write(path, {"id": "E", "content": "second, longer words"})  # between the read and the lock
             return early
 
-        store._read_ahead = read_ahead_then_edit
+        store.reconciler.read_ahead = read_ahead_then_edit
         store.reconcile(paths=["e.json"])
         assert store.get("E").content == "second, longer words"
         assert keyword(store, "longer") == ["E"]
@@ -495,8 +495,9 @@ def test_a_temp_file_younger_than_the_owner_is_left_alone(store):
     young = mem / "2026" / ".y.json.89abcdef.tmp"
     for p in (old, young):
         write(p, b"{")
-    os.utime(old, (store._opened_at - 60, store._opened_at - 60))
-    os.utime(young, (store._opened_at + 60, store._opened_at + 60))  # a write in flight, as far as we know
+    opened = store.reconciler.opened_at
+    os.utime(old, (opened - 60, opened - 60))
+    os.utime(young, (opened + 60, opened + 60))  # a write in flight, as far as we know
     store.reconcile()
     assert not old.exists() and young.exists()
 

@@ -17,15 +17,11 @@ MAX_FUNCTION_LINES = 60
 
 # Circles that existed when the check came (#19 lists them); each breaks by moving one thing.
 KNOWN_CIRCLES = {
-    frozenset({"memfs.importers", "memfs.migrations"}): "migration records are written by the importers and "
-    "read back by them; to break: move the record type to its own module",
     frozenset({"memfs.query", "memfs.results"}): "results build hits from query's rows and query returns them; "
     "to break: the hit types move to results",
 }
 
 # (module that uses it, private name): why it is still used there.
-_STORE_LOCK = "the store's write mutex; to fix: a public `store.writing()` context manager (store.py is being split)"
-_STORE_WRITE = "the store's low-level rewrite/read; to fix: public methods on the store's index-writes module"
 _TAR = "the tar writer's pieces, shared by backups and archive; to fix: move them to a public tar module"
 KNOWN_PRIVATE_USES = {
     ("memfs.backups", "_CHUNK"): _TAR,
@@ -34,15 +30,6 @@ KNOWN_PRIVATE_USES = {
     ("memfs.backups", "_tar_header"): _TAR,
     ("memfs.export", "_COLUMNS"): "the catalog's row layout; to fix: a public Catalog.rows_with_entries()",
     ("memfs.export", "_entry"): "Catalog._entry builds an Entry from a row; to fix: make it public (Catalog.entry)",
-    ("memfs.local", "_entry"): "store._entry: the same row reader through the store",
-    ("memfs.export", "_mutex"): _STORE_LOCK,
-    ("memfs.importers", "_mutex"): _STORE_LOCK,
-    ("memfs.kv", "_mutex"): _STORE_LOCK,
-    ("memfs.local", "_mutex"): _STORE_LOCK,
-    ("memfs.owner", "_mutex"): _STORE_LOCK,
-    ("memfs.importers", "_rewrite"): _STORE_WRITE,
-    ("memfs.kv", "_rewrite"): _STORE_WRITE,
-    ("memfs.kv", "_read"): _STORE_WRITE,
 }
 
 

@@ -1,0 +1,207 @@
+"""VectorWriter: brings Chroma level with the catalog's rows, encoding only content never embedded.
+
+The catalog marks a row unsynced when its memory is written; this module encodes what the embedding
+cache lacks (off the state lock, at a lower CPU priority than requests), upserts the rows' vectors
+and marks them synced. It also keeps `lagging` (some rows still wait for their vectors), checks
+Chroma's id set against the catalog's, and rebuilds the vector index from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .catalog import Catalog
+from .documents import Memory
+from .embedder import Embedder
+from .lock import StoreMutex
+from .ops import Progress
+from .results import ReconcileReport
+from .vectors import VectorIndex
+
+# How many documents go through one embed + index round in bulk work.
+BULK_BATCH = 256
+# How many vectors one Chroma upsert takes under the state lock; searches may run between two.
+SYNC_ROUND = 64
+# How much lower the model's encoding runs than request threads (_yield_to_requests).
+EMBED_NICE = 10
+
+
+def _yield_to_requests() -> None:
+    """Run this thread (the writers' model encoding) at a lower CPU priority than the threads that
+    answer requests (issue #14, finding 4). The model keeps every core busy while it encodes; at equal
+    priority a keyword search, which needs a fraction of a millisecond, waited for a time slice (its
+    p99 went from 0.6 to 4.8 ms with no lock involved). With nice +10 the kernel runs a search first;
+    encoding still has every idle cycle. The model's worker threads are started by this thread and
+    inherit its priority. Only on Linux, where the nice value belongs to the thread (elsewhere it
+    would slow the whole process, searches included)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + EMBED_NICE))
+
+
+class VectorWriter:
+    """The store's vector writes; every method but `write` takes the state lock itself."""
+
+    def __init__(self, catalog: Catalog, vectors: VectorIndex, embedder: Embedder, mutex: StoreMutex):
+        self.catalog = catalog
+        self.vectors = vectors
+        self.embedder = embedder
+        self.mutex = mutex
+        self._embed_lock = threading.Lock()  # never take the state lock while holding it
+        # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
+        # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
+        self.lagging = catalog.has_unsynced()
+
+    def refresh_lag(self) -> None:
+        """Note whether rows still wait for their vectors; the caller holds the state lock."""
+        self.lagging = self.catalog.has_unsynced()
+
+    def write(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
+              meanwhile: Callable[[], None] | None = None, phase: str = "embed",
+              report: ReconcileReport | None = None, round_size: int = BULK_BATCH,
+              keep_going: Callable[[], bool] | None = None) -> int:
+        """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
+
+        Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
+        first (the model pads each batch to its longest text), on a worker thread that runs ahead of
+        this one, so `meanwhile()` (add_many's file writes, which mostly wait on the disk) and each
+        round's Chroma upsert overlap the model instead of adding to it.
+
+        The caller holds the state lock; it is let go while this thread waits for the model (issue
+        #14, finding 4), so what is upserted is read again from the catalog once it is taken back:
+        a row changed meanwhile is never marked synced with an old vector.
+        """
+        if memories is None:
+            memories = [e.memory for e in self.catalog.unsynced()]
+        memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
+        rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
+        todo = self._uncached_per_round(rounds)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
+            if any(todo) else None
+
+        def encode(n: int, texts: dict[str, str]) -> int:
+            # A round not yet begun is not begun once told to stop: the model is free for what came.
+            return 0 if n and keep_going is not None and not keep_going() else self._encode(texts)
+
+        encoded = [pool.submit(encode, n, texts) if pool and texts else None for n, texts in enumerate(todo)]
+        try:
+            if meanwhile:
+                meanwhile()
+            written = 0
+            for n, (batch, future) in enumerate(zip(rounds, encoded)):
+                if n and keep_going is not None and not keep_going():
+                    break  # keep_going stays False once it is: the encodes after this one were skipped
+                if future is not None:
+                    with self.mutex.released():
+                        encoded_now = future.result()
+                    if report is not None:
+                        report.embedded += encoded_now
+                written += self._sync([m.id for m in batch], report)
+                if progress:
+                    progress(phase, written, len(memories))
+            return written
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
+
+    def _uncached_per_round(self, rounds: list[list[Memory]]) -> list[dict[str, str]]:
+        """Per round: content hash -> text to encode, for content the embedding cache lacks."""
+        uncached = self.catalog.uncached(self.embedder.model_id, (m.content_hash for batch in rounds for m in batch))
+        todo: list[dict[str, str]] = []
+        for batch in rounds:
+            todo.append({m.content_hash: m.content for m in batch if m.content_hash in uncached})
+            uncached -= todo[-1].keys()  # a later round with the same content finds it cached by then
+        return todo
+
+    def _encode(self, texts: dict[str, str]) -> int:
+        """Encode content (hash -> text) into the embedding cache, unless a writer did meanwhile.
+
+        Serialised among writers, and run without the state lock: searches embed their query beside
+        it. The cache is written here, before the next writer looks, so that one writer's content is
+        never encoded again by another that was waiting for the model (the watcher seeing an add's file).
+        """
+        model = self.embedder.model_id
+        with self._embed_lock:
+            todo = {h: texts[h] for h in self.catalog.uncached(model, texts)}
+            if todo:
+                self.catalog.cache_vectors(model, dict(zip(todo, self.embedder.embed(list(todo.values())))))
+            return len(todo)
+
+    def _sync(self, ids: list[str], report: ReconcileReport | None = None) -> int:
+        """Upsert the catalog's current rows for these ids that Chroma lacks; encode what is uncached."""
+        model = self.embedder.model_id
+        written = 0
+        for _ in range(5):  # each round runs after a writer changed rows while we waited: rare
+            entries = self.catalog.unsynced_among(ids)
+            if not entries:
+                break
+            vectors = self.catalog.cached_vectors(model, (e.hash for e in entries))
+            missing = {e.hash: e.memory.content for e in entries if e.hash not in vectors}
+            if missing:
+                with self.mutex.released():
+                    encoded_now = self._encode(missing)
+                if report is not None:
+                    report.embedded += encoded_now
+                continue
+            for start in range(0, len(entries), SYNC_ROUND):
+                if start:
+                    with self.mutex.released():
+                        time.sleep(0)  # let a waiting search in between rounds
+                # Another writer may have got in while we stepped out: read these rows again.
+                part = self.catalog.unsynced_among([e.memory.id for e in entries[start:start + SYNC_ROUND]])
+                part = [e for e in part if e.hash in vectors]
+                if part:
+                    self.vectors.upsert([e.memory for e in part], np.stack([vectors[e.hash] for e in part]))
+                    self.catalog.mark_synced([e.memory.id for e in part])
+                    written += len(part)
+        return written
+
+    def verify(self, report: ReconcileReport, progress: Progress | None, embed: bool = True) -> None:
+        """Check Chroma's id set against the catalog's: orphans go, missing rows are (re)embedded
+        unless `embed` is False. The caller holds the state lock."""
+        in_chroma = self.vectors.ids()
+        in_catalog = self.catalog.ids()
+        missing = in_catalog - in_chroma
+        orphans = in_chroma - in_catalog
+        report.vectors_missing = len(missing)
+        report.vectors_orphaned = len(orphans)
+        self.vectors.delete(sorted(orphans))
+        if missing:
+            self.catalog.mark_unsynced(missing)
+            if embed:
+                report.vectors_written += self.write(None, progress=progress, report=report)
+
+    def pending(self) -> list[tuple[str, str, bool]]:
+        """MemoryStore.pending_vectors."""
+        with self.mutex:
+            return self.catalog.unsynced_paths()
+
+    def embed_pending(self, ids: list[str], *, round_size: int = BULK_BATCH,
+                      keep_going: Callable[[], bool] | None = None) -> ReconcileReport:
+        """MemoryStore.embed_pending."""
+        report = ReconcileReport()
+        report.embedded = 0
+        started = time.monotonic()
+        with self.mutex:
+            entries = self.catalog.unsynced_among(ids)
+            if entries:
+                report.vectors_written = self.write([e.memory for e in entries], report=report,
+                                                    round_size=round_size, keep_going=keep_going)
+            self.refresh_lag()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """MemoryStore.rebuild_vectors."""
+        with self.mutex:
+            self.vectors.reset()
+            self.catalog.mark_unsynced(self.catalog.ids())
+            return self.write(None, progress=progress)
