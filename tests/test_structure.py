@@ -34,8 +34,6 @@ KNOWN_PRIVATE_USES = {
     ("memfs.backups", "_CompressingSink"): _TAR,
     ("memfs.backups", "_pad"): _TAR,
     ("memfs.backups", "_tar_header"): _TAR,
-    ("memfs.export", "_COLUMNS"): "the catalog's row layout; to fix: a public Catalog.rows_with_entries()",
-    ("memfs.export", "_entry"): "Catalog._entry builds an Entry from a row; to fix: make it public (Catalog.entry)",
     ("memfs.local", "_entry"): "store._entry: the same row reader through the store",
     ("memfs.export", "_mutex"): _STORE_LOCK,
     ("memfs.importers", "_mutex"): _STORE_LOCK,
