@@ -28,12 +28,7 @@ KNOWN_CIRCLES = {
 # (module that uses it, private name): why it is still used there.
 _STORE_LOCK = "the store's write mutex; to fix: a public `store.writing()` context manager (store.py is being split)"
 _STORE_WRITE = "the store's low-level rewrite/read; to fix: public methods on the store's index-writes module"
-_TAR = "the tar writer's pieces, shared by backups and archive; to fix: move them to a public tar module"
 KNOWN_PRIVATE_USES = {
-    ("memfs.backups", "_CHUNK"): _TAR,
-    ("memfs.backups", "_CompressingSink"): _TAR,
-    ("memfs.backups", "_pad"): _TAR,
-    ("memfs.backups", "_tar_header"): _TAR,
     ("memfs.local", "_entry"): "store._entry: the same row reader through the store",
     ("memfs.export", "_mutex"): _STORE_LOCK,
     ("memfs.importers", "_mutex"): _STORE_LOCK,
