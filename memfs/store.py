@@ -30,9 +30,9 @@ from .filestore import (FileState, Layout, atomic_write, atomic_write_many, defa
                         remove_stale_temps, scan, stat_paths)
 from .limits import MAX_FILE_BYTES
 from .lock import StoreLock
-from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
+from .query import (MODES, Filters, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
                     keyword_weight, matched, no_match_note, snippet)
-from .results import AddResult, InvalidFile, MemoryRecord, ReconcileReport, SearchResult
+from .results import AddResult, Hit, InvalidFile, MemoryRecord, ReconcileReport, SearchResult
 from .vectors import EXACT_MAX, VectorIndex
 
 ADDED_PER_DAY_DAYS = 30  # how far back stats count memories added per day

@@ -21,8 +21,6 @@ KNOWN_CIRCLES = {
     "read back by them; to break: move the record type to its own module",
     frozenset({"memfs.mcp_server", "memfs.mcp_compat", "memfs.mcp_graph"}): "build_server adds the compat and graph tools; they use the "
     "native helpers; to break: a tool-set registry (not done: #26 edits mcp_compat.py now)",
-    frozenset({"memfs.query", "memfs.results"}): "results build hits from query's rows and query returns them; "
-    "to break: the hit types move to results",
 }
 
 # (module that uses it, private name): why it is still used there.
