@@ -13,8 +13,8 @@ __version__ = "0.1.0"  # before the imports: submodules read it
 from .documents import Memory
 from .errors import (InvalidDocumentError, MemfsError, NotFoundError, StoreBusyError,
                      StoreNotInitializedError, UnsupportedFormatError)
-from .query import Filters, Hit
-from .results import AddResult, ReconcileReport
+from .query import Filters
+from .results import AddResult, Hit, ReconcileReport
 
 __all__ = [
     "AddResult", "Filters", "Hit", "InvalidDocumentError", "Memory", "MemfsError", "MemoryStore",

@@ -1,7 +1,7 @@
-"""The archive codec: tar headers, compression and decompression streams, reading an archive whole.
+"""The archive codec's reading side: the decompression stream, tar headers parsed, an archive read whole.
 
 Nothing here knows about backup files, naming or the store's layout beyond the parts of data/ an
-archive may hold. backups.py writes archives with it; restore.py and verify read them with
+archive may hold. backups.py writes archives with memfs.tar_writer; restore.py and verify read them with
 `read_archive`, which enforces every rule while the stream goes by and writes only through the
 `open_file` callback it is given (none: verification, which writes nothing).
 
@@ -26,77 +26,10 @@ from typing import BinaryIO, Callable, Iterator, Protocol
 from .archive_rules import (BACKUP_FORMAT_NAME, BACKUP_FORMAT_VERSION, CHECKSUMS, FILE_TYPES, MANIFEST,  # noqa: F401
                             MAX_MANIFEST_BYTES, MAX_NAME_BYTES, PARTS, CorruptBackupError, check_manifest,
                             check_member, checksums_bytes, load_json, manifest_bytes, peek_version, printable)
+from .tar_writer import CHUNK
 
 # progress(phase, done, total)
 Progress = Callable[[str, int, int], None]
-
-_CHUNK = 1 << 20
-
-
-class _CompressingSink:
-    """Compress, MD5 and write on a worker thread, so building the tar stream overlaps compressing it.
-
-    zlib, zstd and hashlib release the GIL on large buffers: with two cores this is what lets us keep
-    pace with `tar czf`, whose gzip runs as a second process. The MD5 is of the bytes written, so the
-    archive is never read back to checksum it.
-    """
-
-    def __init__(self, f: BinaryIO, compression: str):
-        if compression == "gz":
-            self._comp = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip member, as `gzip -6`
-        elif compression == "zst":
-            import zstandard
-
-            self._comp = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).compressobj()
-        else:
-            raise ValueError(f"compression must be gz or zst, not {compression!r}")
-        self.f = f
-        self.md5 = hashlib.md5()
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="memfs-compress", daemon=True)
-        self._thread.start()
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.md5.update(data)
-            self.f.write(data)
-
-    def _run(self) -> None:
-        try:
-            while (chunk := self._queue.get()) is not None:
-                self._emit(self._comp.compress(chunk))
-            self._emit(self._comp.flush())
-        except BaseException as e:  # handed to the producer, which raises it
-            self._error = e
-            while self._queue.get() is not None:  # drain so the producer never blocks
-                pass
-
-    def _put(self, item) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(item)
-
-    def write(self, *pieces: bytes) -> None:
-        """Collect pieces of the tar stream; hand them on joined, in chunks of about _CHUNK bytes."""
-        self._parts += pieces
-        self._size += sum(map(len, pieces))
-        if self._size >= _CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._put(b"".join(self._parts))
-        self._parts, self._size = [], 0
-
-    def close(self) -> None:
-        if self._parts:
-            self._flush()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 class _Cancelled(Exception):
@@ -105,7 +38,7 @@ class _Cancelled(Exception):
 
 class DecompressingSource:
     """Read and decompress on a worker thread; `next_chunk()` hands out the plain tar stream in pieces
-    of at most _CHUNK bytes, whatever the compression ratio (a bomb never sits in memory whole).
+    of at most CHUNK bytes, whatever the compression ratio (a bomb never sits in memory whole).
 
     `raw` is the compressed stream (a file, or the plaintext side of a decryption pipe). `close()`
     stops the worker early: refusing a bomb must not mean decompressing the rest of it.
@@ -140,10 +73,10 @@ class DecompressingSource:
         data = b""
         while not dec.eof:
             if not data:
-                data = self._raw.read(_CHUNK)
+                data = self._raw.read(CHUNK)
                 if not data:
                     raise CorruptBackupError("truncated: the compressed stream ends early")
-            out = dec.decompress(data, _CHUNK)  # bounded output: a 1000:1 block never inflates at once
+            out = dec.decompress(data, CHUNK)  # bounded output: a 1000:1 block never inflates at once
             data = dec.unconsumed_tail
             if out:
                 self._put(out)
@@ -156,8 +89,8 @@ class DecompressingSource:
         (their content is then held to the end-of-archive rule), so trailing garbage is refused."""
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=_CHUNK, read_across_frames=True)
-        while chunk := reader.read(_CHUNK):
+        reader = zstandard.ZstdDecompressor().stream_reader(self._raw, read_size=CHUNK, read_across_frames=True)
+        while chunk := reader.read(CHUNK):
             self._put(chunk)
 
     def _run(self) -> None:
@@ -248,34 +181,6 @@ class _StreamReader:
                 return
             left = memoryview(chunk)
 
-
-
-_OWNER_IDS = b"0000000\x000000000\0"  # uid, gid 0
-_USTAR_TAIL = bytes(100) + b"ustar\x0000" + bytes(tarfile.BLOCKSIZE - 265)  # no link name; ustar magic, rest empty
-_USTAR_TAIL_SUM = sum(_USTAR_TAIL) + 8 * ord(" ")
-
-
-def _tar_header(arcname: str, mode: int, size: int, mtime: int, is_dir: bool = False) -> bytes:
-    """A tar header for a member: owner 0, whole-second mtime.
-
-    Plain ustar, built directly for the common case (profiled: tarfile's header code was a third of a
-    20k-file backup, and a float mtime made it add a PAX header to every member); tarfile's GNU format
-    for names over 100 bytes or files over 8 GiB.
-    """
-    name = arcname.encode("utf-8", "surrogateescape")
-    if len(name) > 100 or size >= 0o77777777777:
-        info = tarfile.TarInfo(arcname)
-        info.mode, info.mtime, info.size = mode, mtime, size
-        info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    fields = b"%07o\0%s%011o\0%011o\0" % (mode, _OWNER_IDS, size, mtime)
-    kind = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    checksum = sum(name) + sum(fields) + kind[0] + _USTAR_TAIL_SUM  # of the header with spaces for the checksum
-    return b"".join((name.ljust(100, b"\0"), fields, b"%06o\0 " % checksum, kind, _USTAR_TAIL))
-
-
-def _pad(n: int) -> bytes:
-    return b"\0" * (-n % tarfile.BLOCKSIZE)
 
 
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
@@ -371,70 +276,92 @@ def read_archive(next_chunk: Callable[[], bytes | None], *, open_file: OpenFile 
     from a first, writing-nothing pass). `on_manifest` sees a format-2 manifest before any file is
     written (restore checks free space against its total there).
     """
-    reader = _StreamReader(next_chunk)
-    out: ArchiveContents | None = None
-    trailer: dict | None = None
+    walk = _Walk(_StreamReader(next_chunk), open_file, bounds, on_manifest, progress)
+    while member := _next_header(walk.reader):
+        walk.member(*member)
+    walk.reader.check_end()
+    return _finish(walk.out, walk.v1_manifest, walk.trailer, walk.hashes, walk.sizes, walk.dirs, walk.n)
+
+
+@dataclass
+class _Walk:
+    """One read_archive pass over the members: what those read so far established."""
+
+    reader: _StreamReader
+    open_file: OpenFile | None
+    bounds: dict[str, int] | None
+    on_manifest: Callable[[dict], None] | None
+    progress: Progress | None
+    out: ArchiveContents | None = None  # from a format-2 manifest
+    trailer: dict | None = None  # format 2's checksums member
     v1_manifest: dict | None = None
-    hashes: dict[str, str] = {}
-    sizes: dict[str, int] = {}
-    dirs: list[str] = []
-    n = 0
-    while member := _next_header(reader):
-        name, kind, size, mode, mtime = member
+    hashes: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)
+    n: int = 0
+
+    def member(self, name: str, kind: bytes, size: int, mode: int, mtime: int) -> None:
         check_member(name, kind)
-        if trailer is not None or v1_manifest is not None:
+        if self.trailer is not None or self.v1_manifest is not None:
             raise CorruptBackupError(f"member {name!r} comes after the archive's last member")
         if name in (MANIFEST, CHECKSUMS):
-            if size > MAX_MANIFEST_BYTES:
-                raise CorruptBackupError(f"the member {name} is {size} bytes, more than any real manifest")
-            value = load_json(reader.read(size), name)
-            reader.skip(-size % tarfile.BLOCKSIZE)
-            if name == MANIFEST and n == 0 and peek_version(value) >= 2:
-                version = check_manifest(value, first=True)
-                bounds = value["sizes"]
-                out = ArchiveContents(value, version)
-                if on_manifest:
-                    on_manifest(value)
-            elif name == MANIFEST and out is None:
-                check_manifest(value, first=False)  # format 1: the last member (nothing may follow)
-                v1_manifest = value
-            elif name == CHECKSUMS and out is not None:
-                trailer = value
-            else:
-                raise CorruptBackupError(f"the member {name} is out of place")
-            n += 1
-            continue
-        n += 1
+            self._manifest_member(name, size)
+            self.n += 1
+            return
+        self.n += 1
         if kind == tarfile.DIRTYPE:  # directories carry no data
-            if out is not None and name not in out.manifest["dirs"] and name.count("/") > 1:
+            if self.out is not None and name not in self.out.manifest["dirs"] and name.count("/") > 1:
                 raise CorruptBackupError(f"refusing directory {name!r}: it is not in the manifest")
-            dirs.append(name)
-            continue
-        if name in sizes:
+            self.dirs.append(name)
+            return
+        self._file_member(name, size, mode, mtime)
+
+    def _manifest_member(self, name: str, size: int) -> None:
+        """The manifest (first in format 2, last in format 1) or format 2's checksums (last)."""
+        if size > MAX_MANIFEST_BYTES:
+            raise CorruptBackupError(f"the member {name} is {size} bytes, more than any real manifest")
+        value = load_json(self.reader.read(size), name)
+        self.reader.skip(-size % tarfile.BLOCKSIZE)
+        if name == MANIFEST and self.n == 0 and peek_version(value) >= 2:
+            version = check_manifest(value, first=True)
+            self.bounds = value["sizes"]
+            self.out = ArchiveContents(value, version)
+            if self.on_manifest:
+                self.on_manifest(value)
+        elif name == MANIFEST and self.out is None:
+            check_manifest(value, first=False)  # format 1: the last member (nothing may follow)
+            self.v1_manifest = value
+        elif name == CHECKSUMS and self.out is not None:
+            self.trailer = value
+        else:
+            raise CorruptBackupError(f"the member {name} is out of place")
+
+    def _file_member(self, name: str, size: int, mode: int, mtime: int) -> None:
+        """A file: its size checked against the bounds before any data is read, its data hashed and
+        handed to open_file's writer."""
+        if name in self.sizes:
             raise CorruptBackupError(f"member {name!r} appears twice in the archive")
-        if bounds is not None:
-            if name not in bounds:
+        if self.bounds is not None:
+            if name not in self.bounds:
                 raise CorruptBackupError(f"refusing member {name!r}: it is not in the manifest")
-            if size != bounds[name]:
+            if size != self.bounds[name]:
                 raise CorruptBackupError(f"refusing member {name!r}: it is {size} bytes, the manifest says "
-                                         f"{bounds[name]}")
-        sizes[name] = size
-        writer = open_file(name, mode, mtime) if open_file else None
+                                         f"{self.bounds[name]}")
+        self.sizes[name] = size
+        writer = self.open_file(name, mode, mtime) if self.open_file else None
         sha = hashlib.sha256()
         try:
-            for piece in reader.pieces(size):
+            for piece in self.reader.pieces(size):
                 sha.update(piece)
                 if writer is not None:
                     writer.write(piece)
         finally:
             if writer is not None:
                 writer.close()
-        hashes[name] = sha.hexdigest()
-        reader.skip(-size % tarfile.BLOCKSIZE)
-        if progress and n % 500 == 0:
-            progress("verify", n, 0)
-    reader.check_end()
-    return _finish(out, v1_manifest, trailer, hashes, sizes, dirs, n)
+        self.hashes[name] = sha.hexdigest()
+        self.reader.skip(-size % tarfile.BLOCKSIZE)
+        if self.progress and self.n % 500 == 0:
+            self.progress("verify", self.n, 0)
 
 
 def _finish(out: ArchiveContents | None, v1_manifest: dict | None, trailer: dict | None,

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .archive import (CHECKSUMS, MANIFEST, PARTS, CorruptBackupError, Progress, _CHUNK,  # noqa: F401
-                      _CompressingSink, _pad, _tar_header, checksums_bytes, manifest_bytes)
+from .archive import CHECKSUMS, MANIFEST, PARTS, Progress, checksums_bytes, manifest_bytes
 from .encryption import AgeWriter
 from .documents import format_time
 from .embedder import MODEL_ID
 from .errors import MemfsError
 from .filestore import Layout, atomic_write, fsync_dir, is_ignored_name
 from .retention import Decision, Retention, decide
+from .tar_writer import CHUNK, CompressingSink, pad, tar_header
 
 KINDS = {"memory_backup": "backup", "pre_restore": "pre-restore"}
 _NAME = re.compile(r"^(?P<prefix>memory_backup|pre_restore)_(?P<stamp>\d{8}_\d{6})(?:_(?P<seq>\d+))?"
@@ -262,18 +262,18 @@ def _write_archive(layout: Layout, partial: Path, compression: str, kind: str, n
         out = AgeWriter(raw_file, recipients=recipients, passphrase=passphrase) \
             if (recipients or passphrase) else raw_file
         try:
-            sink = _CompressingSink(out, compression)
+            sink = CompressingSink(out, compression)
             try:
-                sink.write(_tar_header(MANIFEST, 0o644, len(manifest), stamp), manifest, _pad(len(manifest)))
+                sink.write(tar_header(MANIFEST, 0o644, len(manifest), stamp), manifest, pad(len(manifest)))
                 for n, (path, arcname, st) in enumerate(members, 1):
                     if stat.S_ISDIR(st.st_mode):
-                        sink.write(_tar_header(arcname, st.st_mode & 0o7777, 0, int(st.st_mtime), is_dir=True))
+                        sink.write(tar_header(arcname, st.st_mode & 0o7777, 0, int(st.st_mtime), is_dir=True))
                     elif stat.S_ISREG(st.st_mode):
                         hashes[arcname] = _add_file(sink, path, arcname, st)
                     if progress and (n % 200 == 0 or n == len(members)):
                         progress("backup", n, len(members))
                 trailer = checksums_bytes(hashes)
-                sink.write(_tar_header(CHECKSUMS, 0o644, len(trailer), stamp), trailer, _pad(len(trailer)),
+                sink.write(tar_header(CHECKSUMS, 0o644, len(trailer), stamp), trailer, pad(len(trailer)),
                            b"\0" * (2 * tarfile.BLOCKSIZE))  # and the end of the archive
             finally:
                 sink.close()
@@ -285,28 +285,28 @@ def _write_archive(layout: Layout, partial: Path, compression: str, kind: str, n
     return (out.md5 if out is not raw_file else sink.md5).hexdigest()
 
 
-def _add_file(sink: _CompressingSink, path: str, arcname: str, st: os.stat_result) -> str:
+def _add_file(sink: CompressingSink, path: str, arcname: str, st: os.stat_result) -> str:
     """Header, content and padding of one regular file; returns the content's SHA-256."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if st.st_size <= _CHUNK:
+        if st.st_size <= CHUNK:
             data = os.read(fd, st.st_size + 1)  # one byte more notices a file that grew since it was listed
             if len(data) != st.st_size:
                 raise _Changed(path)
-            sink.write(_tar_header(arcname, st.st_mode & 0o7777, len(data), int(st.st_mtime)), data, _pad(len(data)))
+            sink.write(tar_header(arcname, st.st_mode & 0o7777, len(data), int(st.st_mtime)), data, pad(len(data)))
             return hashlib.sha256(data).hexdigest()
         # Large files (Chroma's, the catalog) stream; the lock guarantees nobody writes them meanwhile.
         sha = hashlib.sha256()
-        sink.write(_tar_header(arcname, st.st_mode & 0o7777, st.st_size, int(st.st_mtime)))
+        sink.write(tar_header(arcname, st.st_mode & 0o7777, st.st_size, int(st.st_mtime)))
         left = st.st_size
         while left:
-            block = os.read(fd, min(_CHUNK, left))
+            block = os.read(fd, min(CHUNK, left))
             if not block:
                 raise _Changed(path)
             sha.update(block)
             sink.write(block)
             left -= len(block)
-        sink.write(_pad(st.st_size))
+        sink.write(pad(st.st_size))
         return sha.hexdigest()
     finally:
         os.close(fd)

@@ -3,6 +3,11 @@
 One row per memory (id <-> path, content hash, the file's size/mtime/inode, filterable fields), a tag
 table, an FTS5 keyword index over the content, the files found invalid, and the embedding cache keyed by
 (model id, content hash). All of it is derived from data/memories/ and can be rebuilt by `reindex`.
+
+Catalog owns the connection, the documents, filtered and keyword reads, invalid files and vector sync;
+its other jobs live next to it: the schema and migrations (memfs.catalog_schema), the row <-> Entry
+mapping (memfs.catalog_rows), key/value, expiry and access (memfs.catalog_kv), and the embedding cache
+(memfs.embed_cache).
 """
 
 from __future__ import annotations
@@ -13,141 +18,29 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-import numpy as np
 import orjson
 
-from .documents import Memory, from_dict, parse_time
+from .catalog_kv import KeyValueIndex
+from .catalog_rows import COLUMNS, Entry, Invalid, chunks, entry_from_row, ts, vector_fingerprint
+from .catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_KV, SCHEMA_VERSION
+from .documents import Memory, parse_time
+from .embed_cache import EmbeddingCache
 from .errors import InvalidDocumentError
 from .filestore import FileState
 from .query import Filters, QueryPlan, Term, analyze
 
 log = logging.getLogger("memfs.catalog")
 
-SCHEMA_VERSION = 3
-
-# Numbered migrations, each run once, in order, inside one transaction (simonw/llm's way). A catalog is
-# derived, so a migration may only add: it must never need a file read. A new catalog starts from
-# _SCHEMA (which has some of these columns already: those are skipped) as version 1.
-_MIGRATIONS: dict[int, str] = {
-    # 2 (issue #14): the files' ctime (docs, invalid), and the id a duplicate was refused for. Every
-    # row's ctime is unknown (0), so the next reconcile re-reads each file once; the embedding cache
-    # keeps that from embedding anything.
-    2: """
-    ALTER TABLE docs ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE invalid ADD COLUMN ctime_ns INTEGER;
-    ALTER TABLE invalid ADD COLUMN dup_id TEXT;
-    """,
-    # 3 (issue #13): key/value lookups and TTL. `namespace`/`key`/`expires_ts` mirror the document;
-    # rows written before get them from `body` (Catalog.backfill_keys), without reading any file.
-    3: """
-    ALTER TABLE docs ADD COLUMN namespace TEXT;
-    ALTER TABLE docs ADD COLUMN key TEXT;
-    ALTER TABLE docs ADD COLUMN expires_ts REAL;
-    """,
-}
 
 # Identifiers and quoted phrases weigh this many times their IDF in keyword coverage: a query that names
 # something is about that thing more than about the words around it.
 EXACT_BOOST = 3.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS docs (
-    rowid      INTEGER PRIMARY KEY,
-    id         TEXT NOT NULL UNIQUE,
-    path       TEXT NOT NULL UNIQUE,
-    hash       TEXT NOT NULL,
-    size       INTEGER NOT NULL,
-    mtime_ns   INTEGER NOT NULL,
-    ino        INTEGER NOT NULL,
-    ctime_ns   INTEGER NOT NULL DEFAULT 0,
-    type       TEXT NOT NULL,
-    created_ts REAL NOT NULL,
-    updated_ts REAL NOT NULL,
-    content    TEXT NOT NULL,
-    body       BLOB NOT NULL,   -- the rest of the document, as JSON, for answering without a file read
-    vec_fp     TEXT NOT NULL,   -- what the vector index should hold for this row
-    synced_fp  TEXT             -- what it was last told it holds
-);
-CREATE INDEX IF NOT EXISTS docs_hash ON docs(hash);
-CREATE INDEX IF NOT EXISTS docs_created ON docs(created_ts);
-CREATE TABLE IF NOT EXISTS doc_tags (
-    tag TEXT NOT NULL, doc INTEGER NOT NULL, PRIMARY KEY (tag, doc)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS doc_tags_doc ON doc_tags(doc);
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-    content, content='docs', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TABLE IF NOT EXISTS invalid (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, reason TEXT NOT NULL,
-    ctime_ns INTEGER,
-    dup_id TEXT     -- set when the file was refused because another file holds this id
-);
--- A rowid table on purpose: WITHOUT ROWID packs 1.5 KB vectors into its key B-tree at a third of
--- the density (94 MB instead of ~40 MB at 20k memories, measured).
-CREATE TABLE IF NOT EXISTS embed_cache (
-    model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, hash)
-);
-"""
 
-# Created after the migrations, which give `docs` the columns these index.
-_SCHEMA_V2 = """
--- Not UNIQUE: files are the truth and a person can write two files with one (namespace, key); the
--- key/value layer keeps them unique on write and serves the newest on read (memfs/kv.py).
-CREATE INDEX IF NOT EXISTS docs_ns_key ON docs(namespace, key) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS docs_expires ON docs(expires_ts) WHERE expires_ts IS NOT NULL;
--- Reads are counted here, never by rewriting memory files (issue #13). Keyed by memory id and not
--- removed with the row, so a move or an edit keeps the count; lost only when indexes/ is deleted.
-CREATE TABLE IF NOT EXISTS access (
-    id TEXT PRIMARY KEY, accessed_ts REAL NOT NULL, access_count INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A catalog row: the memory as last indexed, and the file state it was read from."""
-
-    memory: Memory
-    path: str
-    hash: str
-    state: FileState
-
-
-@dataclass(frozen=True)
-class Invalid:
-    path: str
-    reason: str
-    state: FileState
-    dup_id: str | None = None  # refused because another file holds this id
-
-
-def _ts(t: datetime) -> float:
-    return t.timestamp()
-
-
-def vector_fingerprint(m: Memory) -> str:
-    """Everything the vector index stores for a memory; a change means it must be told again."""
-    return orjson.dumps([m.content_hash, m.type, _ts(m.created_at), list(m.tags)]).decode()
-
-
-def _fts_query(text: str) -> str:
-    """The FTS5 MATCH expression for a query: its terms (query.analyze: stop words dropped, identifiers
-    and quoted phrases kept whole), each a quoted phrase, OR-ed together.
-
-    Quoting makes user text safe (no FTS5 syntax errors from `-`, `:` or quotes), and a phrase keeps an
-    identifier such as `PROJ-1234` or `E4417` whole: the tokenizer splits `PROJ-1234` into two adjacent
-    tokens, which the phrase matches exactly.
-    """
-    return analyze(text).fts_query()
-
-
-class Catalog:
+class Catalog(KeyValueIndex, EmbeddingCache):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -157,9 +50,9 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         version = self._schema_version()
-        self.db.executescript(_SCHEMA)
+        self.db.executescript(SCHEMA)
         self._vocab = False  # temp.fts_vocab created (per connection)
-        version = version or "1"  # _SCHEMA is version 1 plus columns the migrations then skip
+        version = version or "1"  # SCHEMA is version 1 plus columns the migrations then skip
         if int(version) < SCHEMA_VERSION:
             self._migrate(int(version))
         elif int(version) > SCHEMA_VERSION:
@@ -170,13 +63,13 @@ class Catalog:
                 "upgrade memfs, or delete data/indexes/ and run `memfs reindex` to rebuild it",
                 str(path),
             )
-        self.db.executescript(_SCHEMA_V2)
+        self.db.executescript(SCHEMA_KV)
 
     def _migrate(self, version: int) -> None:
         with self.transaction():
             for n in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in filter(str.strip, _MIGRATIONS[n].split(";")):
-                    # A catalog made by this version's _SCHEMA may already have a column; skip it.
+                for stmt in filter(str.strip, MIGRATIONS[n].split(";")):
+                    # A catalog made by this version's SCHEMA may already have a column; skip it.
                     if m := re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", stmt):
                         cols = {r[1] for r in self.db.execute(f"PRAGMA table_info({m.group(1)})")}
                         if m.group(2) in cols:
@@ -194,7 +87,7 @@ class Catalog:
             doc = orjson.loads(body)
             expires = doc.get("expires_at")
             updates.append((doc.get("namespace"), doc.get("key"),
-                            _ts(parse_time(expires)) if isinstance(expires, str) else None, rowid))
+                            ts(parse_time(expires)) if isinstance(expires, str) else None, rowid))
         self.db.executemany("UPDATE docs SET namespace=?, key=?, expires_ts=? WHERE rowid=?", updates)
 
     def _schema_version(self) -> str | None:
@@ -233,9 +126,9 @@ class Catalog:
             body = m.to_dict()
             del body["content"]
             values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, state.ctime_ns,
-                      m.type, _ts(m.created_at), _ts(m.updated_at), m.content, orjson.dumps(body),
+                      m.type, ts(m.created_at), ts(m.updated_at), m.content, orjson.dumps(body),
                       vector_fingerprint(m), m.namespace, m.key,
-                      _ts(m.expires_at) if m.expires_at is not None else None)
+                      ts(m.expires_at) if m.expires_at is not None else None)
             if old:
                 rowid = old[0]
                 self.db.execute("INSERT INTO fts(fts, rowid, content) VALUES ('delete', ?, ?)", (rowid, old[1]))
@@ -285,17 +178,6 @@ class Catalog:
                 self.db.execute("DELETE FROM doc_tags WHERE doc = ?", (row[0],))
                 self.db.execute("DELETE FROM docs WHERE rowid = ?", (row[0],))
 
-    _COLUMNS = "id, path, hash, size, mtime_ns, ino, ctime_ns, content, body"
-
-    @staticmethod
-    def _entry(row) -> Entry:
-        mem_id, path, h, size, mtime_ns, ino, ctime_ns, content, body = row
-        doc = orjson.loads(body)
-        doc["content"] = content
-        # Rows are only written from documents that parsed, so this cannot fail on our own data.
-        m = from_dict(doc, default_id=mem_id, default_time=datetime.now(timezone.utc), check_limits=False)
-        return Entry(m, path, h, FileState(size, mtime_ns, ino, ctime_ns))
-
     def _entries(self, rows: list) -> list[Entry]:
         """Entries for rows, skipping any that no longer parse, each reported as an invalid file.
 
@@ -307,7 +189,7 @@ class Catalog:
         out, stale = [], []
         for row in rows:
             try:
-                out.append(self._entry(row))
+                out.append(entry_from_row(row))
             except (InvalidDocumentError, ValueError) as e:
                 reason = getattr(e, "reason", None) or str(e)
                 log.warning("skipping memory %r (%s): its indexed version no longer reads: %s", row[0], row[1], reason)
@@ -320,14 +202,14 @@ class Catalog:
         return out
 
     def get(self, mem_id: str) -> Entry | None:
-        row = self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id = ?", (mem_id,)).fetchone()
-        return self._entry(row) if row else None
+        row = self.db.execute(f"SELECT {COLUMNS} FROM docs WHERE id = ?", (mem_id,)).fetchone()
+        return entry_from_row(row) if row else None
 
     def get_many(self, ids: list[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(f"SELECT {self._COLUMNS} FROM docs WHERE id IN ({marks})", chunk).fetchall()
+            rows = self.db.execute(f"SELECT {COLUMNS} FROM docs WHERE id IN ({marks})", chunk).fetchall()
             for e in self._entries(rows):
                 found[e.memory.id] = e
         return found
@@ -346,8 +228,8 @@ class Catalog:
         if paths is None:
             rows = self.db.execute(sql)
         else:
-            chunks = _chunks(sorted(paths), 500)
-            rows = (r for c in chunks for r in self.db.execute(f"{sql} WHERE path IN ({','.join('?' * len(c))})", c))
+            parts = chunks(sorted(paths), 500)
+            rows = (r for c in parts for r in self.db.execute(f"{sql} WHERE path IN ({','.join('?' * len(c))})", c))
         return {path: (mem_id, FileState(size, mtime_ns, ino, ctime_ns))
                 for path, mem_id, size, mtime_ns, ino, ctime_ns in rows}
 
@@ -360,6 +242,9 @@ class Catalog:
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM docs").fetchone()[0]
+
+    def hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT hash FROM docs")}
 
     # -- filtered reads -----------------------------------------------------------------------------
 
@@ -380,16 +265,16 @@ class Catalog:
             args.append(f.type)
         if f.since is not None:
             clauses.append("d.created_ts >= ?")
-            args.append(_ts(f.since))
+            args.append(ts(f.since))
         if f.until is not None:
             clauses.append("d.created_ts < ?")
-            args.append(_ts(f.until))
+            args.append(ts(f.until))
         return " AND ".join(clauses), args
 
     def list(self, f: Filters, limit: int | None = None, offset: int = 0) -> list[Entry]:
         """Newest first."""
         where, args = self._where(f)
-        cols = ", ".join(f"d.{c.strip()}" for c in self._COLUMNS.split(","))
+        cols = ", ".join(f"d.{c.strip()}" for c in COLUMNS.split(","))
         sql = f"SELECT {cols} FROM docs d WHERE {where} ORDER BY d.created_ts DESC, d.id LIMIT ? OFFSET ?"
         return self._entries(self.db.execute(sql, args + [-1 if limit is None else limit, offset]).fetchall())
 
@@ -462,7 +347,7 @@ class Catalog:
     def unsynced(self) -> list[Entry]:
         """Rows whose vector-index record is missing or out of date."""
         return self._entries(self.db.execute(
-            f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
+            f"SELECT {COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
 
     def has_unsynced(self) -> bool:
         return self.db.execute("SELECT 1 FROM docs WHERE synced_fp IS NOT vec_fp LIMIT 1").fetchone() is not None
@@ -475,10 +360,10 @@ class Catalog:
     def unsynced_among(self, ids: list[str]) -> list[Entry]:
         """unsynced(), for just these ids."""
         found: list[Entry] = []
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
-            found += [self._entry(r) for r in self.db.execute(
-                f"SELECT {self._COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp AND id IN ({marks})", chunk)]
+            found += [entry_from_row(r) for r in self.db.execute(
+                f"SELECT {COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp AND id IN ({marks})", chunk)]
         return found
 
     def mark_synced(self, ids: Iterable[str]) -> None:
@@ -488,94 +373,6 @@ class Catalog:
     def mark_unsynced(self, ids: Iterable[str]) -> None:
         with self._lock:
             self.db.executemany("UPDATE docs SET synced_fp = NULL WHERE id = ?", [(i,) for i in ids])
-
-    # -- key/value, expiry and access tracking (issue #13) -------------------------------------------
-
-    def ids_for_key(self, namespace: str, key: str) -> list[str]:
-        """Ids holding (namespace, key), newest first (more than one only if files were written by hand)."""
-        return [r[0] for r in self.db.execute(
-            "SELECT id FROM docs WHERE namespace = ? AND key = ? ORDER BY updated_ts DESC, id", (namespace, key))]
-
-    def keys_in(self, namespace: str | None, now: float) -> list[tuple[str, str, str]]:
-        """(namespace, key, id) of every live keyed memory, in one namespace or all."""
-        sql = "SELECT namespace, key, id FROM docs WHERE key IS NOT NULL AND (expires_ts IS NULL OR expires_ts > ?)"
-        args: list = [now]
-        if namespace is not None:
-            sql += " AND namespace = ?"
-            args.append(namespace)
-        return [tuple(r) for r in self.db.execute(sql + " ORDER BY namespace, key", args)]  # type: ignore[misc]
-
-    def expired(self, now: float) -> list[tuple[str, str]]:
-        """(id, path) of every memory whose expires_at has passed."""
-        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
-            "SELECT id, path FROM docs WHERE expires_ts IS NOT NULL AND expires_ts <= ? ORDER BY expires_ts", (now,))]
-
-    def is_expired(self, mem_id: str, now: float) -> bool:
-        row = self.db.execute("SELECT expires_ts FROM docs WHERE id = ?", (mem_id,)).fetchone()
-        return bool(row and row[0] is not None and row[0] <= now)
-
-    def touch(self, ids: Iterable[str], now: float) -> None:
-        """Count a read of each memory: accessed_at = now, access_count + 1."""
-        with self._lock:
-            self.db.executemany(
-                "INSERT INTO access(id, accessed_ts, access_count) VALUES (?, ?, 1) ON CONFLICT(id) DO UPDATE"
-                " SET accessed_ts = excluded.accessed_ts, access_count = access_count + 1", [(i, now) for i in ids])
-
-    def set_access(self, items: Iterable[tuple[str, float, int]]) -> None:
-        """Seed (id, accessed_ts, access_count) rows, e.g. carried over by an import."""
-        with self._lock:
-            self.db.executemany("INSERT OR REPLACE INTO access(id, accessed_ts, access_count) VALUES (?, ?, ?)",
-                                list(items))
-
-    def access_of(self, ids: Iterable[str]) -> dict[str, tuple[float, int]]:
-        found: dict[str, tuple[float, int]] = {}
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            for i, ts, n in self.db.execute(
-                    f"SELECT id, accessed_ts, access_count FROM access WHERE id IN ({marks})", chunk):
-                found[i] = (ts, n)
-        return found
-
-    def forget_access(self, ids: Iterable[str]) -> None:
-        with self._lock:
-            self.db.executemany("DELETE FROM access WHERE id = ?", [(i,) for i in ids])
-
-    def hashes(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT hash FROM docs")}
-
-    def key_hashes(self) -> dict[tuple[str, str], str]:
-        """(namespace, key) -> content hash of the newest live (unexpired) memory holding it."""
-        out: dict[tuple[str, str], str] = {}
-        for ns, key, h in self.db.execute(
-                "SELECT namespace, key, hash FROM docs WHERE key IS NOT NULL"
-                " AND (expires_ts IS NULL OR expires_ts > ?) ORDER BY updated_ts", (time.time(),)):
-            out[(ns, key)] = h
-        return out
-
-    # -- embedding cache ----------------------------------------------------------------------------
-
-    def _cache_rows(self, model: str, hashes: Iterable[str], columns: str) -> Iterator[tuple]:
-        unique = list(set(hashes))
-        for chunk in _chunks(unique, 500):
-            marks = ",".join("?" * len(chunk))
-            yield from self.db.execute(
-                f"SELECT {columns} FROM embed_cache WHERE model = ? AND hash IN ({marks})", [model, *chunk])
-
-    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._cache_rows(model, hashes, "hash, vector")}
-
-    def uncached(self, model: str, hashes: Iterable[str]) -> set[str]:
-        """The hashes with no cached vector for the model (without reading any vector)."""
-        missing = set(hashes)
-        return missing - {h for (h,) in self._cache_rows(model, missing, "hash")}
-
-    def cache_vectors(self, model: str, vectors: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self.db.executemany("INSERT OR REPLACE INTO embed_cache(model, hash, vector) VALUES (?, ?, ?)",
-                                [(model, h, v.astype(np.float32).tobytes()) for h, v in vectors.items()])
-
-    def cache_size(self) -> int:
-        return self.db.execute("SELECT count(*) FROM embed_cache").fetchone()[0]
 
 
 class _Transaction:
@@ -598,7 +395,3 @@ class _Transaction:
         finally:
             self.catalog._lock.release()
 
-
-def _chunks(items: list, n: int) -> Iterator[list]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]

@@ -28,6 +28,7 @@ import orjson
 
 from . import __version__, documents
 from .catalog import Catalog
+from .catalog_rows import COLUMNS, entry_from_row
 from .documents import Memory, utcnow
 from .results import Record
 
@@ -51,7 +52,7 @@ class ExportReport(Record):
 def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[tuple]]:
     """Rows of live memories (not expired), with any of `tags` if given, by rowid, a page at a time."""
     last, now = 0, time.time()
-    cols = ", ".join(f"d.{c.strip()}" for c in Catalog._COLUMNS.split(","))
+    cols = ", ".join(f"d.{c.strip()}" for c in COLUMNS.split(","))
     where = "d.rowid > ? AND (d.expires_ts IS NULL OR d.expires_ts > ?)"
     args: list = []
     if tags:
@@ -69,7 +70,7 @@ def _pages(catalog: Catalog, tags: tuple[str, ...]) -> Iterator[list[tuple]]:
 def _document(row: tuple) -> dict:
     """The memory document as on disk, straight from its catalog row: `body` is the document less its
     content, as `Memory.to_dict` wrote it, so no parse-and-reserialise round is needed."""
-    content, body = row[-2], orjson.loads(row[-1])  # Catalog._COLUMNS ends with content, body
+    content, body = row[-2], orjson.loads(row[-1])  # COLUMNS ends with content, body
     doc = {"format": body.pop("format", documents.FORMAT), "id": body.pop("id", row[0]), "content": content}
     doc.update(body)
     return doc
@@ -164,7 +165,7 @@ def export(store: "MemoryStore", out: BinaryIO, *, format: str = "memfs", filter
                 access = store.catalog.access_of(r[0] for r in rows)
                 items = [_memfs_item(_document(r), vectors.get(r[2]), access.get(r[0]), model, r[2]) for r in rows]
             else:
-                items = [_mms_item(Catalog._entry(r).memory, vectors.get(r[2])) for r in rows]
+                items = [_mms_item(entry_from_row(r).memory, vectors.get(r[2])) for r in rows]
             chunk = b",".join(orjson.dumps(i) for i in items)
             put((b"," if n else b"") + chunk)
             n += len(items)

@@ -82,7 +82,7 @@ class Owner:
                 log.warning(note)
             if self.open_store:
                 self._open()
-        except BaseException:  # a failed open, or a stop asked for meanwhile (cli._stop_before_owning)
+        except BaseException:  # a failed open, or a stop asked for meanwhile (cli_owner._stop_before_owning)
             self.close()  # the watcher (if it started) stopped, the store closed, the release logged
             raise
         return self

@@ -1,15 +1,19 @@
-"""Search and list filters, search hits, and rank fusion: the vocabulary the indexes share."""
+"""Search and list filters, what a query looks like (terms, identifiers, phrases), snippets and rank
+fusion: the vocabulary the indexes share. The hits a search returns are memfs.results.Hit."""
 
 from __future__ import annotations
 
 import functools
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
-from .documents import Memory, format_time, parse_time
+from .documents import format_time, parse_time
+
+if TYPE_CHECKING:
+    from .results import Hit
 
 Match = Literal["any", "all"]
 Mode = Literal["semantic", "keyword", "hybrid"]
@@ -46,42 +50,6 @@ class Filters:
         return cls(tags=tuple(d.get("tags") or ()), match=d.get("match") or "any", type=d.get("type"),
                    since=parse_time(since, "since") if since else None,
                    until=parse_time(until, "until") if until else None)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result and every figure behind its place in the list (issue #12).
-
-    - `score`: what the list is ordered by, 0–1. Semantic mode: the cosine similarity. Keyword mode:
-      the share of the query's weight (IDF) whose terms the memory contains. Hybrid: a weighted sum
-      of the two (docs/search.md says which weight for which kind of query).
-    - `similarity`: cosine similarity between the query and the memory (0–1, clipped), or None when
-      it was not computed (keyword mode).
-    - `matched_terms`: the query's keyword terms found in the memory, as written in the query.
-    - `rank`: 1-based place in this result list; `ranks`: 1-based place in each index that found it.
-    - `snippet`: at most SNIPPET_CHARS of the content around the first matched term.
-    """
-
-    memory: Memory
-    score: float
-    path: str
-    ranks: dict[str, int] = field(default_factory=dict)
-    similarity: float | None = None
-    matched_terms: tuple[str, ...] = ()
-    rank: int = 0
-    snippet: str = ""
-
-    def to_dict(self) -> dict:
-        return {"score": self.score, "similarity": self.similarity, "matched_terms": list(self.matched_terms),
-                "rank": self.rank, "ranks": self.ranks, "snippet": self.snippet, "path": self.path,
-                **self.memory.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Hit":
-        from .results import memory_from_dict
-
-        return cls(memory_from_dict(d), d["score"], d["path"], d.get("ranks") or {}, d.get("similarity"),
-                   tuple(d.get("matched_terms") or ()), d.get("rank") or 0, d.get("snippet") or "")
 
 
 # -- what a query looks like ---------------------------------------------------------------------------

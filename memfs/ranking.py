@@ -13,9 +13,9 @@ from .documents import utcnow
 from .embedder import Embedder
 from .kv import expired
 from .lock import StoreMutex
-from .query import (MODES, Filters, Hit, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
+from .query import (MODES, Filters, Mode, QueryPlan, analyze, coverage, fused_score, is_good_match,
                     keyword_weight, matched, no_match_note, snippet)
-from .results import SearchResult
+from .results import Hit, SearchResult
 from .vector_writes import VectorWriter
 from .vectors import VectorIndex
 

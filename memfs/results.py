@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from . import documents
 from .documents import Memory
-from .query import Hit
 
 
 def memory_from_dict(d: dict) -> Memory:
@@ -65,6 +64,40 @@ def _jsonable(value: Any) -> Any:
 
 
 # -- memories ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result and every figure behind its place in the list (issue #12).
+
+    - `score`: what the list is ordered by, 0–1. Semantic mode: the cosine similarity. Keyword mode:
+      the share of the query's weight (IDF) whose terms the memory contains. Hybrid: a weighted sum
+      of the two (docs/search.md says which weight for which kind of query).
+    - `similarity`: cosine similarity between the query and the memory (0–1, clipped), or None when
+      it was not computed (keyword mode).
+    - `matched_terms`: the query's keyword terms found in the memory, as written in the query.
+    - `rank`: 1-based place in this result list; `ranks`: 1-based place in each index that found it.
+    - `snippet`: at most query.SNIPPET_CHARS of the content around the first matched term.
+    """
+
+    memory: Memory
+    score: float
+    path: str
+    ranks: dict[str, int] = field(default_factory=dict)
+    similarity: float | None = None
+    matched_terms: tuple[str, ...] = ()
+    rank: int = 0
+    snippet: str = ""
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "similarity": self.similarity, "matched_terms": list(self.matched_terms),
+                "rank": self.rank, "ranks": self.ranks, "snippet": self.snippet, "path": self.path,
+                **self.memory.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Hit":
+        return cls(memory_from_dict(d), d["score"], d["path"], d.get("ranks") or {}, d.get("similarity"),
+                   tuple(d.get("matched_terms") or ()), d.get("rank") or 0, d.get("snippet") or "")
 
 
 @dataclass(frozen=True)

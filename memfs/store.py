@@ -25,10 +25,10 @@ from .filestore import FileState, Layout, atomic_write, atomic_write_many, defau
 from .limits import MAX_FILE_BYTES
 from .lock import StoreLock, StoreMutex
 from .ops import Progress
-from .query import Filters, Hit, Mode
+from .query import Filters, Mode
 from .ranking import Searcher
 from .reconcile import Reconciler
-from .results import AddResult, MemoryRecord, ReconcileReport, SearchResult
+from .results import AddResult, Hit, MemoryRecord, ReconcileReport, SearchResult
 from .vector_writes import BULK_BATCH, VectorWriter
 from .vectors import EXACT_MAX, VectorIndex
 

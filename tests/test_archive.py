@@ -21,6 +21,7 @@ from memfs.backups import BackupFile, create_backup, list_backups, md5_of
 from memfs.errors import MemfsError
 from memfs.filestore import Layout
 from memfs.manage import cli
+from memfs.tar_writer import CHUNK
 from memfs.restore import restore_backup, verify_and_extract, verify_backup
 
 shutil_usage = namedtuple("usage", "total used free")
@@ -422,19 +423,19 @@ def test_a_format_2_manifest_last_or_a_format_1_manifest_first_is_refused(layout
 
 
 def _gzip_ending_across_a_read(stream: bytes) -> bytes:
-    """A gzip file of `stream` (plus zero padding) whose 8-byte trailer straddles a read of codec._CHUNK
+    """A gzip file of `stream` (plus zero padding) whose 8-byte trailer straddles a read of CHUNK
     bytes: the last tar block is decompressed one read before the trailer is checked."""
     for pad in range(0, 16384):
         comp = zlib.compressobj(0, zlib.DEFLATED, 31)
         data = comp.compress(stream + bytes(pad)) + comp.flush()
-        if 0 < len(data) % codec._CHUNK < 8:
+        if 0 < len(data) % CHUNK < 8:
             return data
     raise AssertionError("no padding put the trailer across a read")
 
 
 @pytest.mark.parametrize("flip", [-6, -2], ids=["crc", "length"])
 def test_a_flipped_gzip_trailer_is_corrupt_even_after_the_tar_has_ended(layout, tmp_path, flip):
-    files = {"data/memories/a.json": os.urandom(codec._CHUNK - 8192)}
+    files = {"data/memories/a.json": os.urandom(CHUNK - 8192)}
     data = bytearray(_gzip_ending_across_a_read(v2_stream(files)))
     directory = tmp_path / "b"
     good = write_archive(directory, b"")

@@ -376,9 +376,9 @@ def test_export_streams_in_constant_memory(tmp_path):
 def test_catalog_v1_is_migrated_in_place(tmp_path):
     path = tmp_path / "catalog.sqlite"
     db = sqlite3.connect(path)
-    from memfs import catalog as cat
+    from memfs import catalog_schema as cat
 
-    db.executescript(cat._SCHEMA)
+    db.executescript(cat.SCHEMA)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     body = orjson.dumps({"format": "memfs.memory/1", "id": "a", "tags": [], "type": "kv", "namespace": "ns",
                          "key": "k", "metadata": {}, "created_at": "2024-01-01T00:00:00Z",

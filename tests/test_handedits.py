@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from memfs import InvalidDocumentError, MemoryStore
-from memfs.catalog import SCHEMA_VERSION
+from memfs.catalog_schema import SCHEMA_VERSION
 from memfs.embedder import MiniLMEmbedder, model_input
 from memfs.filestore import TEMP_NAME, Layout
 from memfs.limits import EMBED_INPUT_CHARS, MAX_CONTENT_CHARS, MAX_FILE_BYTES

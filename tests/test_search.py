@@ -112,7 +112,8 @@ def test_type_filter(corpus):
 # -- issue #12: how the default decides, what a hit says --------------------------------------------
 
 from memfs import query as q  # noqa: E402
-from memfs.query import Hit, analyze, highlight, snippet  # noqa: E402
+from memfs.query import analyze, highlight, snippet  # noqa: E402
+from memfs.results import Hit  # noqa: E402
 
 
 @pytest.mark.parametrize("text, kind, terms", [

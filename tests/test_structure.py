@@ -17,19 +17,10 @@ MAX_FUNCTION_LINES = 60
 
 # Circles that existed when the check came (#19 lists them); each breaks by moving one thing.
 KNOWN_CIRCLES = {
-    frozenset({"memfs.query", "memfs.results"}): "results build hits from query's rows and query returns them; "
-    "to break: the hit types move to results",
 }
 
 # (module that uses it, private name): why it is still used there.
-_TAR = "the tar writer's pieces, shared by backups and archive; to fix: move them to a public tar module"
 KNOWN_PRIVATE_USES = {
-    ("memfs.backups", "_CHUNK"): _TAR,
-    ("memfs.backups", "_CompressingSink"): _TAR,
-    ("memfs.backups", "_pad"): _TAR,
-    ("memfs.backups", "_tar_header"): _TAR,
-    ("memfs.export", "_COLUMNS"): "the catalog's row layout; to fix: a public Catalog.rows_with_entries()",
-    ("memfs.export", "_entry"): "Catalog._entry builds an Entry from a row; to fix: make it public (Catalog.entry)",
 }
 
 
