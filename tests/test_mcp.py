@@ -147,9 +147,9 @@ def test_every_listed_tool_is_documented(store_root):
 
 
 def test_limits_match_the_owners():
-    from memfs import limits, mcp_server, server
+    from memfs import inputs, limits, mcp_server
 
-    assert mcp_server.MAX_CONTENT == limits.MAX_CONTENT_CHARS and mcp_server.MAX_REQUEST_BYTES < server.MAX_BODY
+    assert mcp_server.MAX_CONTENT == limits.MAX_CONTENT_CHARS and mcp_server.MAX_REQUEST_BYTES < inputs.MAX_REQUEST_BODY_BYTES
 
 
 # -- round trips --------------------------------------------------------------------------------------
