@@ -66,17 +66,13 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     """Own and serve the store until SIGTERM/SIGINT, POST /owner/stop, or the idle time runs out.
     `sync`: {"dest", "every", and key options}: sync with that remote continuously (memfs.sync.loop).
     Returns what became of the pending work (Owner.close)."""
-    import uvicorn
-
     from .local import LocalOperations
-    from .server import create_app
 
     check_exposure(host, token)
     apply_store_umask()
-    url = f"http://{host}:{port}" if host is not None else None
     sock_path = socket_path(layout)
-    owner = Owner(layout, started_by=started_by, polling=polling, reconcile_every=reconcile_every, url=url,
-                  socket=sock_path, idle_exit=idle_exit)
+    owner = Owner(layout, started_by=started_by, polling=polling, reconcile_every=reconcile_every,
+                  url=f"http://{host}:{port}" if host is not None else None, socket=sock_path, idle_exit=idle_exit)
     # Bind TCP before taking the lock: a port in use must not leave a lock record pointing at nothing.
     tcp = bind_tcp(host, port) if host is not None else None
     extended = bind_tcp(host or "127.0.0.1", extended_port) if extended_port is not None else None
@@ -89,37 +85,15 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         raise
     sockets = [bind_unix(sock_path)] + [s for s in (tcp, extended) if s is not None]
     ops = LocalOperations(owner)
-    server: uvicorn.Server | None = None
+    server = None
 
     def stop() -> None:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(ops, token=token, on_stop=stop)
-    if extended is not None:
-        app = _with_extended_memory_api(app, owner, ops, extended.getsockname()[1], token)
-    # On TCP, h11 rather than httptools: httptools has no limit on header size (#15: a 20 MB header
-    # blocked the event loop ~0.5 s), and the protocol class adds the header-read timeout uvicorn 0.54
-    # lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults.
-    hardening = {} if tcp is None and extended is None else dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
-                                            h11_max_incomplete_event_size=MAX_HEADER_BYTES)
-    # lifespan "on": the app's lifespan runs /mcp's session manager (memfs.mcp_http).
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30, **hardening)
-    server = socket_keeping_server(config, sock_path, sockets)
-    # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
-    # a no-op one lets the `finally` below drain and release cleanly.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
-    if idle_exit is not None:
-        threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()
-    if on_ready is not None:
-        on_ready(owner)
-    loop = None
-    if sync:
-        from .sync.loop import SyncLoop
-
-        loop = SyncLoop(ops, **sync).start()
+    app = _owner_app(ops, token, stop, extended)
+    server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
+    loop = _start_alongside(owner, ops, idle_exit=idle_exit, stop=stop, on_ready=on_ready, sync=sync)
     try:
         server.run(sockets=sockets)
     finally:
@@ -130,6 +104,46 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
         left = owner.close()
     return left
+
+
+def _owner_app(ops, token: str | None, stop, extended: socket.socket | None):
+    """The owner's API (memfs.http.app), and the extended-memory API on its own port when one is bound."""
+    from .http.app import create_app, with_extended_memory_api
+
+    app = create_app(ops, token=token, on_stop=stop)
+    if extended is None:
+        return app
+    return with_extended_memory_api(app, ops, port=extended.getsockname()[1], token=token)
+
+
+def _uvicorn_config(app, *, on_tcp: bool):
+    """On TCP, h11 rather than httptools: httptools has no limit on header size (#15: a 20 MB header
+    blocked the event loop ~0.5 s), and the protocol class adds the header-read timeout uvicorn 0.54
+    lacks. The Unix socket alone (0600: only this user) keeps uvicorn's defaults."""
+    import uvicorn
+
+    hardening = dict(http=header_timeout_protocol(), timeout_keep_alive=HEADER_TIMEOUT_SECONDS,
+                     h11_max_incomplete_event_size=MAX_HEADER_BYTES) if on_tcp else {}
+    # lifespan "on": the app's lifespan runs /mcp's session manager (memfs.http.mcp).
+    return uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=30, **hardening)
+
+
+def _start_alongside(owner: Owner, ops, *, idle_exit: float | None, stop, on_ready, sync: dict | None):
+    """What runs beside the server: the model's warm-up, the idle watch, `on_ready`, the sync loop (returned)."""
+    # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
+    # a no-op one lets run_owner's `finally` drain and release cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
+    if idle_exit is not None:
+        threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()
+    if on_ready is not None:
+        on_ready(owner)
+    if not sync:
+        return None
+    from .sync.loop import SyncLoop
+
+    return SyncLoop(ops, **sync).start()
 
 
 def socket_keeping_server(config, path: Path, sockets: list[socket.socket]):
@@ -173,27 +187,6 @@ def socket_keeping_server(config, path: Path, sockets: list[socket.socket]):
             log.warning("the owner's socket %s was deleted or replaced; listening on a new one", path)
 
     return SocketKeepingServer(config)
-
-
-def _with_extended_memory_api(app, owner: Owner, ops, port: int, token: str | None):
-    """Answer the extended-memory service's API (memfs.http_extended) on its own port, so its clients'
-    requests (`/store`, `/retrieve/{key}`, its own `/health` and `/stats`) work unchanged.
-
-    The same Guard as the main port stands in front (#19: this port once took no token and read any
-    body whole): the token on every route, its /health included (it names the store's path and counts),
-    the header and body limits and the body timeout. Its routes call the operations, like every door."""
-    from .http_extended import extended_memory_app
-    from .server import Guard
-
-    extended = extended_memory_app(lambda: ops, str(owner.layout.root))
-    guarded = Guard(extended, token=token, owner=owner, public=frozenset(), check_ready=True)
-
-    async def dispatch(scope, receive, send):
-        server = scope.get("server")
-        target = guarded if scope["type"] == "http" and server and server[1] == port else app
-        await target(scope, receive, send)
-
-    return dispatch
 
 
 def _warm_up(owner: Owner) -> None:

@@ -1,6 +1,6 @@
 """The one process that owns a data directory (DESIGN.md §4): lock, store, watcher, and the swaps that
 must pause every request while they run (backup snapshot, restore). Nothing here knows about HTTP;
-`memfs.server` serves an Owner's operations, `memfs.local` implements them.
+`memfs.http` serves an Owner's operations, `memfs.local` implements them.
 
 An owner is started by `memfs serve`, `memfs watch`, or on demand by a client (`memfs owner`, hidden);
 `--no-daemon` commands make a short-lived one without a watcher. Whoever takes the lock finishes an

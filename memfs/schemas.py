@@ -1,6 +1,6 @@
 """One request schema per operation (#19), declared once and used by every door: the HTTP routes
-(memfs.server), the MCP tools (memfs.mcp.native, memfs.mcp.compat), the extended-memory routes
-(memfs.http_extended) and the CLI (memfs.cli, for its times).
+(memfs.http), the MCP tools (memfs.mcp.native, memfs.mcp.compat), the extended-memory routes
+(memfs.http.extended) and the CLI (memfs.cli, for its times).
 
 What a schema checks: each field's type, and the bounds the operations check too (`k`, a page's
 `limit`, from memfs.inputs), so a door's early refusal is the same `bad_request` the core would give.
@@ -194,7 +194,7 @@ class KVIn(BaseModel):
 
 
 class ExtendedStoreIn(BaseModel):
-    """kv_set as the extended-memory service's POST /store takes it (memfs.http_extended)."""
+    """kv_set as the extended-memory service's POST /store takes it (memfs.http.extended)."""
     model_config = ConfigDict(extra="ignore")
     key: str
     value: Any = None

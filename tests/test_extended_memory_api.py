@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from memfs import kv
-from memfs.http_extended import extended_memory_app
+from memfs.http.extended import extended_memory_app
 from memfs.local import LocalOperations
 
 DOC_EXAMPLES = {
@@ -160,7 +160,7 @@ def test_the_extended_port_takes_the_token_and_the_body_limit_of_the_main_port(t
     key, DELETE /clear) and read a body of any size whole. A real `memfs serve` with a token set."""
     from test_server import Server, free_port
 
-    from memfs.server import MAX_BODY
+    from memfs.inputs import MAX_REQUEST_BODY_BYTES
 
     ext = free_port()
     server = Server(tmp_path / "store", env={"MEMFS_API_TOKEN": TOKEN}, args=("--extended-port", str(ext)))
@@ -178,7 +178,7 @@ def test_the_extended_port_takes_the_token_and_the_body_limit_of_the_main_port(t
         # Nothing the refused requests asked for happened.
         assert _send(ext, "GET", "/retrieve/k", token=TOKEN)[1]["value"] == {"secret": 1}
         assert not list((tmp_path / "store" / "backups").glob("memory_backup_*"))
-        status, answer = _send(ext, "POST", "/store", b'{"key": "big", "value": "' + b"x" * MAX_BODY + b'"}',
+        status, answer = _send(ext, "POST", "/store", b'{"key": "big", "value": "' + b"x" * MAX_REQUEST_BODY_BYTES + b'"}',
                                token=TOKEN)
         assert status == 413 and answer["error"]["code"] == "too_large"
         assert _send(ext, "GET", "/retrieve/big", token=TOKEN)[1]["status"] == "not_found"

@@ -413,7 +413,7 @@ def test_finding4_unexpected_exception_is_json_500_with_a_logged_id(tmp_path, ca
     from starlette.testclient import TestClient
 
     from memfs.filestore import Layout
-    from memfs.server import create_app
+    from memfs.http.app import create_app
 
     class Exploding:
         owner = SimpleNamespace(ready=True)
@@ -423,7 +423,7 @@ def test_finding4_unexpected_exception_is_json_500_with_a_logged_id(tmp_path, ca
             raise RuntimeError(f"secret detail at {tmp_path}")
 
     client = TestClient(create_app(Exploding()), raise_server_exceptions=False)
-    with caplog.at_level("ERROR", logger="memfs.server"):
+    with caplog.at_level("ERROR", logger="memfs.http"):
         r = client.get("/stats")
     assert r.status_code == 500
     body = r.json()

@@ -148,10 +148,10 @@ def test_every_listed_tool_is_documented(store_root):
 
 
 def test_limits_match_the_owners():
-    from memfs import limits, server
+    from memfs import inputs, limits
     from memfs.mcp import common
 
-    assert common.MAX_CONTENT == limits.MAX_CONTENT_CHARS and common.MAX_REQUEST_BYTES < server.MAX_BODY
+    assert common.MAX_CONTENT == limits.MAX_CONTENT_CHARS and common.MAX_REQUEST_BYTES < inputs.MAX_REQUEST_BODY_BYTES
 
 
 # -- round trips --------------------------------------------------------------------------------------

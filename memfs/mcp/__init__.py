@@ -7,7 +7,7 @@
   expressions), and its 12.x arguments to the native tools rewritten into theirs
 - graph: the MCP reference memory server's knowledge-graph tools and resource
 - server: StrictServer and build_server over the registry of tool sets
-- stdio: `memfs mcp`, the server over stdio (MCP over HTTP at /mcp: memfs.mcp_http)
+- stdio: `memfs mcp`, the server over stdio (MCP over HTTP at /mcp: memfs.http.mcp)
 
 Nothing here imports a model, chromadb or numpy: `initialize` and `tools/list` answer before them.
 Inside this package `mcp` still names the SDK (imports are absolute).

@@ -1,4 +1,4 @@
-"""The sync and conflict-inbox routes (one router, included by memfs.server.create_app).
+"""The sync and conflict-inbox routes (one router, included by memfs.http.app.create_app).
 
     POST /sync                          {dest, dry_run, recipients, identity_file, passphrase_file, rclone_config}
     POST /sync/compact                  (the same body)

@@ -3,7 +3,7 @@
 The official SDK's transport, stateless with JSON responses (what its docs recommend for a server that
 scales and sits behind a proxy: no session state to lose when a connection drops). The route is part
 of the app, so the one guard in front of every route (token before a byte of the body is read, body
-limit, the owner's idle clock: memfs.server.Guard) stands in front of it too; readiness is checked
+limit, the owner's idle clock: memfs.http.guard.Guard) stands in front of it too; readiness is checked
 here, as the API's routes check it. The tools are the very ones `memfs mcp` lists over stdio, over the
 owner's own operations, so the same input gets the same result or the same refusal through either.
 """
@@ -17,9 +17,9 @@ from typing import Any, Callable
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .inputs import MAX_REQUEST_BODY_BYTES
-from .mcp.gateway import Gateway
-from .mcp.server import build_server
+from ..inputs import MAX_REQUEST_BODY_BYTES
+from ..mcp.gateway import Gateway
+from ..mcp.server import build_server
 
 log = logging.getLogger("memfs.mcp")
 

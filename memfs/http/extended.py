@@ -25,23 +25,20 @@ never deleted by the next one made seconds later (#19; retention runs with `memf
 
 from __future__ import annotations
 
-import logging
 import os
-import secrets
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, FastAPI, Query
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .errors import BadRequestError, MemfsError, NotFoundError
-from .schemas import ExtendedStoreIn, validated
+from .. import __version__
+from ..errors import BadRequestError, NotFoundError
+from ..schemas import ExtendedStoreIn, validated
+from .errors import ErrorStyle, install_error_handlers
 
-log = logging.getLogger("memfs.http_extended")
 SERVICE = "extended-memory"
+# The service answers 400 to a bad request, with its `detail` beside memfs's `error`.
+SERVICE_STYLE = ErrorStyle(bad_request=400, detail=True, close_unread=False)
 DEFAULT_NAMESPACE = "default"
 
 
@@ -181,37 +178,10 @@ def extended_memory_router(get_ops: Callable[[], Any], root: str, *, namespace: 
     return r
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message, "error": {"code": code, "message": message}}, status_code=status)
-
-
 def extended_memory_app(get_ops: Callable[[], Any], root: str, **options) -> FastAPI:
     """The routes as an app whose every failure is JSON: the service's 400 for a refused value,
     memfs's codes in `error` (#19: `{"ttl": 1e300}` and `{"namespace": {}}` were 500 text/plain)."""
     app = FastAPI(title="memfs: extended-memory API")
     app.include_router(extended_memory_router(get_ops, root, **options))
-
-    @app.exception_handler(MemfsError)
-    async def on_memfs_error(request, e: MemfsError):
-        status = 400 if e.http_status == 422 else e.http_status  # the service answers 400 to a bad request
-        return _error(status, e.code, str(e))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request, e: RequestValidationError):
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request, e: StarletteHTTPException):
-        codes = {404: "no_route", 405: "method_not_allowed", 408: "timeout", 413: "too_large", 431: "too_large"}
-        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request, e: Exception):
-        error_id = secrets.token_hex(4)
-        log.error("unexpected error %s in %s %s", error_id, request.method, request.url.path, exc_info=e)
-        return _error(500, "internal", f"unexpected error ({type(e).__name__}); the owner's log (data/logs/) "
-                                       f"has the details under error id {error_id}")
-
+    install_error_handlers(app, SERVICE_STYLE)
     return app
