@@ -89,7 +89,7 @@ class MemoryStore:
 
     @classmethod
     def open(cls, root: Layout | Path | str, *, create: bool = False, embedder: Embedder | None = None,
-             chroma_url: str | None = None, lock_timeout: float = 0.0, url: str | None = None,
+             lock_timeout: float = 0.0, url: str | None = None,
              lock: StoreLock | None = None) -> "MemoryStore":
         """Open the store at `root`, taking its lock (StoreBusyError if another process holds it).
 
@@ -111,7 +111,7 @@ class MemoryStore:
             if owned:
                 lock.release()
             raise
-        return cls(layout, catalog, VectorIndex(layout.embeddings, chroma_url), embedder or MiniLMEmbedder(),
+        return cls(layout, catalog, VectorIndex(layout.embeddings), embedder or MiniLMEmbedder(),
                    lock if owned else None)
 
     def close(self) -> None:

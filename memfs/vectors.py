@@ -70,9 +70,8 @@ def _ts(t: datetime) -> float:
 
 
 class VectorIndex:
-    def __init__(self, path: Path, chroma_url: str | None = None):
+    def __init__(self, path: Path):
         self.path = path
-        self.chroma_url = chroma_url
         self._client = None
         self._collection = None
         self._mirror: _Mirror | None = None  # the in-memory copy exact search uses (<= EXACT_MAX)
@@ -85,15 +84,8 @@ class VectorIndex:
 
             # Telemetry off: it would be a network call, and nothing here may touch the network.
             settings = Settings(anonymized_telemetry=False)
-            if self.chroma_url:
-                from urllib.parse import urlparse
-
-                u = urlparse(self.chroma_url)
-                self._client = chromadb.HttpClient(host=u.hostname, port=u.port or 8000,
-                                                   ssl=u.scheme == "https", settings=settings)
-            else:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collection = self._client.get_or_create_collection(
                 COLLECTION, embedding_function=None, configuration={"hnsw": dict(HNSW)})
             self._set_runtime_parameters()
@@ -118,7 +110,7 @@ class VectorIndex:
         if changes:
             try:
                 self._collection.modify(configuration={"hnsw": changes})
-            except Exception as e:  # an old Chroma server: search still works, only less exactly or slower to open
+            except Exception as e:  # Chroma refused: search still works, only less exactly or slower to open
                 import logging
 
                 logging.getLogger("memfs").warning("could not set the vector index's %s: %s", ", ".join(changes), e)
