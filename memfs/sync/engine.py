@@ -162,8 +162,10 @@ class SyncEngine:
 
     # -- push -----------------------------------------------------------------------------------------
 
-    def _current(self) -> dict[str, tuple[str, str]]:
-        """id -> (version id, path) of every memory the catalog holds, hashing only files that changed."""
+    def _current(self, read: dict | None = None) -> dict[str, tuple[str, str]]:
+        """id -> (version id, path) of every memory the catalog holds, hashing only files that changed.
+        The catalog entries it had to read are added to `read` (the push reuses them: a first push reads
+        every memory, and reading 27,589 twice was a quarter of its time)."""
         catalog = self.store.catalog
         with self.store.mutex:
             index = catalog.file_index()
@@ -179,6 +181,8 @@ class SyncEngine:
         if todo:
             with self.store.mutex:
                 entries = catalog.get_many([t[1] for t in todo])
+            if read is not None:
+                read.update(entries)
             for path, mem_id, key in todo:
                 e = entries.get(mem_id)
                 if e is None:
@@ -189,9 +193,11 @@ class SyncEngine:
         self.state.cache_versions(fresh, [p for p in cached if p not in index])
         return out
 
-    def local_changes(self) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, tuple[str, str]]]:
-        """({id: (new version or None for deleted, parent)}, current) since this replica's heads."""
-        current = self._current()
+    def local_changes(self, read: dict | None = None) -> tuple[dict[str, tuple[str | None, str | None]],
+                                                               dict[str, tuple[str, str]]]:
+        """({id: (new version or None for deleted, parent)}, current) since this replica's heads; the
+        catalog entries read on the way are added to `read` (see _current)."""
+        current = self._current(read)
         heads = self.state.heads()
         changes: dict[str, tuple[str | None, str | None]] = {}
         for mem_id, (v, _path) in current.items():
@@ -229,15 +235,16 @@ class SyncEngine:
         The first batch to a remote also carries every unchanged memory at its current version and
         stamp (a snapshot), so a new remote, or one rebuilt after a loss, gets this replica's whole store.
         """
-        with self.store.mutex:
-            changes, current = self.local_changes()
+        with self.store.mutex:  # held throughout: the entries read for the changes are still current below
+            read: dict = {}
+            changes, current = self.local_changes(read)
             unsent = self.state.unsent()
             _prefix, seq, last = self.state.remote(self.key, self.codec.encrypted)
             snapshot = [i for i in current if i not in changes] if self.state.needs_snapshot(self.key) else []
             lost = self._lost_here(changes, current)
             if not changes and not unsent and not snapshot and not lost:
                 return 0
-            records, heads = self._records(changes, snapshot)
+            records, heads = self._records(changes, snapshot, read)
             records += lost
             self.state.add_edges(parents_of(records))  # its own versions' ancestry, as for the ones received
             for mem_id, loser in unsent:
@@ -273,9 +280,10 @@ class SyncEngine:
             lost.append(rec)
         return lost
 
-    def _records(self, changes: dict, snapshot: list[str]) -> tuple[list[dict], list]:
+    def _records(self, changes: dict, snapshot: list[str], read: dict) -> tuple[list[dict], list]:
         ids = [i for i, (v, _) in changes.items() if v is not None] + snapshot
-        entries = self.store.catalog.get_many(ids)
+        entries = {i: read[i] for i in ids if i in read}
+        entries.update(self.store.catalog.get_many([i for i in ids if i not in read]))
         vectors = self.store.catalog.cached_vectors(self.model, {e.hash for e in entries.values()})
         records, heads = [], []
         for mem_id, (v, parent) in sorted(changes.items()):
