@@ -2,12 +2,13 @@
 stores (the real model, Chroma and files): convergence, conflicts kept and resolved everywhere,
 delete against edit, skewed clocks, and a new replica that embeds nothing.
 
-Sizes here are scaled down from the issue's 300/50/20 so the suite runs on two shared cores; the
-full-size three-replica run is bench/bench_sync.py (figures in bench/RESULTS.md).
+Sizes here are scaled down from the issue's 300/50/20 (adds/hand edits/deletes per replica) so the
+suite runs on two shared cores; `MEMFS_SYNC_FULL=1` runs the first test at the issue's size.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -26,25 +27,35 @@ def three(tmp_path):
         o.close()
 
 
+# (adds, hand edits, deletes) per replica: the issue's size with MEMFS_SYNC_FULL=1, else a tenth of it
+ADDS, EDITS, DELETES = (300, 50, 20) if os.environ.get("MEMFS_SYNC_FULL") == "1" else (30, 6, 3)
+
+
+def distinct_texts(n: int) -> list[str]:
+    """n different texts: the help topics' paragraphs, numbered when there are not enough of them."""
+    base = filler_texts(min(n, 300))
+    return base if n <= len(base) else [f"note {k}: {base[k % len(base)]}" for k in range(n)]
+
+
 def test_three_replicas_add_edit_delete_and_converge_in_any_order(three, tmp_path):
     remote = str(tmp_path / "remote")
-    texts = filler_texts(3 * 30)
+    texts = distinct_texts(3 * ADDS)
     rng = random.Random(20)
     expected_gone = set()
     for i, ops in enumerate(three):
         with ops.owner.using() as store:
-            added = [r.memory.id for r in store.add_many([{"content": t} for t in texts[i * 30:(i + 1) * 30]])]
-        for mem_id in added[:6]:  # hand edits, as vim would make them
-            hand_edit(ops, mem_id, f"Edited on replica {i}: " + texts[(i * 30 + added.index(mem_id) + 7) % 90][:150])
-        for mem_id in added[6:9]:  # deletes, by hand and through the API
-            hand_delete(ops, mem_id) if mem_id == added[6] else ops.remove(mem_id)
+            added = [r.memory.id for r in store.add_many([{"content": t} for t in texts[i * ADDS:(i + 1) * ADDS]])]
+        for j, mem_id in enumerate(added[:EDITS]):  # hand edits, as vim would make them
+            hand_edit(ops, mem_id, f"Edited on replica {i}: " + texts[(i * ADDS + j + 7) % (3 * ADDS)][:150])
+        for mem_id in added[EDITS:EDITS + DELETES]:  # deletes, by hand and through the API
+            hand_delete(ops, mem_id) if mem_id == added[EDITS] else ops.remove(mem_id)
             expected_gone.add(mem_id)
     for _round in range(3):
         for ops in rng.sample(three, 3):
             ops.sync(remote)
     sets = [contents(o) for o in three]
     assert sets[0] == sets[1] == sets[2]
-    assert len(sets[0]) == 3 * (30 - 3) and not expected_gone & sets[0].keys()
+    assert len(sets[0]) == 3 * (ADDS - DELETES) and not expected_gone & sets[0].keys()
     # Every memory is found by search on every replica (their vectors travelled or were embedded).
     for ops in three:
         for r in ops.list(limit=1000).memories:
