@@ -26,9 +26,9 @@ COLLECTION = "memories"
 # (what `memfs reindex` runs when `vectors_outdated`); the RUNTIME ones are set in place on open.
 # sync_threshold: Chroma writes its index to disk every this many new vectors and, when a store is
 # opened, replays what came since from its log before the first read or write. At Chroma's default
-# (1,000) that replay made the first write after an open take 1.2 s at 5,000 memories and 6.7 s at
-# 21,000 (a sync pulling one change, #20; the first search from cold, #26); at 200 it stays a few
-# tenths of a second (bench/RESULTS.md, "Chroma's replay on open").
+# (1,000) that made the first write after an open of 21,000 vectors take 1.7-2.0 s (a sync pulling one
+# change, #20; the first search from cold, #26); at 200 it takes 0.07 s, and a bulk write costs no
+# more (bench/bench_chroma_replay.py; bench/RESULTS.md, "Chroma's replay on open").
 HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 200, "sync_threshold": 200}
 RUNTIME = ("ef_search", "sync_threshold")
 
