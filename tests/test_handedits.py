@@ -159,7 +159,9 @@ def test_chmod_back_is_noticed_by_reindex(root):
 def test_chmod_back_is_noticed_by_a_running_owner(root):
     MemoryStore.init(root)
     mem = root / "data" / "memories"
-    owner = subprocess.Popen(unprivileged("--root", str(root), "watch"), stderr=subprocess.PIPE, text=True)
+    # Its console log goes to a file: a pipe nobody reads fills up and blocks the owner's stop.
+    log = open(root.parent / "watch.err", "w")
+    owner = subprocess.Popen(unprivileged("--root", str(root), "watch"), stderr=log, text=True)
     try:
         wait_until(lambda: (root / "data/indexes/catalog.sqlite").exists(), 60, "owner started")
         write(mem / "valid.json", {"id": "V", "content": "the kakapo note"})
@@ -179,7 +181,8 @@ def test_chmod_back_is_noticed_by_a_running_owner(root):
         assert catalog_rows(root)["V"] == ("valid.json", "the kakapo note")
     finally:
         owner.send_signal(signal.SIGTERM)
-        owner.wait(60)
+        owner.wait(120)  # a stop finishes the pending work first (the model may still be loading)
+        log.close()
         os.chmod(mem / "valid.json", 0o644)
 
 

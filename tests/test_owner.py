@@ -193,6 +193,13 @@ def test_torture_clients_watch_backup_and_kill_9(store_root):
     for n, i in [(0, 0), (1, 137), (2, 199)]:
         hits = json.loads(run(root, "search", f"c{n}w{i}z", "--mode", "keyword", "--json", env=env).stdout)["hits"]
         assert hits and hits[0]["content"] == f"torture client {n} write {i} marker c{n}w{i}z"
+    # An idle owner waits for its pending work (#24 item 2: vectors still being written count); the
+    # clock starts once every vector is written (this stats call is the last request it sees).
+    def every_vector_written() -> bool:
+        st = json.loads(run(root, "stats", "--json", env=env).stdout)
+        return st["vectors"] >= st["memories"]
+
+    wait_until(every_vector_written, timeout=120, what="every vector written")
     last_client = time.monotonic()
     wait_until(lambda: not is_held(root / "data" / "memfs.lock"), timeout=30, what="idle owner exit")
     assert time.monotonic() - last_client <= 2 * 3 + 1  # gone within 2 x the idle time
