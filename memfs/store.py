@@ -65,15 +65,10 @@ class MemoryStore:
                 documents.check_file_size(st.st_size)
                 data = f.read(MAX_FILE_BYTES + 1)
             mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+            return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
         except FileNotFoundError:
             raise NotFoundError(f"{path} is gone; run `memfs reindex` to bring the index up to date") from None
-        except InvalidDocumentError as e:
-            e.path = str(path)
-            e.args = (f"{path}: {e.reason}",)
-            raise
-        try:
-            return documents.from_bytes(data, default_id=default_id_for(rel), default_time=mtime)
-        except InvalidDocumentError as e:
+        except InvalidDocumentError as e:  # too big, or not a memory document: named by its path
             e.path = str(path)
             e.args = (f"{path}: {e.reason}",)
             raise
