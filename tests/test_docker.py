@@ -306,6 +306,11 @@ def test_9_metrics_scraped_from_the_container_move(deployment):
     assert second[("memfs_http_requests_total", searches)] >= first.get(("memfs_http_requests_total", searches), 0) + 1
     assert second[("memfs_owner_uptime_seconds", frozenset())] > first[("memfs_owner_uptime_seconds", frozenset())]
     assert second[("memfs_model_loaded", frozenset())] == 1
+    # The queue is a gauge: the watcher may still hold the file the POST wrote. It must drain.
+    deadline = time.monotonic() + 60
+    while second[("memfs_index_queue_depth", frozenset())] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        second = scrape(d)
     assert second[("memfs_index_queue_depth", frozenset())] == 0
     assert second[("memfs_invalid_files", frozenset())] == 0
 
