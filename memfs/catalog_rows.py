@@ -5,9 +5,9 @@ what the vector index holds for a memory, and the chunking of long `IN (...)` li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 
@@ -26,6 +26,9 @@ class Entry:
     path: str
     hash: str
     state: FileState
+    # The document as the catalog holds it (the memory's to_dict, content included): a sync record
+    # carries it as is, and its version id is computed from it, without writing the memory out again.
+    doc: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def entry_from_row(row) -> Entry:
     doc["content"] = content
     # Rows are only written from documents that parsed, so this cannot fail on our own data.
     m = from_dict(doc, default_id=mem_id, default_time=datetime.now(timezone.utc), check_limits=False)
-    return Entry(m, path, h, FileState(size, mtime_ns, ino, ctime_ns))
+    return Entry(m, path, h, FileState(size, mtime_ns, ino, ctime_ns), doc)
 
 
 def ts(t: datetime) -> float:

@@ -7,14 +7,16 @@ Plumbing tests: the FAKE one-hot embedder (tests/sync_helpers.py); nothing here 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from memfs.errors import MemfsError
 from memfs.sync.steps import COMPACT_STEPS, CRASH_EXIT, STEPS
-from sync_helpers import contents, fake_replica, hand_delete, hand_edit, three_batches
+from sync_helpers import contents, fake_replica, hand_delete, hand_edit, three_batches, tree_digest
 
 TESTS = Path(__file__).parent
 
@@ -76,6 +78,8 @@ def test_a_sync_killed_at_any_step_leaves_the_remote_readable_and_the_next_sync_
         texts = {r.memory.content for r in a.list(limit=100).memories}
         assert texts == expected
         assert a.conflicts() == [] and b.conflicts() == []
+        # A batch's file outlives its row only until the next sync (a crash between the two).
+        assert not list((b.layout.data / "sync" / "outbox").glob("*"))
     finally:
         a.close(), b.close()
 
@@ -96,6 +100,47 @@ def test_two_replicas_syncing_the_same_remote_at_the_same_moment(template, tmp_p
         assert {r.memory.content for r in b.list(limit=100).memories} == expected
     finally:
         a.close(), b.close()
+
+
+def test_a_queued_batch_is_sent_from_an_older_memfs_row_and_a_removed_one_is_named(template, tmp_path):
+    """A batch waits in data/sync/outbox/ between a crash and the next sync. A row an older memfs queued
+    holds the bytes itself: still sent. A batch whose file was removed: the sync says which, and the
+    remote is left as it was."""
+    src, _expected = template
+    base = tmp_path / "w"
+    shutil.copytree(src, base, symlinks=True)
+    remote, sync_dir = base / "remote", base / "b" / "data" / "sync"
+
+    def crash_with_a_batch_queued():
+        p = child(base, "b", "collected")
+        assert p.communicate(timeout=300) and p.returncode == CRASH_EXIT
+        [file] = (sync_dir / "outbox").glob("*.mfs")
+        with sqlite3.connect(sync_dir / "sync.sqlite") as db:
+            [(seq, name)] = db.execute("SELECT seq, name FROM outbox").fetchall()
+        return file, seq, name
+
+    file, seq, name = crash_with_a_batch_queued()
+    db = sqlite3.connect(sync_dir / "sync.sqlite")
+    with db:
+        db.execute("UPDATE outbox SET data = ? WHERE seq = ?", (file.read_bytes(), seq))
+    db.close()
+    file.unlink()
+    b = fake_replica(base, "b")
+    b.sync(str(remote))
+    b.add("added on b after its older batch went out")
+    b.close()
+    assert (remote / name).is_file()
+
+    before = tree_digest(remote)
+    file, seq, _name = crash_with_a_batch_queued()
+    file.unlink()
+    b = fake_replica(base, "b")
+    try:
+        with pytest.raises(MemfsError, match=rf"sequence {seq}\) is missing: .*{file.name} was removed"):
+            b.sync(str(remote))
+    finally:
+        b.close()
+    assert tree_digest(remote) == before
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_memfs
 from memfs.sync.objects import RemoteObjectError
-from sync_helpers import contents, fake_replica, remote_bytes, tree_digest
+from sync_helpers import contents, fake_replica, path_of, remote_bytes, tree_digest
 
 SECRET_WORDS = ["zanzibar-octopus-7731", "quokka-ledger-5519"]
 
@@ -205,3 +205,34 @@ def test_an_object_removed_with_no_base_covering_it_is_refused(pair):
     batches(remote)[0].unlink()  # the second batch is still there
     assert "removed object" in refused(b, remote, "0000000001-*.mfs")
     assert contents(b) == {}
+
+
+def test_a_pushed_version_id_is_the_one_every_reader_computes_from_the_file(tmp_path):
+    """A push hashes the document the catalog keeps (no memory is written out again for it); that id
+    must be the one computed from the file's memory, here and on the replica that checks it (plumbing:
+    FAKE embedder), whatever optional fields and hand-written oddities the file holds."""
+    from memfs.sync.versions import version_of, version_of_doc
+
+    a = fake_replica(tmp_path, "a")
+    try:
+        a.add("plain")
+        full = a.add("every field", tags=["x", "y"], type="decision",
+                     metadata={"f": 0.1, "n": [1, None, {"k": "é"}]}).memory
+        m = a.add("written by hand next").memory
+        for mem_id, fields in [(full.id, dict(namespace="ns", key="k1", expires_at="2031-01-01T00:00:00Z")),
+                               (m.id, dict(created_at="2025-01-31T09:00:00.123456+02:00", tags=[" spaced "],
+                                           origins=["z", "a"], source="vim", content_hash="ignored", type=" note "))]:
+            path = path_of(a, mem_id)
+            path.write_bytes(orjson.dumps({**orjson.loads(path.read_bytes()), **fields}))
+        with a.owner.using() as store:
+            store.reconcile()
+            entries = store.catalog.get_many(list(store.catalog.ids()))
+            assert len(entries) == 3
+            for e in entries.values():
+                assert version_of_doc(e.doc) == version_of(store.read_file(e.path)) == version_of(e.memory)
+        b = fake_replica(tmp_path, "b")
+        a.sync(str(tmp_path / "remote")), b.sync(str(tmp_path / "remote"))
+        assert contents(b) == contents(a)
+        b.close()
+    finally:
+        a.close()

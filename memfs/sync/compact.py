@@ -98,7 +98,7 @@ class Compactor:
         e.check_marker(listing, dry_run)
         prefix, next_seq, last_name = self.state.remote(self.key, e.codec.encrypted)
         e.open_keys(listing, prefix, dry_run)
-        if self.state.outbox(self.key):
+        if self.state.queued(self.key):
             raise CompactionRefused(f"a batch of this replica's changes waits to be uploaded to {self.remote.where}; "
                                     "run `memfs sync DEST` first, then compact")
         own = {p[1]: name for name in listing if (p := parse_name(name)) and p[0] == prefix}

@@ -7,8 +7,10 @@ The transaction, each step a fault-injection point (`memfs.sync.steps.crash_at`,
     applied-one the first chunk of changes merged (files, then heads and the conflict inbox)
     applied     every chunk merged
     cursors     the per-peer read positions saved
-    collected   local changes stamped, the batch made and queued in sync.sqlite (one transaction)
+    batch-written  the next batch's bytes flushed to data/sync/outbox/ (its row not yet committed)
+    collected   local changes stamped, the batch queued in sync.sqlite (one transaction)
     uploaded    the queued batch written once to the remote under this replica's prefix
+    unqueued    its row removed from the queue (its file not yet)
     pushed      the queue emptied
 
 A crash anywhere leaves the remote readable (objects appear whole or not at all) and the next sync
@@ -33,7 +35,7 @@ from . import conflicts
 from .remotes import TEMP_PREFIX, Remote
 from .state import Stamp, SyncState
 from .steps import crash_point
-from .versions import parents_of, version_of
+from .versions import parents_of, version_of_doc
 
 COVERED = object()  # read_object's `prev` for a base read in place of the objects it covers
 
@@ -187,7 +189,7 @@ class SyncEngine:
                 e = entries.get(mem_id)
                 if e is None:
                     continue
-                v = version_of(e.memory)
+                v = version_of_doc(e.doc)
                 out[mem_id] = (v, path)
                 fresh.append((path, key, mem_id, v))
         self.state.cache_versions(fresh, [p for p in cached if p not in index])
@@ -219,18 +221,22 @@ class SyncEngine:
         return changes, current
 
     def _push(self, prefix: str, report: SyncReport) -> None:
-        if not self.state.outbox(self.key):  # nothing left over from an interrupted sync: collect now
-            report.pushed = self._collect(prefix)
+        self.state.prune_outbox()
+        if self.state.queued(self.key):  # left over from an interrupted sync: sent first, as they were
+            batches = self.state.outbox(self.key)
+        else:
+            report.pushed, batches = self._collect(prefix)
         crash_point("collected")
-        for seq, name, data in self.state.outbox(self.key):
+        for seq, name, data in batches:
             self.remote.write_once(name, data)  # False: already there from before a crash (same bytes)
             crash_point("uploaded")
             report.bytes_sent += len(data)
             self.state.unqueue(self.key, seq)
             crash_point("pushed")
 
-    def _collect(self, prefix: str) -> int:
-        """Stamp local changes and queue them as the next batch; returns how many records it holds.
+    def _collect(self, prefix: str) -> tuple[int, list[tuple[int, str, bytes]]]:
+        """Stamp local changes and queue them as the next batch; returns how many records it holds and
+        the batch as queued ([(seq, name, bytes)], or [] when there is nothing to send).
 
         The first batch to a remote also carries every unchanged memory at its current version and
         stamp (a snapshot), so a new remote, or one rebuilt after a loss, gets this replica's whole store.
@@ -243,7 +249,7 @@ class SyncEngine:
             snapshot = [i for i in current if i not in changes] if self.state.needs_snapshot(self.key) else []
             lost = self._lost_here(changes, current)
             if not changes and not unsent and not snapshot and not lost:
-                return 0
+                return 0, []
             records, heads = self._records(changes, snapshot, read)
             records += lost
             self.state.add_edges(parents_of(records))  # its own versions' ancestry, as for the ones received
@@ -253,12 +259,11 @@ class SyncEngine:
             name = batch_name(prefix, seq, data)
             with self.state.tx():
                 self.state.queue(self.key, seq, name, data)
-                for mem_id, v, stamp, deleted, parent in heads:
-                    self.state.set_head(mem_id, v, stamp, deleted, parent)
+                self.state.set_heads(heads)
                 self.state.pushed(self.key, seq, name)
                 self.state.sent()
                 self.state.clear_unpushed()
-        return len(records)
+        return len(records), [(seq, name, data)]
 
     def _lost_here(self, changes: dict, current: dict) -> list[dict]:
         """Records for local changes that lost a conflict in this sync's apply before they were ever
@@ -305,7 +310,7 @@ class SyncEngine:
         return records, heads
 
     def _put(self, e, v: str, vectors: dict) -> dict:
-        rec = {"op": "put", "v": v, "doc": e.memory.to_dict()}
+        rec = {"op": "put", "v": v, "doc": e.doc}
         vec = vectors.get(e.hash)
         if vec is not None:
             rec.update(model=self.model, h=e.hash,

@@ -85,8 +85,7 @@ class Merger:
                 self.touched.append(rel)
         atomic_write_many(puts)
         with self.state.tx():
-            for mem_id, v, stamp, deleted, parent in self.heads:
-                self.state.set_head(mem_id, v, stamp, deleted, parent)
+            self.state.set_heads(self.heads)
             for mem_id, v in self.seen:
                 self.state.mark_seen(mem_id, v)
             self.state.save_unpushed(self.unpushed)

@@ -97,7 +97,7 @@ class SyncOperations:
                     p["lag_seconds"] = (max(0.0, time.time() - int(p["hlc"].split(".")[0]) / 1000)
                                         if p.get("hlc") else None)
                 r["peers"] = peers
-                r["queued_batches"] = len(state.outbox(r["remote"]))
+                r["queued_batches"] = len(state.queued(r["remote"]))
                 remotes.append(r)
             pending = self._pending_changes(state)
             return SyncStatus(state.replica, remotes, pending, conflicts.count(self.layout))

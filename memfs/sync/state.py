@@ -13,6 +13,7 @@ so every replica picks the same winner.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sqlite3
 import time
@@ -22,7 +23,9 @@ from typing import Callable
 
 import orjson
 
+from ..errors import MemfsError
 from ..filestore import Layout, atomic_write
+from .steps import crash_point
 
 Clock = Callable[[], float]  # seconds since the epoch; injectable (tests skew it)
 
@@ -108,7 +111,7 @@ class SyncState:
         return int(ms), int(count)
 
     def _save_clock(self) -> None:
-        """Saved with every head it stamped (set_head), in the same transaction."""
+        """Saved with every head it stamped (set_heads), in the same transaction."""
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('hlc', ?)", ("%d.%d" % self._hlc,))
 
     def tick(self) -> Stamp:
@@ -131,10 +134,11 @@ class SyncState:
         row = self.db.execute("SELECT v, hlc, replica, deleted, parent FROM heads WHERE id = ?", (mem_id,)).fetchone()
         return tuple(row) if row else None
 
-    def set_head(self, mem_id: str, v: str, stamp: Stamp, deleted: bool, parent: str | None = None) -> None:
-        self.db.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?)",
-                        (mem_id, v, stamp.text(), stamp.replica, int(deleted), parent))
-        self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (mem_id, v))
+    def set_heads(self, heads: list[tuple[str, str, Stamp, bool, str | None]]) -> None:
+        """(id, version, stamp, deleted, parent) for each memory: its head, a seen version, and the clock."""
+        self.db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?)",
+                            [(i, v, s.text(), s.replica, int(d), p) for i, v, s, d, p in heads])
+        self.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", [(h[0], h[1]) for h in heads])
         self._save_clock()
 
     def was_seen(self, mem_id: str, v: str) -> bool:
@@ -206,15 +210,52 @@ class SyncState:
         return [dict(zip(("remote", "prefix", "next_seq", "last_push", "last_pull", "last_error"), r)) for r in rows]
 
     # -- the outbox: a batch made but maybe not yet on the remote --------------------------------------
+    # A queued batch's bytes are a file in data/sync/outbox/ (written and flushed before its row
+    # commits); the row names it. Rows from before that held the bytes themselves, and still work.
+
+    def _outbox_file(self, remote: str, seq: int) -> Path:
+        return sync_dir(self.layout) / "outbox" / f"{hashlib.sha256(remote.encode()).hexdigest()[:16]}-{seq:010d}.mfs"
+
+    def queued(self, remote: str) -> list[tuple[int, str]]:
+        """(seq, object name) of each batch queued for a remote, oldest first, without reading them."""
+        return self.db.execute("SELECT seq, name FROM outbox WHERE remote = ? ORDER BY seq", (remote,)).fetchall()
 
     def outbox(self, remote: str) -> list[tuple[int, str, bytes]]:
-        return self.db.execute("SELECT seq, name, data FROM outbox WHERE remote = ? ORDER BY seq", (remote,)).fetchall()
+        out = []
+        for seq, name, data in self.db.execute("SELECT seq, name, data FROM outbox WHERE remote = ? ORDER BY seq",
+                                               (remote,)).fetchall():
+            if not data:
+                file = self._outbox_file(remote, seq)
+                try:
+                    data = file.read_bytes()
+                except FileNotFoundError:
+                    raise MemfsError(
+                        f"the batch of changes queued for {remote} (sequence {seq}) is missing: {file} was removed; "
+                        "restore data/sync/ from a backup of this store") from None
+            out.append((seq, name, data))
+        return out
 
     def queue(self, remote: str, seq: int, name: str, data: bytes) -> None:
-        self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?)", (remote, seq, name, data))
+        """Write the batch's file (flushed), then its row: call inside the transaction that stamps its heads."""
+        file = self._outbox_file(remote, seq)
+        atomic_write(file, data)
+        crash_point("batch-written")
+        self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?)", (remote, seq, name, b""))
 
     def unqueue(self, remote: str, seq: int) -> None:
         self.db.execute("DELETE FROM outbox WHERE remote = ? AND seq = ?", (remote, seq))
+        crash_point("unqueued")
+        self._outbox_file(remote, seq).unlink(missing_ok=True)
+
+    def prune_outbox(self) -> None:
+        """Files no row names: left by a crash between writing a batch and committing (or unqueueing) it."""
+        folder = sync_dir(self.layout) / "outbox"
+        if not folder.is_dir():
+            return
+        keep = {self._outbox_file(r, seq).name for r, seq in self.db.execute("SELECT remote, seq FROM outbox")}
+        for f in folder.iterdir():
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
 
     # -- resolutions -----------------------------------------------------------------------------------
 

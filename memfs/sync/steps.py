@@ -8,7 +8,8 @@ import os
 
 crash_at: str | None = None  # set by tests/test_sync_crash.py in a child process
 CRASH_EXIT = 86
-STEPS = ("fetched", "applied-one", "applied", "cursors", "collected", "uploaded", "pushed")
+STEPS = ("fetched", "applied-one", "applied", "cursors", "batch-written", "collected", "uploaded", "unqueued",
+         "pushed")
 COMPACT_STEPS = ("compact-made", "compact-uploaded", "compact-saved", "compact-deleted-one", "compact-deleted")
 
 

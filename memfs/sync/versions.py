@@ -15,7 +15,13 @@ from ..filestore import atomic_write, fsync_dir, new_relpath
 def version_of(m: Memory) -> str:
     """A version id: the hash of the document's canonical JSON (any two replicas holding the same
     document compute the same one, however the file is formatted)."""
-    return hashlib.sha256(orjson.dumps(m.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    return version_of_doc(m.to_dict())
+
+
+def version_of_doc(doc: dict) -> str:
+    """version_of for a memory's document as `to_dict` gives it (key order does not matter): the
+    catalog keeps it, so a push hashes what it holds instead of writing each memory out again."""
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def parents_of(records: list[dict]) -> dict[tuple[str, str], set]:
