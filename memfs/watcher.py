@@ -42,6 +42,11 @@ EMBED_BATCH = 16
 BULK_ROUNDS = 32
 # Texts encoded before the embedder, once idle, gives the memory it grew back (give_back_memory).
 TRIM_AFTER = 256
+# While a person edits beside a bulk copy (a round of hand edits went before the copy's rows in the
+# last PERSON_WINDOW seconds), the copy goes on in rounds of PERSON_ROUND: their next edit then waits
+# behind a quarter of a round, not a whole one. Once they stop, full rounds come back.
+PERSON_WINDOW = 10.0
+PERSON_ROUND = 4
 
 
 @dataclass
@@ -105,6 +110,7 @@ class Watcher:
         self._embedding = False  # the embedder is running a round
         self._vectors_pending = 0  # rows lacking vectors when the embedder last looked
         self._hand_edit = False  # the indexer applied what looks like a person's edit: re-plan the rounds
+        self._person_at = float("-inf")  # when a hand edit last went before a bulk copy: see PERSON_WINDOW
         self._observer = None
         self._thread: threading.Thread | None = None
         self._embed_thread: threading.Thread | None = None
@@ -363,11 +369,15 @@ class Watcher:
         ids = next_round(pending, self.embed_batch)
         with self._cond:
             self._hand_edit = False
-        keep_going = None
-        if len(ids) >= self.embed_batch:  # no hand edit waits: a bulk copy, several rounds in one call
+        keep_going, size = None, self.embed_batch
+        if len(ids) < min(self.embed_batch, len(pending)):  # hand edits went before a bulk copy
+            self._person_at = time.monotonic()
+        elif len(ids) >= self.embed_batch:  # no hand edit waits: a bulk copy, several rounds in one call
             ids = next_round(pending, self.embed_batch * BULK_ROUNDS)
             keep_going = lambda: not (self._hand_edit or self._stopping)  # noqa: E731
-        report = self.store.embed_pending(ids, round_size=self.embed_batch, keep_going=keep_going)
+            if time.monotonic() - self._person_at < PERSON_WINDOW:
+                size = min(size, PERSON_ROUND)
+        report = self.store.embed_pending(ids, round_size=size, keep_going=keep_going)
         self.embedded += report.embedded
         with self._cond:
             self._vectors_pending = max(0, len(pending) - report.vectors_written)

@@ -275,3 +275,41 @@ print(before, rss())
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     before, after = map(int, out.stdout.split())
     assert before - after > 100, (before, after)
+
+
+def test_plumbing_while_a_person_edits_a_bulk_copy_goes_on_in_short_rounds(root, monkeypatch):
+    """#24 item 1 (plumbing: a FAKE embedder that takes 5 ms a text, meaning plays no part). A bulk copy
+    is embedded in rounds of EMBED_BATCH; once a hand edit is applied, the rounds after it are
+    PERSON_ROUND long for PERSON_WINDOW seconds, so the person's next edit waits behind a short round."""
+    from sync_helpers import OneHotFakeEmbedder
+
+    from memfs import watcher
+
+    class SlowFake(OneHotFakeEmbedder):
+        def embed(self, texts):
+            time.sleep(0.005 * len(texts))
+            return super().embed(texts)
+
+    store = MemoryStore.open(root, create=True, embedder=SlowFake())
+    sizes: list[tuple[int, list]] = []  # (round size, ids) of each embedding call
+    real = store.embed_pending
+    monkeypatch.setattr(store, "embed_pending",
+                        lambda ids, round_size, keep_going=None: sizes.append((round_size, list(ids)))
+                        or real(ids, round_size=round_size, keep_going=keep_going))
+    w = Watcher(store, polling=False, reconcile_every=3600).start()
+    try:
+        w.idle.wait(30)
+        mem = store.layout.memories
+        for i in range(600):
+            write(mem / "bulk" / f"b{i}.json", {"id": f"b{i}", "content": f"bulk note number {i}"})
+        wait_until(lambda: sizes, what="the bulk's first embedding call")
+        write(mem / "notes" / "edit.json", {"id": "edit", "content": "a person's edit"})
+        wait_until(lambda: store.vectors.count() == 601, timeout=120, what="everything embedded")
+    finally:
+        w.stop()
+        store.close()
+    calls = [(size, len(ids)) for size, ids in sizes]
+    edit = next(i for i, (_size, ids) in enumerate(sizes) if "edit" in ids)
+    assert sizes[edit][1] == ["edit"], calls  # a round of its own, before the rest of the copy
+    assert all(size == watcher.EMBED_BATCH for size, _ids in sizes[:edit]), calls  # the copy alone: full rounds
+    assert sizes[edit + 1:] and all(size == watcher.PERSON_ROUND for size, _ids in sizes[edit + 1:]), calls
