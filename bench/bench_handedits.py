@@ -79,13 +79,13 @@ def edit_once(s, mem: Path, i: int) -> tuple[float, float]:
 
 def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, limit: float | None = None) -> None:
     """Issue #24, item 1: edit latency at rest, then during a 1,000-file burst."""
-    rounds: list[tuple[int, float]] = []  # (rows written, seconds) per embedder call
+    rounds: list[tuple[int, float, int]] = []  # (rows written, seconds, round size) per embedder call
     embed_pending = s.embed_pending
 
     def timed_round(ids, **kw):
         t = time.perf_counter()
         report = embed_pending(ids, **kw)
-        rounds.append((report.vectors_written, time.perf_counter() - t))
+        rounds.append((report.vectors_written, time.perf_counter() - t, kw.get("round_size", w.embed_batch)))
         return report
 
     s.embed_pending = timed_round  # measure each embedding round (the bench's instrument only)
@@ -119,11 +119,21 @@ def edits_during_burst(s, w, mem: Path, burst: list[dict], edits_at_rest: int, l
     writer.join()
     if limit is None:
         w.idle.wait(600)
-    # The unit: a full round of the bulk copy (the hand edits' own rounds are short and counted apart).
     burst_rounds = rounds[rest_rounds:]
-    # A bulk call writes several rounds of embed_batch (watcher.BULK_ROUNDS); its time per round is the unit.
-    full = [sec / -(-n // w.embed_batch) for n, sec in burst_rounds if n >= w.embed_batch]
-    small = [sec for n, sec in burst_rounds if 0 < n < w.embed_batch]
+    # The unit: one full round (embed_batch rows) of a bulk copy. While a person edits, the copy runs in
+    # shorter rounds (watcher.PERSON_ROUND), so the unit is also taken from a copy of 128 more files
+    # made once nobody edits (after watcher.PERSON_WINDOW): rounds of full size, nothing else running.
+    from memfs import watcher as watcher_module
+
+    time.sleep(watcher_module.PERSON_WINDOW)
+    vectors = s.vectors.count()
+    (mem / "burst3").mkdir()
+    for r in burst[:128]:
+        (mem / "burst3" / f"{r['id']}.json").write_bytes(orjson.dumps({"content": r["content"] + " (again)"}))
+    until(lambda: s.vectors.count() == vectors + 128, step=0.05)
+    # A bulk call writes several rounds (watcher.BULK_ROUNDS); its time per round is the unit.
+    full = [sec / -(-n // size) for n, sec, size in rounds[rest_rounds:] if size == w.embed_batch and n >= size]
+    small = [sec for n, sec, _size in burst_rounds if 0 < n < w.embed_batch]
     round_s = float(np.median(full)) if full else float("nan")
     kw_rest, sem_rest = np.array(rest).T * 1e3
     kw, sem = np.array(during).T * 1e3
