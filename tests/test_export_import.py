@@ -369,7 +369,7 @@ def test_export_streams_in_constant_memory(tmp_path):
             assert rep.count == n
             return peak
 
-    small, big = peak_for(1000), peak_for(6000)
+    small, big = peak_for(500), peak_for(3000)
     assert big < small * 1.5  # six times the memories, not six times the memory
 
 

@@ -23,7 +23,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import run_memfs
+from conftest import run_memfs, sized
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "mcp.md"
 
@@ -414,6 +414,9 @@ def test_bad_input_is_a_tool_error_and_the_server_keeps_serving(store_root):
 # -- sharing the store --------------------------------------------------------------------------------
 
 
+STORES = sized(100, 50)  # per session in the three-session test
+
+
 def test_three_sessions_the_cli_and_hand_edits_share_the_store(store_root):
     memories = store_root / "data" / "memories"
     stop = threading.Event()
@@ -444,7 +447,7 @@ def test_three_sessions_the_cli_and_hand_edits_share_the_store(store_root):
     async def one_session(s: int) -> list[str]:
         ids = []
         async with session(store_root) as c:
-            for n in range(100):
+            for n in range(STORES):
                 r = await c.call_tool("memory_store", {"content": f"session {s} memory zq{s}x{n}: "
                                                                   f"a fact about item {n}", "tags": [f"s{s}"]})
                 if r.is_error:
@@ -466,13 +469,13 @@ def test_three_sessions_the_cli_and_hand_edits_share_the_store(store_root):
         for t in threads:
             t.join()
     assert not problems, problems[:3]
-    assert [len(ids) for ids in results] == [100, 100, 100] and len({i for ids in results for i in ids}) == 300
+    assert [len(ids) for ids in results] == [STORES] * 3 and len({i for ids in results for i in ids}) == 3 * STORES
     assert cli_added and edits
 
     async def check():
         async with session(store_root) as c:
             for s in range(3):
-                for n in range(100):
+                for n in range(STORES):
                     hits = (await call(c, "memory_search", {"query": f"zq{s}x{n}", "mode": "keyword", "k": 1}))["hits"]
                     assert hits and f"zq{s}x{n}:" in hits[0]["content"], (s, n)
             for token in cli_added:
@@ -486,7 +489,7 @@ def test_three_sessions_the_cli_and_hand_edits_share_the_store(store_root):
             semantic = await call(c, "memory_search", {"query": "a note somebody wrote by hand", "k": 3})
             assert any("by hand" in h["content"] for h in semantic["hits"])
             stats = await call(c, "memory_stats")
-            assert stats["memories"] == 300 + len(cli_added) + len(edits) and stats["invalid_files"] == 0
+            assert stats["memories"] == 3 * STORES + len(cli_added) + len(edits) and stats["invalid_files"] == 0
     asyncio.run(check())
 
 

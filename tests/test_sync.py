@@ -3,7 +3,7 @@ stores (the real model, Chroma and files): convergence, conflicts kept and resol
 delete against edit, skewed clocks, and a new replica that embeds nothing.
 
 Sizes here are scaled down from the issue's 300/50/20 (adds/hand edits/deletes per replica) so the
-suite runs on two shared cores; `MEMFS_SYNC_FULL=1` runs the first test at the issue's size.
+suite runs on two shared cores; `MEMFS_FULL=1` runs the first test at the issue's size.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from sync_helpers import conflict_ids, contents, fake_replica, hand_delete, hand_edit, replica
-from conftest import filler_texts
+from conftest import FULL, filler_texts
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def three(tmp_path):
         o.close()
 
 
-# (adds, hand edits, deletes) per replica: the issue's size with MEMFS_SYNC_FULL=1, else a tenth of it
-ADDS, EDITS, DELETES = (300, 50, 20) if os.environ.get("MEMFS_SYNC_FULL") == "1" else (30, 6, 3)
+# (adds, hand edits, deletes) per replica: the issue's size with MEMFS_FULL=1, else a tenth of it
+ADDS, EDITS, DELETES = (300, 50, 20) if FULL else (30, 6, 3)
 
 
 def distinct_texts(n: int) -> list[str]:
