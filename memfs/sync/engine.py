@@ -300,7 +300,7 @@ class SyncEngine:
                 rec.update(self._put(entries[mem_id], v, vectors))
             records.append(rec)
             heads.append((mem_id, rec["v"], stamp, v is None, parent))
-        known = self.state.heads()
+        known = self.state.heads() if snapshot else {}  # 27,589 rows: read only for a snapshot
         for mem_id in sorted(snapshot):
             h = known.get(mem_id)
             if h is None or mem_id not in entries:
