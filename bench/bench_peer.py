@@ -220,6 +220,19 @@ ROWS = [("cold start → tools/list, s", "cold_list", False), ("cold start → f
         ("disk after N, apparent MB", "disk_apparent", False), ("disk after N, allocated MB", "disk_allocated", False)]
 
 
+def peer_texts(n: int) -> list[str]:
+    """n distinct texts: CPython's help paragraphs while they last (realistic prose), then
+    bench_import.py's agent notes (every one distinct)."""
+    import random
+
+    from bench_import import generate
+
+    texts = filler_texts(min(n, 300))
+    if n > len(texts):
+        texts += [r["value"] for rows in generate(n - len(texts), random.Random(26)) for r in rows]
+    return texts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
@@ -234,7 +247,7 @@ def main() -> None:
         install(args.mms_venv, args.mms_python)
     if not (args.mms_venv / "bin" / "memory").exists():
         sys.exit(f"no mcp-memory-service in {args.mms_venv}: run with --install")
-    texts = filler_texts(args.n)
+    texts = peer_texts(args.n)
     print(f"N={args.n}, {args.rounds} rounds, {os.cpu_count()} cores (machine shared with other work: compare the "
           "ratios, each from one round)")
     results: dict[str, list[dict]] = {"memfs": [], "mms": []}
