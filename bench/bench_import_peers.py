@@ -57,8 +57,10 @@ def cf3_rows(rows: list[dict], vectors=None) -> list[dict]:
 
 
 def peak_rss_mb(code: str) -> float:
-    run = subprocess.run([sys.executable, "-c", code + "\nimport resource, sys\n"
-                          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+    """The child's own peak (VmHWM). Not ru_maxrss: Linux carries it over fork and exec, so a child of
+    this (large) process would report this process's peak (session 8: 1,306 MB for both figures)."""
+    run = subprocess.run([sys.executable, "-c", code + "\nimport re\n"
+                          "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"],
                          capture_output=True, text=True, check=True, cwd=HERE.parent)
     return int(run.stdout.strip().splitlines()[-1]) / 1024
 

@@ -206,9 +206,14 @@ def _exact_int(text: str) -> int:
 def loads_exact(text: str | bytes) -> Any:
     """JSON text as values, refusing integers beyond 64 bits instead of rounding them to floats.
 
-    orjson parses (fast); only text with a run of 19+ digits is parsed again by the standard library,
-    whose integers are exact, so the check sees the digits as written."""
+    orjson parses (fast); only text where a number of 19+ digits may start (after `[`, `:` or `,`, or
+    at the start) is parsed again by the standard library, whose integers are exact, so the check sees
+    the digits as written. A run of digits inside a hex string (a vector's sha256) is not a number."""
     value = orjson.loads(text)
-    if re.search(rb"\d{19}" if isinstance(text, bytes) else r"\d{19}", text):
+    if (_LONG_NUMBER if isinstance(text, bytes) else _LONG_NUMBER_TEXT).search(text):
         json.loads(text, parse_int=_exact_int)
     return value
+
+
+_LONG_NUMBER = re.compile(rb"(?:^|[\[:,])\s*-?\d{19}")
+_LONG_NUMBER_TEXT = re.compile(_LONG_NUMBER.pattern.decode())

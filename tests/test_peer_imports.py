@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from memfs import MemoryStore, export, importers, migrations, source_readers  # noqa: E402
+from memfs.errors import InvalidDocumentError  # noqa: E402
 from source_fixtures import write_extended_memory_db, write_mms_json  # noqa: E402
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"
@@ -130,6 +131,19 @@ def test_integers_beyond_64_bits_are_refused_never_rounded(store, tmp_path):
     assert "memory_store key='nested'" in reasons
     kept = {m.key: m.content for m in by_content(store).values()}
     assert kept == {"edge": str(2 ** 63), "neg": str(-(2 ** 63))}  # exactly the digits, no float
+
+
+@pytest.mark.parametrize("text", ["1234567890123456789012", "[1, 1234567890123456789012]", '{"a":\n -1234567890123456789012}',
+                                  '{"a": [{"b": 0}, 1234567890123456789012]}'])
+def test_a_number_beyond_64_bits_is_found_wherever_json_lets_one_start(text):
+    """The exact re-parse runs only where a long number can start (a 19-digit run inside a hex string,
+    such as an export's vector proof, is not one); wherever it can, it still runs."""
+    from memfs.source_records import loads_exact
+
+    for t in (text, text.encode()):
+        with pytest.raises(InvalidDocumentError, match="beyond 64 bits"):
+            loads_exact(t)
+    assert loads_exact('{"h": "e1234567890123456789012f", "n": 1234567890123456789}')["n"] == 1234567890123456789
 
 
 # -- vectors: proven for every record reused ----------------------------------------------------------
