@@ -69,7 +69,7 @@ def _run_owner(started_by: str, **options) -> None:
     # over, the lock, the startup reconcile) ends the wait cleanly (Owner.start closes what it opened
     # and releases the lock it took, logged), as a stop of a running owner does;
     # SIGTERM's default action killed it with -15 (the torture test's watch, on a loaded machine).
-    # run_owner installs its own handlers once it serves.
+    # run_owner installs its own handlers as soon as it owns the store.
     signal.signal(signal.SIGTERM, _stop_before_owning)
     explicit = started_by != "on-demand"
     if explicit:

@@ -83,19 +83,30 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             if s is not None:
                 s.close()
         raise
-    sockets = [bind_unix(sock_path)] + [s for s in (tcp, extended) if s is not None]
-    ops = LocalOperations(owner)
+    # Owned from here: SIGTERM or Ctrl-C asks for an orderly stop (pending work finished, lock released)
+    # however far the start has got. The app's imports take seconds on a loaded machine, and a stop
+    # that arrived then used to leave through the before-owning handler with the watcher's threads
+    # running: the process never exited (test_handedits' chmod test, in CI). uvicorn puts this handler
+    # back after its own and re-raises the signal to it: harmless.
     server = None
+    stop_asked = threading.Event()
 
-    def stop() -> None:
+    def stop(*_) -> None:
+        stop_asked.set()
         if server is not None:
             server.should_exit = True
 
-    app = _owner_app(ops, token, stop, extended)
-    server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
-    loop = _start_alongside(owner, ops, idle_exit=idle_exit, stop=stop, on_ready=on_ready, sync=sync)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    sockets, loop = [s for s in (tcp, extended) if s is not None], None
     try:
-        server.run(sockets=sockets)
+        sockets.insert(0, bind_unix(sock_path))
+        ops = LocalOperations(owner)
+        app = _owner_app(ops, token, stop, extended)
+        server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
+        loop = _start_alongside(owner, ops, idle_exit=idle_exit, stop=stop, on_ready=on_ready, sync=sync)
+        if not stop_asked.is_set():
+            server.run(sockets=sockets)
     finally:
         if loop is not None:
             loop.stop()
@@ -130,10 +141,6 @@ def _uvicorn_config(app, *, on_tcp: bool):
 
 def _start_alongside(owner: Owner, ops, *, idle_exit: float | None, stop, on_ready, sync: dict | None):
     """What runs beside the server: the model's warm-up, the idle watch, `on_ready`, the sync loop (returned)."""
-    # uvicorn re-raises SIGTERM/SIGINT to the handler that was there before it after shutting down;
-    # a no-op one lets run_owner's `finally` drain and release cleanly.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
     threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
     if idle_exit is not None:
         threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from memfs.lock import is_held, read_owner
-from conftest import sized
+from conftest import filler_texts, sized
 from test_watcher import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +44,35 @@ def start_watch(root):
 def store_root(root):
     assert run(root, "init").returncode == 0
     return root
+
+
+def test_a_stop_while_the_owner_starts_serving_ends_it_cleanly(store_root, tmp_path):
+    """SIGTERM once `watch` holds the lock, while it still builds its app (imports: seconds on a loaded
+    machine). The handler for a stop before owning raised SystemExit there, past the watcher's threads:
+    the process never exited (CI, test_handedits' chmod test). Now: pending work done, lock released,
+    exit 0, whenever in the start the stop lands."""
+    for attempt in range(2):
+        for i, text in enumerate(filler_texts(5)):  # work for its embedder when the stop comes
+            (store_root / "data" / "memories" / f"a{attempt}-{i}.json").write_text(
+                json.dumps({"content": f"attempt {attempt}: {text}"}))
+        err = open(tmp_path / f"watch{attempt}.err", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(store_root), "watch"],
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        try:
+            # The socket is bound once the store is owned, then the app is built: stop in that window.
+            wait_until(lambda: owner_record(store_root).get("pid") == proc.pid
+                       and (store_root / "data" / "memfs.sock").exists(), timeout=120, what="the store owned")
+            time.sleep(0.1 * attempt)  # a little later into the start each time
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        err.seek(0)
+        said = err.read()
+        assert "lock released" in said or "stopped before it owned the store" in said, said
+        assert "Traceback" not in said, said
+        assert not is_held(store_root / "data" / "memfs.lock")
 
 
 def test_everything_works_through_a_running_watch(store_root):
