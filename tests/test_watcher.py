@@ -290,6 +290,7 @@ def test_plumbing_while_a_person_edits_a_bulk_copy_goes_on_in_short_rounds(root,
             time.sleep(0.005 * len(texts))
             return super().embed(texts)
 
+    monkeypatch.setattr(watcher, "PERSON_WINDOW", 600.0)  # a loaded machine must not see the window close
     store = MemoryStore.open(root, create=True, embedder=SlowFake())
     sizes: list[tuple[int, list]] = []  # (round size, ids) of each embedding call
     real = store.embed_pending
