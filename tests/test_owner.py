@@ -177,11 +177,11 @@ def _owner_intervals(root, killed: dict[int, float]) -> list[tuple[float, float,
     return sorted((s, ends.get(pid, killed.get(pid, float("inf"))), pid) for pid, s in starts.items())
 
 
-WRITES = sized(200, 100)  # per client in the torture test
+WRITES = sized(200, 70)  # per client in the torture test
 
 
 def test_torture_clients_watch_backup_and_kill_9(store_root):
-    """3 clients x 100 `memfs add` (200 with MEMFS_FULL=1) with auto-started owners, plus `memfs watch`
+    """3 clients x 70 `memfs add` (200 with MEMFS_FULL=1) with auto-started owners, plus `memfs watch`
     and a backup started and stopped at random, and one kill -9 of the owner mid-run."""
     root = store_root
     env = {"MEMFS_IDLE_EXIT": "3"}
