@@ -222,9 +222,8 @@ class SyncEngine:
 
     def _push(self, prefix: str, report: SyncReport) -> None:
         self.state.prune_outbox()
-        if self.state.queued(self.key):  # left over from an interrupted sync: sent first, as they were
-            batches = self.state.outbox(self.key)
-        else:
+        batches = self.state.outbox(self.key)  # left over from an interrupted sync: sent first, as they were
+        if not batches:
             report.pushed, batches = self._collect(prefix)
         crash_point("collected")
         for seq, name, data in batches:
