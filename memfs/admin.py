@@ -216,7 +216,7 @@ class AdminOperations:
 
         report = run_validation(self.layout, backups=backups, backup_dir=Path(backup_dir) if backup_dir else None,
                                 progress=progress, identities=identities, passphrase=passphrase)
-        problems = [Problem(p.check, p.path, p.message, p.fixable) for p in report.problems]
+        problems = list(report.problems)
         problems += [Problem("conflict", path, message) for path, message in conflict_problems(self.layout)]
         return report, ValidationResult(report.ok and not problems, report.memory_files, report.seconds, problems,
                                         pending=report.pending)

@@ -326,10 +326,11 @@ class PruneResult(Record):
 
 @dataclass(frozen=True)
 class Problem(Record):
-    check: str  # layout / memory / duplicate-id / catalog / vectors / model / backup
+    check: str  # layout / memory / duplicate-id / catalog / vectors / model / backup / conflict
     path: str
     message: str
     fixable: bool = False  # derived data that `--fix` repairs
+    last_good: str | None = None  # an invalid file's id whose last good version is still served
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -20,22 +20,11 @@ from .backups import list_backups
 from .embedder import MODEL_SHA256, model_file_sha256
 from .errors import InvalidDocumentError
 from .filestore import Layout, default_id_for, scan
-from .results import ReconcileReport
+from .results import Problem, ReconcileReport
 from .vectors import VectorIndex
 
 Progress = Callable[[str, int, int], None]
 CHROMA_FILE = "chroma.sqlite3"  # what chromadb.PersistentClient keeps in data/embeddings/
-
-
-@dataclass(frozen=True)
-class Problem:
-    check: str  # layout / memory / duplicate-id / catalog / vectors / model / backup
-    path: str
-    message: str
-    fixable: bool = False  # derived data that `--fix` repairs
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -105,19 +94,21 @@ def _check_memories(layout: Layout, progress: Progress | None
 
 
 def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invalid: set[str]
-                   ) -> tuple[list[Problem], set[str] | None]:
+                   ) -> tuple[list[Problem], set[str] | None, dict[str, str]]:
     """Compare the catalog with the files by content hash (issue #14, finding 3: a same-size edit
-    whose mtime was put back). `fixable` is set only where reconcile with `reread` repairs it."""
+    whose mtime was put back). `fixable` is set only where reconcile with `reread` repairs it. Also
+    returns the catalog's ids and, per invalid file, the id whose last good version it still serves."""
     path = layout.indexes / "catalog.sqlite"
     if not layout.indexes.is_dir():
-        return [], None  # one finding, the directory's (_check_layout), not a line per memory
+        return [], None, {}  # one finding, the directory's (_check_layout), not a line per memory
     if not path.exists():
-        return [Problem("catalog", str(path), "catalog missing; `memfs reindex` (or --fix) rebuilds it", True)], None
+        return [Problem("catalog", str(path), "catalog missing; `memfs reindex` (or --fix) rebuilds it", True)], None, {}
     try:
         rows = _catalog_rows(path)
     except sqlite3.Error as e:
-        return [Problem("catalog", str(path), f"the catalog cannot be read ({e}); --fix rebuilds it", True)], None
+        return [Problem("catalog", str(path), f"the catalog cannot be read ({e}); --fix rebuilds it", True)], None, {}
     problems = []
+    kept = {row_path: mem_id for mem_id, (row_path, _) in rows.items() if row_path in invalid}
     for mem_id in sorted(ids.keys() - rows.keys()):
         problems.append(Problem("catalog", ids[mem_id][0][0], f"memory {mem_id!r} is not in the catalog", True))
     for mem_id in sorted(rows.keys() - ids.keys()):
@@ -137,7 +128,7 @@ def _check_catalog(layout: Layout, ids: dict[str, list[tuple[str, str]]], invali
         elif row_path not in invalid:
             problems.append(Problem("catalog", ids[mem_id][0][0], f"catalog entry {mem_id!r} points at "
                                                                    f"{row_path}, not at its file", True))
-    return problems, set(rows)
+    return problems, set(rows), kept
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
@@ -223,7 +214,8 @@ def validate(layout: Layout, *, backups: bool = False, backup_dir: Path | None =
     memory_problems, ids, invalid = (_check_memories(layout, progress) if layout.memories.is_dir()
                                      else ([], {}, set()))
     problems += memory_problems
-    catalog_problems, catalog_ids = _check_catalog(layout, ids, invalid)
+    catalog_problems, catalog_ids, kept = _check_catalog(layout, ids, invalid)
+    problems = [replace(p, last_good=kept.get(p.path)) if p.check == "memory" else p for p in problems]
     problems += catalog_problems
     pending = _unsynced(layout) & (catalog_ids or set())
     problems += _check_vectors(layout, catalog_ids, pending)

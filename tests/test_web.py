@@ -323,3 +323,63 @@ def test_the_sync_screen_shows_a_conflict_side_by_side_and_resolves_it(server, b
     cards[0].find_element(By.XPATH, ".//button[text()='Keep the other version']").click()
     wait(browser, lambda d: "No open conflicts" in d.find_element(By.CSS_SELECTOR, ".sync").text, "the emptied inbox")
     assert json.loads(cli(server, "get", mem_id, "--json").stdout)["content"] == loser
+
+
+def test_the_session_cookie_is_http_only_and_same_site_strict(server, browser):
+    """The token is kept in a cookie no script can read and no other site's page sends."""
+    login(browser, server)
+    cookies = {c["name"]: c for c in browser.get_cookies()}
+    session = cookies["memfs_session"]
+    assert session["httpOnly"] is True and session["sameSite"] == "Strict", session
+    assert TOKEN not in session["value"]  # a value derived from the token, not the token itself
+    assert "memfs_session" not in browser.execute_script("return document.cookie")
+
+
+def toast_text(driver) -> str:
+    return driver.find_element(By.ID, "toast").text
+
+
+def test_an_edit_over_a_memory_changed_on_disk_meanwhile_is_not_saved(server, browser):
+    """No silent overwrite: the form compares the version it loaded with the one stored at save time."""
+    login(browser, server)
+    mem_id = server.ids[MEMORIES[1][0]]
+    path = server.root / "data" / "memories" / json.loads(cli(server, "get", mem_id, "--json").stdout)["path"]
+    browser.get(f"{server.url}/?view=edit&id={mem_id}")
+    tags = wait(browser, lambda d: (e := d.find_element(By.ID, "edit-tags")).get_attribute("value") and e, "the edit form")
+    by_hand = json.loads(path.read_text())
+    by_hand["content"] = "User prefers the light theme now (changed by hand in vim)"
+    path.write_text(json.dumps(by_hand))
+    wait(browser, lambda d: json.loads(cli(server, "get", mem_id, "--json").stdout)["content"] == by_hand["content"],
+         "the hand edit indexed", timeout=60)
+    tags.send_keys(", edited-in-the-page")
+    browser.find_element(By.ID, "save").click()
+    wait(browser, lambda d: "Not saved" in toast_text(d), "the refusal")
+    kept = json.loads(path.read_text())
+    assert kept["content"] == by_hand["content"] and "edited-in-the-page" not in kept["tags"]
+
+
+def test_an_invalid_file_links_its_last_good_version_and_one_backup_is_verified(server, browser):
+    login(browser, server)
+    mem_id = server.ids[MEMORIES[2][0]]
+    path = server.root / "data" / "memories" / json.loads(cli(server, "get", mem_id, "--json").stdout)["path"]
+    good = path.read_bytes()
+    try:
+        path.write_text('{"content": "half a save')  # a crash mid-save in some editor
+        wait(browser, lambda d: api(server, "GET", "/stats")[1]["invalid_files"] == 1, "the file seen as invalid", 60)
+        browser.get(server.url + "/?view=health")
+        link = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#invalid a[data-view=memory]"),
+                    "the invalid file's row with its last good version")
+        assert path.name in browser.find_element(By.ID, "invalid").text
+        link.click()
+        content = wait(browser, lambda d: d.find_element(By.ID, "content"), "the last good version")
+        assert content.text == MEMORIES[2][0]
+    finally:
+        path.write_bytes(good)
+    wait(browser, lambda d: api(server, "GET", "/stats")[1]["invalid_files"] == 0, "the file valid again", 60)
+
+    browser.get(server.url + "/?view=backups")
+    wait(browser, lambda d: d.find_elements(By.ID, "backup-now"), "the backups screen")[0].click()
+    button = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "button.verify-one"), "the new backup's row", 120)
+    button.click()
+    wait(browser, lambda d: "restorable" in toast_text(d), "one backup restore-tested", 120)
+    assert "memories" in toast_text(browser)

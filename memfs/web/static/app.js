@@ -349,7 +349,8 @@ function healthView() {
       const v = await api("POST", "/validate", {});
       const problems = v.problems || [];
       document.getElementById("invalid").replaceChildren(problems.length
-        ? table(problems.map(x => [x.path || "", x.reason || x.message || JSON.stringify(x)]), ["file", "what is wrong"])
+        ? table(problems.map(x => [x.path || "", x.reason || x.message || JSON.stringify(x),
+                                   x.last_good ? memoryLink(x.last_good, "last good version") : "—"]), ["file", "what is wrong", "still served"])
         : h("p", {class: "ok"}, "None: every file is valid and the indexes agree with the files."),
         h("p", {class: "muted"}, "An invalid file's last good version stays searchable; `memfs get ID` shows it with a warning."));
     } catch (e) { showError(e); }
@@ -373,11 +374,20 @@ function backupsView() {
           h("button", {type: "button", id: "verify", onclick: () => load(true)}, "Verify (restore-test each archive)")),
         h("p", {class: "muted"}, list.policy),
         table(list.backups.map(b => [b.name, b.created, bytes(b.size), b.status + (b.reason ? ": " + b.reason : ""),
-                                     (b.retention || []).join(", "), b.encrypted ? "yes" : "no"]),
-              ["name", "created", "size", "status", "kept as", "encrypted"]),
+                                     (b.retention || []).join(", "), b.encrypted ? "yes" : "no",
+                                     b.encrypted ? "with its key, in the CLI"
+                                                 : h("button", {type: "button", class: "verify-one", onclick: () => verifyOne(b.name)}, "verify")]),
+              ["name", "created", "size", "status", "kept as", "encrypted", "restore-test"]),
         h("h2", {}, "Restore"),
         h("p", {}, "Restore stays on the command line (it replaces the data; a pre-restore snapshot is kept):"),
         h("pre", {}, "python manage_data.py restore " + (list.backups[0] ? list.backups[0].name : "NAME") + "   # add --yes to skip the question"));
+    } catch (e) { showError(e); }
+  }
+  async function verifyOne(name) {
+    // A dry-run restore: the whole archive read and checked as a restore would, nothing written.
+    try {
+      const r = await api("POST", "/backups/restore", {archive: name, dry_run: true, verify: true});
+      toast(name + ": restorable, " + r.memory_count + " memories.");
     } catch (e) { showError(e); }
   }
   async function backupNow() {
