@@ -151,13 +151,21 @@ def test_a_malformed_content_length_gets_json(served):
 
 
 def test_a_body_sent_one_byte_every_3_seconds_is_timed_out(served):
-    """#19: a trickled body held its connection (and a worker) forever."""
-    body = b'{"content": "slow"}'
-    head = (b"POST /memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
-            + TOKEN.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-    status, answer, took = raw_exchange(served.port, head + body[:1], pause=3.0, chunks=[body[i:i + 1] for i in range(1, 8)])
-    assert status == 408 and answer["error"]["code"] == "timeout", answer
-    assert took < inputs.BODY_TIMEOUT_SECONDS + 12
+    """#19: a trickled body held its connection (and a worker) forever; on both ports, at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def trickle(port: int, path: str, body: bytes):
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+                f"{TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        return raw_exchange(port, head + body[:1], pause=3.0, chunks=[body[i:i + 1] for i in range(1, 8)])
+
+    with ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(trickle, served.port, "/memories", b'{"content": "slow"}'),
+                pool.submit(trickle, served.ext, "/store", b'{"key": "slow", "value": "slow"}')]
+        for future in done:
+            status, answer, took = future.result()
+            assert status == 408 and answer["error"]["code"] == "timeout", answer
+            assert took < inputs.BODY_TIMEOUT_SECONDS + 12
 
 
 # -- times: one parser ---------------------------------------------------------------------------------
@@ -343,3 +351,50 @@ def test_mcp_takes_the_cores_limits_and_times(mcp):
     assert tool(mcp, "memory_list", {"since": "last week", "until": "tomorrow-ish"})["isError"]
     long_tag = tool(mcp, "memory_store", {"content": "tagged", "tags": ["t" * (inputs.MAX_TAG_CHARS + 1)]})
     assert long_tag["isError"] and "100" in long_tag["content"][0]["text"], long_tag
+
+
+def test_mcp_no_daemon_owns_the_store_in_its_own_process(tmp_path):
+    """#19 item 4: `memfs --no-daemon mcp` was ignored (it started a background owner). Now the MCP
+    process owns the store itself: its pid is in the lock, and no other owner is ever started."""
+    root = tmp_path / "store"
+    assert run_memfs("--root", str(root), "init").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "--no-daemon", "mcp"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        init = rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "door", "version": "1"}}})
+        assert "result" in init, init
+        rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        proc.next_id = 0
+        stored = tool(proc, "memory_store", {"content": "kept by the MCP process itself", "tags": ["own"]})
+        assert not stored.get("isError"), stored
+        from memfs.lock import read_owner
+
+        owner = read_owner(root / "data" / "memfs.lock")
+        assert owner.get("pid") == proc.pid, owner  # not a background owner's
+    finally:
+        proc.stdin.close()
+        assert proc.wait(120) == 0
+    listed = run_memfs("--root", str(root), "--no-daemon", "list", "--json")
+    assert [m["content"] for m in json.loads(listed.stdout)["memories"]] == ["kept by the MCP process itself"]
+
+
+def test_every_memfs_variable_the_docs_name_is_read_somewhere():
+    """#19 item 7: docs/DESIGN.md documented MEMFS_CHROMA_URL, which nothing read. Every MEMFS_
+    variable named in README.md or docs/ is read by memfs/, docker/ or manage_data.py (or, for the
+    test suite's own knobs, by tests/), or the docs say it is gone."""
+    import re
+
+    top = Path(__file__).resolve().parent.parent
+    named: dict[str, str] = {}
+    for doc in [top / "README.md", *sorted((top / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            for name in re.findall(r"\bMEMFS_[A-Z0-9_]*[A-Z0-9]\b", line):
+                named.setdefault(name, line)
+    readers = [p for d in ("memfs", "docker", "tests") for p in (top / d).rglob("*") if p.is_file()
+               and p.suffix in (".py", ".sh", ".yml", "") and p.name != Path(__file__).name]
+    code = "\n".join(p.read_text(errors="replace") for p in [*readers, top / "manage_data.py"])
+    unread = {n: line for n, line in named.items() if n not in code and "not supported" not in line
+              and "was documented" not in line}
+    assert not unread, f"documented but read nowhere: {unread}"
+    assert "MEMFS_API_TOKEN" in named and "MEMFS_ROOT" in named  # the scan finds what it looks for
