@@ -112,7 +112,6 @@ class MemoryStore:
     def close(self) -> None:
         with self._mutex:
             try:
-                self.writer.close()
                 self.vectors.close()
                 self.catalog.close()
             finally:  # even if closing fails (a full disk), the lock must not outlive the store

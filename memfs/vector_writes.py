@@ -56,8 +56,6 @@ class VectorWriter:
         self.embedder = embedder
         self.mutex = mutex
         self._embed_lock = threading.Lock()  # never take the state lock while holding it
-        self._encoder: ThreadPoolExecutor | None = None  # the one thread writes encode on (encoder())
-        self._encoder_made = threading.Lock()  # not _embed_lock: that one is held while encoding
         # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.lagging = catalog.has_unsynced()
@@ -86,7 +84,8 @@ class VectorWriter:
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
         rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
         todo = self._uncached_per_round(rounds)
-        pool = self.encoder() if any(todo) else None
+        pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
+            if any(todo) else None
 
         def encode(n: int, texts: dict[str, str]) -> int:
             # A round not yet begun is not begun once told to stop: the model is free for what came.
@@ -110,30 +109,8 @@ class VectorWriter:
                     progress(phase, written, len(memories))
             return written
         finally:
-            for future in encoded:  # after an error or a stop: encode nothing more of this call's
-                if future is not None:
-                    future.cancel()
-
-    def encoder(self) -> ThreadPoolExecutor:
-        """The thread every write's encoding runs on (below requests: _yield_to_requests), made once
-        and kept until close().
-
-        One long-lived thread rather than one per call: torch gives each thread that calls it its own
-        pool of intra-op workers, so a new thread per write made a new pool for every single added
-        memory (28.8 ms to encode one instead of 19.8 ms on a kept thread, issue #26).
-        """
-        with self._encoder_made:
-            if self._encoder is None:
-                self._encoder = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed",
-                                                   initializer=_yield_to_requests)
-            return self._encoder
-
-    def close(self) -> None:
-        """Let the encoding thread go (after what it runs now); the store is closing."""
-        with self._encoder_made:
-            encoder, self._encoder = self._encoder, None
-        if encoder is not None:
-            encoder.shutdown(wait=True, cancel_futures=True)
+            if pool:
+                pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
     def _uncached_per_round(self, rounds: list[list[Memory]]) -> list[dict[str, str]]:
         """Per round: content hash -> text to encode, for content the embedding cache lacks."""
