@@ -356,8 +356,11 @@ def test_mcp_takes_the_cores_limits_and_times(mcp):
 def test_mcp_no_daemon_owns_the_store_in_its_own_process(tmp_path):
     """#19 item 4: `memfs --no-daemon mcp` was ignored (it started a background owner). Now the MCP
     process owns the store itself: its pid is in the lock, and no other owner is ever started."""
+    from memfs.lock import read_owner
+
     root = tmp_path / "store"
     assert run_memfs("--root", str(root), "init").returncode == 0
+    (root / "data" / "memories" / "by-hand.json").write_text(json.dumps({"content": "kept by the MCP process itself"}))
     proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "--no-daemon", "mcp"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -366,17 +369,14 @@ def test_mcp_no_daemon_owns_the_store_in_its_own_process(tmp_path):
         assert "result" in init, init
         rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         proc.next_id = 0
-        stored = tool(proc, "memory_store", {"content": "kept by the MCP process itself", "tags": ["own"]})
-        assert not stored.get("isError"), stored
-        from memfs.lock import read_owner
-
+        listed = tool(proc, "memory_list", {})
+        assert not listed.get("isError"), listed
+        assert [m["content"] for m in listed["structuredContent"]["memories"]] == ["kept by the MCP process itself"]
         owner = read_owner(root / "data" / "memfs.lock")
         assert owner.get("pid") == proc.pid, owner  # not a background owner's
     finally:
         proc.stdin.close()
         assert proc.wait(120) == 0
-    listed = run_memfs("--root", str(root), "--no-daemon", "list", "--json")
-    assert [m["content"] for m in json.loads(listed.stdout)["memories"]] == ["kept by the MCP process itself"]
 
 
 def test_every_memfs_variable_the_docs_name_is_read_somewhere():
