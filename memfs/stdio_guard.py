@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import threading
 from typing import Any, BinaryIO
 
@@ -94,18 +95,20 @@ class StdioGuard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._stop_r, self._stop_w = -1, -1  # written to once the SDK is done: copy what is left, end
 
     def __enter__(self) -> "StdioGuard":
         self._real_in, self._real_out = os.dup(0), os.dup(1)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
+        self._stop_r, self._stop_w = os.pipe()
         os.dup2(in_r, 0)
         os.dup2(out_w, 1)
         os.close(in_r)
         os.close(out_w)
         self._out = os.fdopen(self._real_out, "wb")
         for target, args in ((self._pump_in, (os.fdopen(self._real_in, "rb"), os.fdopen(in_w, "wb"))),
-                             (self._pump_out, (os.fdopen(out_r, "rb"),))):
+                             (self._pump_out, (out_r,))):
             t = threading.Thread(target=target, args=args, name=f"memfs-mcp-{target.__name__[6:]}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -131,16 +134,38 @@ class StdioGuard:
                 except BrokenPipeError:  # the SDK has stopped reading: the session is over
                     return
 
-    def _pump_out(self, from_sdk: BinaryIO) -> None:
-        with from_sdk:
-            for line in from_sdk:
-                try:
-                    self._write(line)
-                except (BrokenPipeError, ValueError):  # the client has gone
-                    return
+    def _pump_out(self, from_sdk: int) -> None:
+        """Copy the SDK's replies out, whole lines, until told to stop and nothing is left.
+
+        Not until end of file: the SDK serves the wire from its own duplicate of fd 1, which it never
+        closes, so the pipe's end of file never comes (every `memfs mcp` waited 10 s to exit).
+        """
+        pending = b""
+        try:
+            while True:
+                ready = select.select([from_sdk, self._stop_r], [], [])[0]
+                if from_sdk not in ready:  # stopping, and the SDK has written everything it will
+                    break
+                chunk = os.read(from_sdk, 65536)
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._write(line + b"\n")
+            if pending:
+                self._write(pending)
+        except (BrokenPipeError, ValueError):  # the client has gone
+            pass
+        finally:
+            os.close(from_sdk)
 
     def __exit__(self, *exc) -> None:
-        # fd 1 back to the real stdout: the SDK's pipe end closes, and the last replies are copied out.
+        # fd 1 back to the real stdout; the SDK has returned, so its last replies are in the pipe: the
+        # copying thread drains them and ends.
         os.dup2(self._real_out, 1)
+        os.write(self._stop_w, b"x")
         self._threads[1].join(10)
+        if not self._threads[1].is_alive():
+            os.close(self._stop_r)
+        os.close(self._stop_w)
         os.close(0)  # and stdin: nothing reads the pipe any more

@@ -398,3 +398,22 @@ def test_every_memfs_variable_the_docs_name_is_read_somewhere():
               and "was documented" not in line}
     assert not unread, f"documented but read nowhere: {unread}"
     assert "MEMFS_API_TOKEN" in named and "MEMFS_ROOT" in named  # the scan finds what it looks for
+
+
+def test_the_stdio_guard_copies_the_last_reply_and_ends_though_the_sdk_keeps_its_duplicate():
+    """The MCP SDK serves the wire from its own duplicate of fd 1 and never closes it, so the guard's
+    copying thread never saw end of file: every `memfs mcp` waited its 10 s join timeout to exit.
+    Here a duplicate is kept open the same way; the last reply must still come out, and the thread end."""
+    script = """
+import os, sys
+from memfs.stdio_guard import StdioGuard
+guard = StdioGuard()
+with guard:
+    kept = os.dup(1)  # as the SDK keeps its own, never closed
+    os.write(kept, b'{"jsonrpc": "2.0", "id": 1, "result": {}}\\n')
+print("ended" if not guard._threads[1].is_alive() else "still copying", file=sys.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", script], input=b"", capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'{"jsonrpc": "2.0", "id": 1, "result": {}}\n'
+    assert done.stderr.decode().strip().endswith("ended"), done.stderr
