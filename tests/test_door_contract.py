@@ -203,10 +203,7 @@ def doors(tmp_path_factory):
     mcp = sock = None
     try:  # whatever fails while setting up, nothing is left running
         sock = RemoteOperations(socket=str(next((base / "served" / "data").glob("memfs.sock"))))
-        mcp = mcp_process(base / "served")
-        assert "result" in rpc(mcp, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "contract", "version": "1"}}})
-        rpc(mcp, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        mcp = mcp_process(base / "served", client="contract")
         yield AllDoors(local, sock, server, mcp)
     finally:
         if mcp is not None:

@@ -263,9 +263,21 @@ def test_a_read_is_sent_again_after_a_drop(name, kwargs):
 
 # -- MCP: the same limits, the same times, and a reply to every line -----------------------------------
 
-def mcp_process(root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "mcp"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ})
+def mcp_process(root: Path, *options: str, client: str = "door") -> subprocess.Popen:
+    """`memfs [options] mcp` on the store at root, through the MCP handshake: ready for tools/call."""
+    proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), *options, "mcp"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ})
+    try:
+        init = rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": client, "version": "1"}}})
+        assert "result" in init, init
+        rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    except BaseException:  # nothing left running when the handshake fails
+        proc.kill()
+        proc.wait(60)
+        raise
+    proc.next_id = 0
+    return proc
 
 
 def rpc(proc, message: bytes | dict) -> dict | None:
@@ -289,10 +301,6 @@ def mcp(tmp_path_factory):
         {"id": long_id, "content": "A memory whose id is 300 characters long", "tags": ["long"]}))
     os.environ.setdefault("MEMFS_IDLE_EXIT", "30")  # the owner `memfs mcp` starts; stopped below all the same
     proc = mcp_process(root)
-    init = rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "door", "version": "1"}}})
-    assert "result" in init, init
-    rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     proc.long_id = long_id
     proc.next_id = 100
     yield proc
@@ -361,14 +369,8 @@ def test_mcp_no_daemon_owns_the_store_in_its_own_process(tmp_path):
     root = tmp_path / "store"
     assert run_memfs("--root", str(root), "init").returncode == 0
     (root / "data" / "memories" / "by-hand.json").write_text(json.dumps({"content": "kept by the MCP process itself"}))
-    proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "--no-daemon", "mcp"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = mcp_process(root, "--no-daemon")
     try:
-        init = rpc(proc, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "door", "version": "1"}}})
-        assert "result" in init, init
-        rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        proc.next_id = 0
         listed = tool(proc, "memory_list", {})
         assert not listed.get("isError"), listed
         assert [m["content"] for m in listed["structuredContent"]["memories"]] == ["kept by the MCP process itself"]
