@@ -65,7 +65,9 @@ def mount_mcp(app, ops: Any, *, token: str | None, is_ready: Callable[[], bool],
     server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security_settings(token),
                                max_request_body_size=MAX_REQUEST_BODY_BYTES)
     manager = server.session_manager
-    app.router.routes.append(McpEndpoint(manager, is_ready).route)
+    # First, not last: FastAPI tries its routes in order, and /mcp behind every API router cost each
+    # tool call ~0.4 ms of failed matches (#22: a third of /mcp's overhead over the JSON API).
+    app.router.routes.insert(0, McpEndpoint(manager, is_ready).route)
     before = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
