@@ -103,7 +103,7 @@ def main() -> None:
     paths = [write_swarm3_db(work / "cf3" / f"p{d:02d}" / ".swarm" / "memory.db", cf3_rows(rows))
              for d, rows in enumerate(dbs)]
     docs = [importers.apply_options(rec, src, None, None)
-            for src in (importers.read_source(p) for p in paths) for rec in src.records]
+            for src in (importers.open_source(p) for p in paths) for rec in src.records()]
 
     # 1. claude-flow 3.x, no vectors: import ÷ add_many of the same documents
     with MemoryStore.open(work / "anchor", create=True) as s:
