@@ -136,22 +136,23 @@ class Planner:
             except InvalidDocumentError as e:
                 report.refuse(rec.location, e.reason)
                 continue
-            valid_hashes.append(m.content_hash)
+            h = m.content_hash  # a property: SHA-256 of the content, computed on each use
+            valid_hashes.append(h)
             if rec.vector is not None:
                 report.vectors_carried += 1
             if expired(m, now):
                 report.expired += 1
                 continue
-            decision = self._keyed(m, report) if m.key is not None else self._plain(rec, m, report)
+            decision = self._keyed(m, h, report) if m.key is not None else self._plain(rec, m, h, report)
             if decision is not None:
-                plan.writes[n] = (m.content_hash, decision or None)
-            self.seen_hashes.add(m.content_hash)
+                plan.writes[n] = (h, decision or None)
+            self.seen_hashes.add(h)
         report.records_sha256 = hashlib.sha256("\n".join(sorted(valid_hashes)).encode()).hexdigest()
         return plan
 
-    def _keyed(self, m: Memory, report: SourceReport) -> str | None:
+    def _keyed(self, m: Memory, h: str, report: SourceReport) -> str | None:
         """A key/value record: "" to write it new, the id of the memory it updates, or None to skip."""
-        k, h = (m.namespace or DEFAULT_NAMESPACE, m.key), m.content_hash
+        k = (m.namespace or DEFAULT_NAMESPACE, m.key)
         decision: str | None = None
         if k in self.seen_keys:
             report.duplicate += 1  # the first source to name a key wins within one import
@@ -167,9 +168,8 @@ class Planner:
         self.seen_keys[k] = h
         return decision
 
-    def _plain(self, rec: SourceRecord, m: Memory, report: SourceReport) -> str | None:
+    def _plain(self, rec: SourceRecord, m: Memory, h: str, report: SourceReport) -> str | None:
         """A plain record: "" to write it new, or None to skip it."""
-        h = m.content_hash
         if "id" in (rec.doc or {}):
             stored = self.store.catalog.get(m.id)
             if stored is not None or m.id in self.seen_ids:

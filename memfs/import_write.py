@@ -20,7 +20,7 @@ import orjson
 from . import documents
 from .documents import Memory
 from .errors import InvalidDocumentError
-from .import_plan import Plan, SourceReport, memory_of
+from .import_plan import Plan, SourceReport, apply_options, memory_of
 from .source_records import SourceError, SourceRecord
 
 if TYPE_CHECKING:
@@ -69,8 +69,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) or 1.0)
 
 
-def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, Memory]]) -> tuple[dict, VectorTally]:
-    """Prove each carried vector, record by record, never from a sample (issue #25).
+def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, str, str]]) -> tuple[dict, VectorTally]:
+    """Prove each carried vector, given as (record, content hash, content), record by record, never
+    from a sample (issue #25).
 
     Returns (vectors, tally): `vectors` maps content hash -> the vector to store. A record whose
     `embedding_sha256` (a memfs export's, export.vector_proof) binds its vector to this model and to
@@ -83,22 +84,22 @@ def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, Memory
     model, dim = store.embedder.model_id, store.embedder.dim
     vectors: dict[str, np.ndarray] = {}
     tally = VectorTally()
-    unproven: list[tuple[SourceRecord, Memory]] = []
-    for rec, m in carried:
+    unproven: list[tuple[SourceRecord, str, str]] = []
+    for rec, h, content in carried:
         v = np.asarray(rec.vector, dtype=np.float32)
         if (rec.vector_proof and rec.vector_model == model and v.shape == (dim,)
-                and vector_proof(model, m.content_hash, v) == rec.vector_proof):
-            vectors[m.content_hash] = _unit(v)
+                and vector_proof(model, h, v) == rec.vector_proof):
+            vectors[h] = _unit(v)
             tally.reused += 1
         else:
-            unproven.append((rec, m))
+            unproven.append((rec, h, content))
     ours: set[str] = set()
     for start in range(0, len(unproven), CHECK_BATCH):
-        todo = [(rec, m) for rec, m in unproven[start:start + CHECK_BATCH] if m.content_hash not in ours]
-        embedded = store.embedder.embed([m.content for _, m in todo]) if todo else []
-        for (rec, m), e in zip(todo, embedded):
-            ours.add(m.content_hash)
-            vectors.setdefault(m.content_hash, e)
+        todo = [(rec, h, content) for rec, h, content in unproven[start:start + CHECK_BATCH] if h not in ours]
+        embedded = store.embedder.embed([content for _, _, content in todo]) if todo else []
+        for (rec, h, _), e in zip(todo, embedded):
+            ours.add(h)
+            vectors.setdefault(h, e)
             tally.checked += 1
             v = np.asarray(rec.vector, dtype=np.float32)
             if v.shape != (dim,):
@@ -111,8 +112,10 @@ def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, Memory
 @dataclass
 class _Pending:
     report: SourceReport
-    rec: SourceRecord
-    memory: Memory
+    rec: SourceRecord  # its `doc` is the document to write
+    content_hash: str
+    content: str
+    memory: Memory | None  # for an update only
     updates: str | None  # the id of the memory this record rewrites; None: a new memory
 
 
@@ -150,23 +153,33 @@ class BatchWriter:
             planned = plan.writes.get(n)
             if planned is None:
                 continue
-            try:
-                m = memory_of(rec, src, self.source_tag, self.namespace, plan.begun)
-            except InvalidDocumentError:
-                m = None
-            if m is None or m.content_hash != planned[0]:
-                raise SourceError(f"{src.path} changed while it was imported (record {rec.location} is not what "
-                                  "was read before); the records before it were imported. Stop the program "
-                                  "writing to it (or import a copy) and run the import again: it adds only the rest")
-            self.pending.append(_Pending(plan.report, rec, m, planned[1]))
-            self.pending_chars += len(m.content) + len(orjson.dumps(m.metadata))
+            self._take(plan, rec, *planned)
             left -= 1
-            if len(self.pending) >= BATCH or self.pending_chars >= BATCH_CHARS:
-                self._flush()
             if not left:
                 return
         raise SourceError(f"{src.path} changed while it was imported (it holds fewer records than before); "
                           "run the import again")
+
+    def _take(self, plan: Plan, rec: SourceRecord, planned_hash: str, updates: str | None) -> None:
+        """Queue a planned record, once it is checked to be what the first reading planned; a new one
+        is parsed into a memory once, by add_many (the first reading checked it whole)."""
+        doc = None if rec.error else apply_options(rec, plan.source, self.source_tag, self.namespace)
+        content = doc.get("content") if doc else None
+        if not isinstance(content, str) or documents.content_hash(content) != planned_hash:
+            raise SourceError(f"{plan.source.path} changed while it was imported (record {rec.location} is not "
+                              "what was read before); the records before it were imported. Stop the program "
+                              "writing to it (or import a copy) and run the import again: it adds only the rest")
+        rec.doc = doc
+        memory = None
+        if updates is not None:  # a rewrite needs the whole memory
+            try:
+                memory = memory_of(rec, plan.source, self.source_tag, self.namespace, plan.begun)
+            except InvalidDocumentError as e:
+                raise SourceError(f"{plan.source.path} changed while it was imported ({rec.location}: {e.reason})")
+        self.pending.append(_Pending(plan.report, rec, planned_hash, content, memory, updates))
+        self.pending_chars += len(content) + len(orjson.dumps(doc.get("metadata")))
+        if len(self.pending) >= BATCH or self.pending_chars >= BATCH_CHARS:
+            self._flush()
 
     def _flush(self) -> None:
         batch, self.pending, self.pending_chars = self.pending, [], 0
@@ -184,7 +197,7 @@ class BatchWriter:
         access = [(res.memory.id, *p.rec.access) for p, res in zip(new, results) if p.rec.access]
         for p in batch:
             if p.updates is not None:
-                self._rewrite(p.updates, p.memory)
+                self._rewrite(p.updates, p.memory)  # type: ignore[arg-type]
                 if p.rec.access:
                     access.append((p.updates, *p.rec.access))
         if access:
@@ -206,6 +219,6 @@ class BatchWriter:
             if p.rec.vector is not None:
                 by_report.setdefault(id(p.report), []).append(p)
         for key, carried in by_report.items():
-            vectors, tally = check_vectors(self.store, [(p.rec, p.memory) for p in carried])
+            vectors, tally = check_vectors(self.store, [(p.rec, p.content_hash, p.content) for p in carried])
             self.store.catalog.cache_vectors(self.store.embedder.model_id, vectors)
             self.tallies[key].add(tally)

@@ -10,7 +10,7 @@ other member of the object (small: a format name, a model, a count) is parsed wh
 element and one chunk of the file, whatever the file's size.
 
 Where an element ends, without walking its text twice: an element of these arrays is an object, and
-its closing brace is followed by `,` or `]`. Each such brace is a candidate; the first candidate at
+its closing brace is followed by `,{` (the next element) or `]`. Each such brace is a candidate; the first candidate at
 which the text from the element's start parses as JSON is the end. (JSON is read left to right: up to
 the candidate, the prefix's tokens are the file's, so a prefix that parses as one whole object closes
 at the element's own brace, not at one inside a string.) After a few candidates that were not it (an
@@ -34,7 +34,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _SCALAR = re.compile(rb"[^ \t\n\r,\]}]+")  # a number, true, false or null (orjson checks which)
 # The next bracket, or string, after any run of other text; a lone `"` is a string the buffer cuts.
 _TOKEN = re.compile(rb'[^"\[\]{}]*([\[\]{}]|"[^"\\]*(?:\\.[^"\\]*)*"|")')
-_CLOSE = re.compile(rb"}[ \t\n\r]*[,\]]")
+_CLOSE = re.compile(rb"}[ \t\n\r]*(?:,[ \t\n\r]*{|])")  # an element's end: the next one starts, or the array ends
 
 
 class JsonStreamError(ValueError):
