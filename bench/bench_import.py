@@ -126,8 +126,8 @@ def main() -> None:
     # The anchor: add_many of the very documents the import writes (read and planned here, untimed).
     docs = []
     for p in paths:
-        src = importers.read_source(p)
-        for rec in src.records:
+        src = importers.open_source(p)
+        for rec in src.records():
             docs.append(importers.apply_options(rec, src, None, None))
 
     def anchor(r: int) -> float:

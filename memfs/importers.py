@@ -2,18 +2,19 @@
 
 Each source format has a reader (source_readers.py) that turns the source into `SourceRecord`s
 (source_records.py): a memfs document dict (DESIGN.md §3) with the record's location, or an error
-for that record. `import_sources` then
+for that record. Readers stream: a SQLite source is read through a cursor, a JSON one element by
+element (json_stream.py), so no source is ever held whole (issue #25). `import_sources`
 
-1. opens each source **read-only** (SQLite through a `mode=ro` URI; memfs never writes to a source)
-   and reads every source whole before writing anything, so a corrupt or locked source imports nothing;
-2. sorts every record into new / duplicate / updated / invalid / expired: by content hash (unless
-   `dedup=False`), and by (namespace, key) for key/value sources, so running an import twice adds
-   nothing;
-3. proves the vectors a source carries record by record (`check_vectors`: a memfs export's
-   `embedding_sha256`, or embedding and comparing every foreign one; never a sample) and seeds the
-   embedding cache, so `add_many` embeds only what is left;
-4. writes the new memories through `MemoryStore.add_many` (batched, with progress) and rewrites the
-   updated ones; and keeps a migration record per source (`migration_records.py`) that
+1. opens each source **read-only** (SQLite through a `mode=ro` URI; memfs never writes to a source);
+2. reads every source once, writing nothing (import_plan.py), and sorts every record into new /
+   duplicate / updated / invalid / expired: by content hash (unless `dedup=False`), and by
+   (namespace, key) for key/value sources, so running an import twice adds nothing. What it keeps is
+   per record and small (hashes, keys, the positions to write), and a source that cannot be read
+   through (corrupt, locked, truncated, changed while read) stops the import with nothing written;
+3. reads the sources again and writes the planned records in batches (import_write.py): the vectors a
+   batch carries are proven record by record (a memfs export's `embedding_sha256`, or embedding and
+   comparing every foreign one; never a sample) and seeded in the embedding cache, so `add_many`
+   embeds only what is left; and keeps a migration record per source (`migration_records.py`) that
    `migrations.verify` replays.
 
 Formats and where each schema comes from:
@@ -36,24 +37,19 @@ Formats and where each schema comes from:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-import numpy as np
-
-from . import documents, migration_records
-from .documents import Memory, utcnow
-from .errors import InvalidDocumentError
-from .kv import DEFAULT_NAMESPACE, expired
+from . import migration_records
+from .documents import utcnow
+from .import_plan import Plan, Planner, SourceReport, apply_options  # noqa: F401  (apply_options: API)
+from .import_write import BatchWriter
 from .results import Record
 from .source_readers import KG_NAMESPACE, READERS  # noqa: F401  (KG_NAMESPACE: part of this module's API)
-from .source_records import (Source, SourceError, SourceRecord, connect_ro, file_sha256,  # noqa: F401
-                             resolve_path, tables)
+from .source_records import Source, SourceError, connect_ro, file_sha256, resolve_path, tables
 
 if TYPE_CHECKING:
     from .store import MemoryStore
@@ -61,15 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("memfs")
 
 FORMATS = ("memfs", "mms-json", "mms-sqlite", "extended-memory", "swarm", "swarm-json", "kg-jsonl")
-# The tag each format's records get (`source:<name>`) unless --source-tag names another.
-DEFAULT_SOURCE_NAMES = {"mms-json": "mcp-memory-service", "mms-sqlite": "mcp-memory-service",
-                        "extended-memory": "extended-memory", "swarm": "claude-flow", "swarm-json": "claude-flow",
-                        "kg-jsonl": "mcp-memory"}
-# Cosine similarity above which a source vector counts as this model's (same text, same model: ~1.0;
-# another model of the same size: far lower, or a different dimension altogether).
-SAME_MODEL_MIN_COSINE = 0.98
-CHECK_BATCH = 256  # texts embedded at a time to check a source's unproven vectors
-MAX_LISTED_INVALID = 100
 
 
 def detect_format(path: Path) -> str:
@@ -104,57 +91,25 @@ def detect_format(path: Path) -> str:
     raise SourceError(f"{path}: cannot tell its format; pass --format ({', '.join(FORMATS)})")
 
 
-def read_source(path: Path, fmt: str = "auto") -> Source:
-    """Read a whole source into records (the source is never written)."""
+def open_source(path: Path, fmt: str = "auto") -> Source:
+    """A source, its format found and its checksum taken; its records are read by `Source.records()`
+    (the source is never written)."""
     path = resolve_path(Path(path))
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in READERS:
         raise SourceError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    sha = file_sha256(path)
-    size = path.stat().st_size
-    notes: list[str] = []
-    records = list(READERS[fmt](path, notes))
-    if file_sha256(path) != sha:
-        raise SourceError(f"{path} changed while it was read; nothing was imported. Stop the program "
-                          "writing to it (or import a copy) and run the import again")
-    return Source(path, fmt, sha, size, records, notes)
+    return Source(path, fmt, file_sha256(path), path.stat().st_size, READERS[fmt])
 
+
+def unchanged(src: Source) -> None:
+    """Refuse a source whose bytes are no longer those its checksum was taken of."""
+    if file_sha256(src.path) != src.sha256:
+        raise SourceError(f"{src.path} changed while it was read; nothing was imported. Stop the program "
+                          "writing to it (or import a copy) and run the import again")
 
 
 # -- planning and writing ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InvalidRecord(Record):
-    location: str
-    reason: str
-
-
-@dataclass
-class SourceReport(Record):
-    """What one source gave: counts, its checksum, and the migration record that keeps them."""
-
-    path: str
-    format: str
-    sha256: str
-    read: int = 0
-    new: int = 0
-    duplicate: int = 0
-    updated: int = 0
-    invalid: int = 0
-    expired: int = 0  # already past expires_at in the source: not imported
-    vectors_carried: int = 0
-    vectors_reused: int = 0
-    vector_check: str | None = None
-    records_sha256: str = ""  # SHA-256 over the sorted content hashes of the valid records
-    invalid_records: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    record_id: str | None = None
-    status: str = "planned"
-    error: str | None = None
-
-    _nested = {"invalid_records": InvalidRecord}
 
 
 @dataclass
@@ -171,149 +126,6 @@ class ImportReport(Record):
         return any(s.invalid or s.status == "failed" for s in self.sources)
 
 
-@dataclass
-class _Plan:
-    new: list[tuple[SourceRecord, Memory]] = field(default_factory=list)
-    updates: list[tuple[str, SourceRecord, Memory]] = field(default_factory=list)  # (existing id, ...)
-
-
-def apply_options(rec: SourceRecord, src: Source, source_tag: str | None, namespace: str | None) -> dict:
-    """The record's document with provenance (a `source:<name>` tag, `source` = file#record) and
-    --namespace applied."""
-    doc = dict(rec.doc or {})
-    own = src.format == "memfs" or rec.own_provenance
-    name = source_tag or (None if own else DEFAULT_SOURCE_NAMES.get(src.format))
-    if name:  # memfs's own exports carry their provenance; they get a tag only when one is asked for
-        doc["tags"] = [*(doc.get("tags") or []), f"source:{name}"]
-        if not own:
-            doc["source"] = f"{src.path.resolve()}#{rec.location}"
-    if namespace:
-        own = doc.get("namespace")
-        # Several sources often share namespace names ("default"); NS/<theirs> keeps them apart.
-        doc["namespace"] = f"{namespace}/{own}" if own and own != DEFAULT_NAMESPACE else namespace
-    return doc
-
-
-def _plan(store: "MemoryStore", src: Source, report: SourceReport, *, dedup: bool, source_tag: str | None,
-          namespace: str | None, seen_hashes: set[str], seen_keys: dict[tuple[str, str], str],
-          existing_hashes: set[str], existing_keys: dict[tuple[str, str], str], now: datetime) -> _Plan:
-    plan = _Plan()
-    valid_hashes: list[str] = []
-    for rec in src.records:
-        report.read += 1
-        if rec.warning:
-            report.warnings.append(rec.warning)
-        try:
-            if rec.error:
-                raise InvalidDocumentError(rec.error)
-            doc = apply_options(rec, src, source_tag, namespace)
-            m = documents.from_dict(doc, default_id=documents.new_id(), default_time=now)
-        except InvalidDocumentError as e:
-            report.invalid += 1
-            if len(report.invalid_records) < MAX_LISTED_INVALID:
-                report.invalid_records.append(InvalidRecord(rec.location, e.reason))
-            continue
-        rec.doc = doc
-        valid_hashes.append(m.content_hash)
-        if rec.vector is not None:
-            report.vectors_carried += 1
-        if expired(m, now):
-            report.expired += 1
-            continue
-        h = m.content_hash
-        if m.key is not None:
-            k = (m.namespace or DEFAULT_NAMESPACE, m.key)
-            if k in seen_keys:
-                report.duplicate += 1  # the first source to name a key wins within one import
-            elif k in existing_keys:
-                if existing_keys[k] == h:
-                    report.duplicate += 1
-                else:
-                    old_id = store.catalog.ids_for_key(*k)[0]
-                    plan.updates.append((old_id, rec, m))
-                    report.updated += 1
-            else:
-                plan.new.append((rec, m))
-                report.new += 1
-            seen_keys[k] = h
-        else:
-            if "id" in doc and store.catalog.get(m.id) is not None:
-                if store.catalog.get(m.id).hash == h:  # type: ignore[union-attr]
-                    report.duplicate += 1
-                else:
-                    report.invalid += 1
-                    report.invalid_records.append(InvalidRecord(
-                        rec.location, f"id {m.id!r} is already used by a memory with other content"))
-                continue
-            if dedup and (h in existing_hashes or h in seen_hashes):
-                report.duplicate += 1
-            else:
-                plan.new.append((rec, m))
-                report.new += 1
-        seen_hashes.add(h)
-    report.records_sha256 = hashlib.sha256("\n".join(sorted(valid_hashes)).encode()).hexdigest()
-    return plan
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / (np.linalg.norm(v) or 1.0)
-
-
-def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, Memory]]) -> tuple[dict, dict, str]:
-    """Prove each carried vector, record by record, never from a sample (issue #25).
-
-    Returns (reuse, ours, verdict): `reuse` maps content hash -> the source's vector, for records whose
-    `embedding_sha256` (a memfs export's, export.vector_proof) binds that vector to this model and to
-    the record's content; `ours` maps content hash -> this model's vector, embedded here in batches for
-    every other record, whose source vector is then compared with it (cosine ≥ SAME_MODEL_MIN_COSINE).
-    A foreign vector can only be proven by embedding its text, which is the very work reuse would
-    save, so foreign vectors are checked and reported but memfs stores its own."""
-    from .export import vector_proof
-
-    model, dim = store.embedder.model_id, store.embedder.dim
-    reuse: dict[str, np.ndarray] = {}
-    unproven: list[tuple[SourceRecord, Memory]] = []
-    for rec, m in carried:
-        v = np.asarray(rec.vector, dtype=np.float32)
-        if (rec.vector_proof and rec.vector_model == model and v.shape == (dim,)
-                and vector_proof(model, m.content_hash, v) == rec.vector_proof):
-            reuse[m.content_hash] = _unit(v)
-        else:
-            unproven.append((rec, m))
-    ours: dict[str, np.ndarray] = {}
-    matched = wrong_dim = 0
-    for start in range(0, len(unproven), CHECK_BATCH):
-        batch = unproven[start:start + CHECK_BATCH]
-        todo = [(rec, m) for rec, m in batch if m.content_hash not in ours]
-        embedded = store.embedder.embed([m.content for _, m in todo]) if todo else []
-        for (rec, m), e in zip(todo, embedded):
-            ours[m.content_hash] = e
-            v = np.asarray(rec.vector, dtype=np.float32)
-            if v.shape != (dim,):
-                wrong_dim += 1
-            elif float(_unit(v) @ e) >= SAME_MODEL_MIN_COSINE:
-                matched += 1
-    parts = []
-    if reuse:
-        parts.append(f"{len(reuse)} reused, each proven by its embedding_sha256 ({model})")
-    if unproven:
-        parts.append(f"{len(ours)} without a proof embedded here and compared: {matched} matched this model's "
-                     f"vector of their text (cosine ≥ {SAME_MODEL_MIN_COSINE})"
-                     + (f", {len(ours) - matched - wrong_dim} did not" if len(ours) - matched - wrong_dim else "")
-                     + (f", {wrong_dim} had another dimension than {dim}" if wrong_dim else "")
-                     + "; memfs's own vectors stored")
-    return reuse, ours, "; ".join(parts)
-
-
-def _seed_vectors(store: "MemoryStore", plan: _Plan, report: SourceReport) -> None:
-    carried = [(rec, m) for rec, m in plan.new + [(r, m) for _, r, m in plan.updates] if rec.vector is not None]
-    if not carried:
-        return
-    reuse, ours, report.vector_check = check_vectors(store, carried)
-    store.catalog.cache_vectors(store.embedder.model_id, {**ours, **reuse})
-    report.vectors_reused = len(reuse)
-
-
 def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format: str = "auto",
                    dry_run: bool = False, dedup: bool = True, source_tag: str | None = None,
                    namespace: str | None = None, progress: Callable[[str, int, int], None] | None = None,
@@ -321,72 +133,57 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
     """Import every source; see the module docstring.
 
     Every source is read and planned before anything is written, so one that cannot be read
-    (SourceError) stops the import with nothing written at all. Then the new memories of all sources
-    go through one `add_many`: one encode pipeline and full batches, instead of a pipeline that fills
-    and drains at each of twelve sources (measured: ~1 ms a record less).
+    (SourceError) stops the import with nothing written at all. Then the planned records of all
+    sources are written in batches that run on from one source into the next: full batches for the
+    model's pipeline, instead of one that fills and drains at each of twelve small sources.
 
     `dry_run`: read, check and count; write nothing (no memory, no catalog row, no record).
     """
     started = time.monotonic()
     out = ImportReport([], dry_run)
-    seen_hashes: set[str] = set()
-    seen_keys: dict[tuple[str, str], str] = {}
     with store.mutex:
-        existing_hashes = store.catalog.hashes()
-        existing_keys = store.catalog.key_hashes()
-        planned: list[tuple[Source, SourceReport, _Plan, datetime]] = []
+        planner = Planner(store, dedup=dedup, source_tag=source_tag, namespace=namespace)
+        plans: list[Plan] = []
         for p in paths:
             begun = utcnow()
-            src = read_source(Path(p), format)
-            report = SourceReport(str(src.path.resolve()), src.format, src.sha256, warnings=list(src.notes))
-            plan = _plan(store, src, report, dedup=dedup, source_tag=source_tag, namespace=namespace,
-                         seen_hashes=seen_hashes, seen_keys=seen_keys, existing_hashes=existing_hashes,
-                         existing_keys=existing_keys, now=begun)
-            src.records = []  # planned: the plan keeps what it needs
-            planned.append((src, report, plan, begun))
+            src = open_source(Path(p), format)
+            report = SourceReport(str(src.path.resolve()), src.format, src.sha256)
+            plans.append(planner.plan(src, report, begun))
+            unchanged(src)
+            report.warnings[:0] = src.notes
             out.sources.append(report)
         if dry_run:
-            for _, report, _, _ in planned:
-                report.status = "dry-run"
+            for plan in plans:
+                plan.report.status = "dry-run"
                 if on_source:
-                    on_source(report)
+                    on_source(plan.report)
         else:
-            options = {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}
-            records = [migration_records.start(store.layout, src, report, {"format": src.format, **options}, begun)
-                       for src, report, _, begun in planned]
-            try:
-                _write(store, [(plan, report) for _, report, plan, _ in planned], progress)
-                for _, report, _, _ in planned:
-                    report.status = "completed"
-            except Exception as e:
-                for _, report, _, _ in planned:
-                    report.status, report.error = "failed", f"{type(e).__name__}: {e}"
-                raise
-            finally:
-                for record, (_, report, _, _) in zip(records, planned):
-                    migration_records.finish(store.layout, record, report)
-                    if on_source:
-                        on_source(report)
+            _write(store, plans, {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}, progress,
+                   on_source)
     out.seconds = time.monotonic() - started
     return out
 
 
-def _write(store: "MemoryStore", plans: list[tuple[_Plan, SourceReport]], progress) -> None:
-    for plan, report in plans:
-        _seed_vectors(store, plan, report)
-    new = [(rec, m) for plan, _ in plans for rec, m in plan.new]
-    results = store.add_many([rec.doc for rec, _ in new], allow_duplicate=True, progress=progress) if new else []
-    access = [(res.memory.id, *rec.access) for (rec, _), res in zip(new, results) if rec.access]
-    for plan, _ in plans:
-        for old_id, rec, m in plan.updates:
-            old = store.get(old_id)
-            store.rewrite(old_id, content=m.content, metadata={**old.metadata, **m.metadata},
-                           tags=documents.normalize_tags([*old.tags, *m.tags]), expires_at=m.expires_at,
-                           updated_at=max(m.updated_at, old.updated_at))
-            if rec.access:
-                access.append((old_id, *rec.access))
-    if access:
-        store.catalog.set_access(access)
+def _write(store: "MemoryStore", plans: list[Plan], options: dict, progress, on_source) -> None:
+    """Write every plan, each source's migration record "running" before its first memory and
+    finished (completed, or failed with the error) after the last."""
+    records = [migration_records.start(store.layout, plan.source, plan.report, {"format": plan.source.format,
+                                                                                **options}, plan.begun)
+               for plan in plans]
+    try:
+        BatchWriter(store, plans, source_tag=options["source_tag"], namespace=options["namespace"],
+                    progress=progress).run()
+        for plan in plans:
+            plan.report.status = "completed"
+    except Exception as e:
+        for plan in plans:
+            plan.report.status, plan.report.error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        for record, plan in zip(records, plans):
+            migration_records.finish(store.layout, record, plan.report)
+            if on_source:
+                on_source(plan.report)
 
 
 def format_report(report: ImportReport) -> str:

@@ -29,7 +29,8 @@ from .documents import utcnow
 from .filestore import Layout, atomic_write
 
 if TYPE_CHECKING:
-    from .importers import Source, SourceReport
+    from .import_plan import SourceReport
+    from .source_records import Source
 
 FORMAT = "memfs.migration/1"
 FOLDER = ".migrations"

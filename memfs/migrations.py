@@ -86,11 +86,11 @@ def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> Ve
     `changed`, other content written after the import ended. A key holding another record's content
     with no write since means this record was lost, and `ok` is false.
     """
-    from .importers import apply_options, read_source
+    from .importers import apply_options, open_source
 
     record = load(store.layout, record_id)
     src_info, options = record["source"], record.get("options", {})
-    src = read_source(Path(src_info["path"]), src_info["format"])
+    src = open_source(Path(src_info["path"]), src_info["format"])  # read record by record, never whole
     rep = VerifyReport(record["id"], src_info["path"], ok=False, source_changed=src.sha256 != src_info["sha256"])
     now = utcnow()
     ended = record.get("ended_at")
@@ -98,7 +98,7 @@ def verify(store: "MemoryStore", record_id: str, *, max_listed: int = 100) -> Ve
     hashes = store.catalog.hashes()
     keys = store.catalog.key_hashes()
     valid: list[str] = []
-    for rec in src.records:
+    for rec in src.records():
         if rec.error:
             continue
         try:

@@ -21,8 +21,9 @@ import orjson
 from . import documents
 from .errors import InvalidDocumentError
 from .kv import DEFAULT_NAMESPACE, JSON, KV_TYPE, PICKLE, PICKLE_WARNING, TEXT, encode_value
-from .source_records import (SourceError, SourceRecord, connect_ro, guard, json_obj, load_json, loads_exact, rows,
-                             source_time, sqlite_error, tables, tag_list, unix_time)
+from .json_stream import ObjectStream
+from .source_records import (SourceError, SourceRecord, connect_ro, guard, json_items, json_obj, loads_exact,
+                             refuse_long_ints, rows, source_time, sqlite_error, tables, tag_list, unix_time)
 
 KG_NAMESPACE = "kg"
 
@@ -126,25 +127,33 @@ def _kv_doc(value: str, namespace: Any, key: Any, tags: list, meta: dict, times:
 # {"schema": "ruflo-memory-export/v1", "exportedAt", "namespace", "count",
 #  "entries": [{key, namespace, value, createdAt, updatedAt, accessCount, hasEmbedding, size}]}.
 def read_swarm_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
-    data = load_json(path)
-    schema = data.get("schema", "") if isinstance(data, dict) else ""
+    doc = ObjectStream(path, "entries")
+    for n, raw, entry in json_items(path, doc):
+        if n == 0:
+            _swarm_json_head(path, doc, notes)
+        loc = f"entries[{n}]" + (f" key={entry.get('key')!r}" if isinstance(entry, dict) else "")
+        yield guard(loc, lambda e=entry, raw=raw, loc=loc: _swarm_json_record(e, raw, loc))
+    _swarm_json_head(path, doc, [] if doc.count else notes, complete=True)
+
+
+def _swarm_json_head(path: Path, doc: ObjectStream, notes: list[str], complete: bool = False) -> None:
+    """Refuse what is not a claude-flow export: at its first entry, and (`complete`) once it is read."""
+    schema = doc.head.get("schema", "")
     if not isinstance(schema, str) or not schema.startswith("ruflo-memory-export/") \
-            or not isinstance(data.get("entries"), list):
+            or (complete and not doc.found_array):
         raise SourceError(f"{path}: not a claude-flow memory export (needs schema 'ruflo-memory-export/v1' and "
                           "entries[])")
     if schema != "ruflo-memory-export/v1":
         notes.append(f"schema {schema}: read as ruflo-memory-export/v1")
-    if data.get("count") is not None and data["count"] != len(data["entries"]):
-        raise SourceError(f"{path}: says {data['count']} entries but holds {len(data['entries'])}; the export is "
+    if complete and doc.head.get("count") is not None and doc.head["count"] != doc.count:
+        raise SourceError(f"{path}: says {doc.head['count']} entries but holds {doc.count}; the export is "
                           "truncated, nothing was imported")
-    for n, entry in _taken(data["entries"]):
-        loc = f"entries[{n}]" + (f" key={entry.get('key')!r}" if isinstance(entry, dict) else "")
-        yield guard(loc, lambda e=entry, loc=loc: _swarm_json_record(e, loc))
 
 
-def _swarm_json_record(e: Any, loc: str) -> SourceRecord:
+def _swarm_json_record(e: Any, raw: bytes, loc: str) -> SourceRecord:
     if not isinstance(e, dict):
         raise InvalidDocumentError(f"an entry must be an object, got {type(e).__name__}")
+    refuse_long_ints(raw)
     value = e.get("value")
     if not isinstance(value, str) or not value.strip():
         raise InvalidDocumentError("'value' is empty (exported by a claude-flow before #2073, which left "
@@ -206,7 +215,7 @@ def read_mms_sqlite(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
     db = connect_ro(path)
     try:
         found = tables(db)
-        vectors = _vec0_vectors(db, found, "memory_embeddings")
+        vectors = Vec0Vectors(db, found, "memory_embeddings")
         dropped = {"deleted_at": "deleted_at IS NOT NULL",
                    "superseded_by": "superseded_by IS NOT NULL AND superseded_by != ''"}
         conditions = []
@@ -227,26 +236,39 @@ def read_mms_sqlite(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
         db.close()
 
 
-def _vec0_vectors(db: sqlite3.Connection, tables: dict[str, set[str]], name: str) -> dict[int, np.ndarray]:
-    """rowid -> vector of a sqlite-vec `vec0` table, read from its shadow tables (no extension needed).
+class Vec0Vectors:
+    """The vectors of a sqlite-vec `vec0` table, read from its shadow tables (no extension needed), one
+    row at a time.
 
     vec0 keeps vectors in `<name>_vector_chunks00(rowid, vectors)`: chunks of fixed size, float32,
-    one after another; `<name>_rowids(rowid, chunk_id, chunk_offset)` says where each row's lies.
+    one after another; `<name>_rowids(rowid, chunk_id, chunk_offset)` says where each row's lies. One
+    chunk is held at a time (rows come in the order they were written, so mostly from the same chunk).
     """
-    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
-    if sql is None or f"{name}_rowids" not in tables or f"{name}_vector_chunks00" not in tables:
-        return {}
-    m = re.search(r"float\s*\[\s*(\d+)\s*\]", sql[0], re.IGNORECASE)
-    if not m:
-        return {}
-    dim = int(m.group(1))
-    chunks = {cid: blob for cid, blob in db.execute(f'SELECT rowid, vectors FROM "{name}_vector_chunks00"')}
-    out: dict[int, np.ndarray] = {}
-    for rowid, chunk_id, offset in db.execute(f'SELECT rowid, chunk_id, chunk_offset FROM "{name}_rowids"'):
-        blob = chunks.get(chunk_id)
-        if blob is not None and (offset + 1) * dim * 4 <= len(blob):
-            out[rowid] = np.frombuffer(blob, dtype=np.float32, count=dim, offset=offset * dim * 4)
-    return out
+
+    def __init__(self, db: sqlite3.Connection, tables: dict[str, set[str]], name: str):
+        self.db, self.name, self.dim = db, name, 0
+        self.chunk_id, self.chunk = None, b""
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+        if sql is None or f"{name}_rowids" not in tables or f"{name}_vector_chunks00" not in tables:
+            return
+        m = re.search(r"float\s*\[\s*(\d+)\s*\]", sql[0], re.IGNORECASE)
+        self.dim = int(m.group(1)) if m else 0
+
+    def get(self, rowid: int) -> np.ndarray | None:
+        if not self.dim:
+            return None
+        where = self.db.execute(f'SELECT chunk_id, chunk_offset FROM "{self.name}_rowids" WHERE rowid = ?',
+                                (rowid,)).fetchone()
+        if where is None:
+            return None
+        chunk_id, offset = where
+        if chunk_id != self.chunk_id:
+            blob = self.db.execute(f'SELECT vectors FROM "{self.name}_vector_chunks00" WHERE rowid = ?',
+                                   (chunk_id,)).fetchone()
+            self.chunk_id, self.chunk = chunk_id, (blob[0] if blob else None) or b""
+        if (offset + 1) * self.dim * 4 > len(self.chunk):
+            return None
+        return np.frombuffer(self.chunk, dtype=np.float32, count=self.dim, offset=offset * self.dim * 4).copy()
 
 
 def _mms_record(r: dict, loc: str, vector: Any) -> SourceRecord:
@@ -282,27 +304,28 @@ def _mms_doc(r: dict, meta: dict) -> dict:
 
 # mms-json: {"export_metadata": {...}, "memories": [{content, content_hash, tags, created_at, ...}]}.
 def read_mms_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
-    data = load_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("memories"), list) or "export_metadata" not in data:
-        raise SourceError(f"{path}: not an mcp-memory-service export (needs export_metadata and memories[])")
-    machine = (data.get("export_metadata") or {}).get("source_machine")
-    if machine:
-        notes.append(f"exported on {machine}")
+    doc = ObjectStream(path, "memories")
     superseded = 0
-    for n, entry in _taken(data["memories"]):
+    for n, raw, entry in json_items(path, doc):
         meta = entry.get("metadata") if isinstance(entry, dict) else None
         if isinstance(meta, dict) and meta.get("superseded_by"):
             superseded += 1  # its exporter writes every version; only the live one is a memory
             continue
         loc = f"memories[{n}]"
-        yield guard(loc, lambda e=entry, loc=loc: _mms_json_record(e, loc))
+        yield guard(loc, lambda e=entry, raw=raw, loc=loc: _mms_json_record(e, raw, loc))
+    if not doc.found_array or "export_metadata" not in doc.head:
+        raise SourceError(f"{path}: not an mcp-memory-service export (needs export_metadata and memories[])")
+    machine = (doc.head.get("export_metadata") or {}).get("source_machine")
+    if machine:
+        notes.append(f"exported on {machine}")
     if superseded:
         notes.append(f"{superseded} superseded versions (metadata.superseded_by set) left out")
 
 
-def _mms_json_record(e: Any, loc: str) -> SourceRecord:
+def _mms_json_record(e: Any, raw: bytes, loc: str) -> SourceRecord:
     if not isinstance(e, dict):
         raise InvalidDocumentError(f"an entry must be an object, got {type(e).__name__}")
+    refuse_long_ints(raw)
     if not isinstance(e.get("metadata", {}), (dict, type(None))):
         raise InvalidDocumentError("'metadata' must be an object")
     meta = dict(e.get("metadata") or {})
@@ -314,24 +337,34 @@ def _mms_json_record(e: Any, loc: str) -> SourceRecord:
 
 # memfs: {"format": "memfs.export/1", "model": ..., "memories": [document, ...], "count": n}.
 def read_memfs(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
-    data = load_json(path)
-    fmt = data.get("format", "") if isinstance(data, dict) else ""
-    if not isinstance(fmt, str) or not fmt.startswith("memfs.export/") or not isinstance(data.get("memories"), list):
+    doc = ObjectStream(path, "memories")
+    model = None
+    for n, raw, entry in json_items(path, doc):
+        if n == 0:
+            model = _memfs_head(path, doc)
+        loc = f"memories[{n}]" + (f" id={entry.get('id')}" if isinstance(entry, dict) and entry.get("id") else "")
+        yield guard(loc, lambda e=entry, raw=raw, loc=loc: _memfs_record(e, raw, loc, model))
+    _memfs_head(path, doc, complete=True)
+
+
+def _memfs_head(path: Path, doc: ObjectStream, complete: bool = False) -> str | None:
+    """The export's model, once its format is checked: at its first memory (a wrong format is refused
+    before anything is parsed further) and (`complete`) once it is read, with the count written last."""
+    fmt = doc.head.get("format", "")
+    if not isinstance(fmt, str) or not fmt.startswith("memfs.export/") or (complete and not doc.found_array):
         raise SourceError(f"{path}: not a memfs export (needs format 'memfs.export/1' and memories[])")
     if int(fmt.rpartition("/")[2] or 0) > 1:
         raise SourceError(f"{path}: written by a newer memfs ({fmt}); upgrade memfs to import it")
-    model = data.get("model") if isinstance(data.get("model"), str) else None
-    if data.get("count") is not None and data["count"] != len(data["memories"]):
-        raise SourceError(f"{path}: says {data['count']} memories but holds {len(data['memories'])}; "
+    if complete and doc.head.get("count") is not None and doc.head["count"] != doc.count:
+        raise SourceError(f"{path}: says {doc.head['count']} memories but holds {doc.count}; "
                           "the export is truncated, nothing was imported")
-    for n, entry in _taken(data["memories"]):
-        loc = f"memories[{n}]" + (f" id={entry.get('id')}" if isinstance(entry, dict) and entry.get("id") else "")
-        yield guard(loc, lambda e=entry, loc=loc: _memfs_record(e, loc, model))
+    return doc.head["model"] if isinstance(doc.head.get("model"), str) else None
 
 
-def _memfs_record(e: Any, loc: str, model: str | None) -> SourceRecord:
+def _memfs_record(e: Any, raw: bytes, loc: str, model: str | None) -> SourceRecord:
     if not isinstance(e, dict):
         raise InvalidDocumentError(f"an entry must be an object, got {type(e).__name__}")
+    refuse_long_ints(raw)
     doc = dict(e)
     vector = doc.pop("embedding", None)
     proof = doc.pop("embedding_sha256", None)
@@ -381,14 +414,6 @@ def _kg_record(line: bytes, loc: str) -> SourceRecord:
                                   "metadata": {"from": src, "to": dst, "relationType": rel}})
     raise InvalidDocumentError(f"'type' must be entity or relation, got {obj.get('type')!r}")
 
-
-
-def _taken(entries: list) -> Iterator[tuple[int, Any]]:
-    """(index, entry), dropping each parsed entry from the list as it is handed out: its JSON floats
-    (384 Python floats an embedding) are freed record by record instead of living until the end."""
-    for n in range(len(entries)):
-        entry, entries[n] = entries[n], None
-        yield n, entry
 
 
 READERS: dict[str, Callable[[Path, list[str]], Iterator[SourceRecord]]] = {

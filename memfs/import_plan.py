@@ -1,0 +1,186 @@
+"""An import's first pass (issue #13, #25): read every record of every source, check it, and sort it
+into new / duplicate / updated / invalid / expired, writing nothing.
+
+What the pass keeps is small and per record: the content hashes and keys seen (for dedup across the
+whole run), and, for each record to write, its position in the source, its content hash and (for an
+update) the id it rewrites: the `Plan`. The records themselves are dropped as they are counted; the
+second pass (memfs.import_write) reads the source again and writes the planned ones in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from . import documents
+from .documents import Memory
+from .errors import InvalidDocumentError
+from .kv import DEFAULT_NAMESPACE, expired
+from .results import Record
+from .source_records import Source, SourceRecord
+
+if TYPE_CHECKING:
+    from .store import MemoryStore
+
+# The tag each format's records get (`source:<name>`) unless --source-tag names another.
+DEFAULT_SOURCE_NAMES = {"mms-json": "mcp-memory-service", "mms-sqlite": "mcp-memory-service",
+                        "extended-memory": "extended-memory", "swarm": "claude-flow", "swarm-json": "claude-flow",
+                        "kg-jsonl": "mcp-memory"}
+MAX_LISTED_INVALID = 100
+
+
+@dataclass(frozen=True)
+class InvalidRecord(Record):
+    location: str
+    reason: str
+
+
+@dataclass
+class SourceReport(Record):
+    """What one source gave: counts, its checksum, and the migration record that keeps them."""
+
+    path: str
+    format: str
+    sha256: str
+    read: int = 0
+    new: int = 0
+    duplicate: int = 0
+    updated: int = 0
+    invalid: int = 0
+    expired: int = 0  # already past expires_at in the source: not imported
+    vectors_carried: int = 0
+    vectors_reused: int = 0
+    vector_check: str | None = None
+    records_sha256: str = ""  # SHA-256 over the sorted content hashes of the valid records
+    invalid_records: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    record_id: str | None = None
+    status: str = "planned"
+    error: str | None = None
+
+    _nested = {"invalid_records": InvalidRecord}
+
+    def refuse(self, location: str, reason: str) -> None:
+        """Count an invalid record; the first MAX_LISTED_INVALID are listed with their reason."""
+        self.invalid += 1
+        if len(self.invalid_records) < MAX_LISTED_INVALID:
+            self.invalid_records.append(InvalidRecord(location, reason))
+
+
+@dataclass
+class Plan:
+    """The records of one source to write: position in the source -> (content hash, the id of the
+    memory an update rewrites, or None for a new memory)."""
+
+    source: Source
+    report: SourceReport
+    begun: datetime
+    writes: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def apply_options(rec: SourceRecord, src: Source, source_tag: str | None, namespace: str | None) -> dict:
+    """The record's document with provenance (a `source:<name>` tag, `source` = file#record) and
+    --namespace applied."""
+    doc = dict(rec.doc or {})
+    own = src.format == "memfs" or rec.own_provenance
+    name = source_tag or (None if own else DEFAULT_SOURCE_NAMES.get(src.format))
+    if name:  # memfs's own exports carry their provenance; they get a tag only when one is asked for
+        doc["tags"] = [*(doc.get("tags") or []), f"source:{name}"]
+        if not own:
+            doc["source"] = f"{src.path.resolve()}#{rec.location}"
+    if namespace:
+        own = doc.get("namespace")
+        # Several sources often share namespace names ("default"); NS/<theirs> keeps them apart.
+        doc["namespace"] = f"{namespace}/{own}" if own and own != DEFAULT_NAMESPACE else namespace
+    return doc
+
+
+def memory_of(rec: SourceRecord, src: Source, source_tag: str | None, namespace: str | None,
+              now: datetime) -> Memory:
+    """The memory a valid record makes (InvalidDocumentError otherwise); its document, options
+    applied, is left in `rec.doc` for add_many."""
+    if rec.error:
+        raise InvalidDocumentError(rec.error)
+    doc = apply_options(rec, src, source_tag, namespace)
+    m = documents.from_dict(doc, default_id=documents.new_id(), default_time=now)
+    rec.doc = doc
+    return m
+
+
+class Planner:
+    """Sorts the records of every source of one import; dedup spans all of them."""
+
+    def __init__(self, store: "MemoryStore", *, dedup: bool, source_tag: str | None, namespace: str | None):
+        self.store = store
+        self.dedup = dedup
+        self.source_tag = source_tag
+        self.namespace = namespace
+        self.existing_hashes = store.catalog.hashes()
+        self.existing_keys = store.catalog.key_hashes()
+        self.seen_hashes: set[str] = set()
+        self.seen_keys: dict[tuple[str, str], str] = {}
+        self.seen_ids: set[str] = set()  # ids the sources set themselves (a memfs export's)
+
+    def plan(self, src: Source, report: SourceReport, now: datetime) -> Plan:
+        """Read `src` once and plan it; only the records to write are kept, by position."""
+        plan = Plan(src, report, now)
+        valid_hashes: list[str] = []
+        for n, rec in enumerate(src.records(src.notes)):
+            report.read += 1
+            if rec.warning:
+                report.warnings.append(rec.warning)
+            try:
+                m = memory_of(rec, src, self.source_tag, self.namespace, now)
+            except InvalidDocumentError as e:
+                report.refuse(rec.location, e.reason)
+                continue
+            h = m.content_hash  # a property: SHA-256 of the content, computed on each use
+            valid_hashes.append(h)
+            if rec.vector is not None:
+                report.vectors_carried += 1
+            if expired(m, now):
+                report.expired += 1
+                continue
+            decision = self._keyed(m, h, report) if m.key is not None else self._plain(rec, m, h, report)
+            if decision is not None:
+                plan.writes[n] = (h, decision or None)
+            self.seen_hashes.add(h)
+        report.records_sha256 = hashlib.sha256("\n".join(sorted(valid_hashes)).encode()).hexdigest()
+        return plan
+
+    def _keyed(self, m: Memory, h: str, report: SourceReport) -> str | None:
+        """A key/value record: "" to write it new, the id of the memory it updates, or None to skip."""
+        k = (m.namespace or DEFAULT_NAMESPACE, m.key)
+        decision: str | None = None
+        if k in self.seen_keys:
+            report.duplicate += 1  # the first source to name a key wins within one import
+        elif k in self.existing_keys:
+            if self.existing_keys[k] == h:
+                report.duplicate += 1
+            else:
+                decision = self.store.catalog.ids_for_key(*k)[0]
+                report.updated += 1
+        else:
+            decision = ""
+            report.new += 1
+        self.seen_keys[k] = h
+        return decision
+
+    def _plain(self, rec: SourceRecord, m: Memory, h: str, report: SourceReport) -> str | None:
+        """A plain record: "" to write it new, or None to skip it."""
+        if "id" in (rec.doc or {}):
+            stored = self.store.catalog.get(m.id)
+            if stored is not None or m.id in self.seen_ids:
+                if (stored.hash if stored is not None else None) == h or (self.dedup and h in self.seen_hashes):
+                    report.duplicate += 1
+                else:
+                    report.refuse(rec.location, f"id {m.id!r} is already used by a memory with other content")
+                return None
+            self.seen_ids.add(m.id)
+        if self.dedup and (h in self.existing_hashes or h in self.seen_hashes):
+            report.duplicate += 1
+            return None
+        report.new += 1
+        return ""
