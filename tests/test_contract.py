@@ -1,8 +1,9 @@
 """The operations contract (memfs.ops.Operations): the same tests against both implementations.
 
 `local` owns the store in this process; `remote` talks to a real owner subprocess (`memfs serve`) over
-its Unix socket. Both must return the same types and raise the same error classes with the same
-messages, so no entry point ever needs to know which one it holds.
+its Unix socket: one owner for the module, its store emptied before each test (fixture `root`). Both
+must return the same types and raise the same error classes with the same messages, so no entry
+point ever needs to know which one it holds.
 """
 
 import os
@@ -40,6 +41,42 @@ def start_owner(root):
     raise AssertionError("owner did not become ready")
 
 
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory):
+    """One owner for the module's remote tests: (its store's root, its socket). An owner per test
+    cost each remote test its start and a model load (~10 s of CI's time)."""
+    root = tmp_path_factory.mktemp("owner") / "store"
+    root.mkdir(parents=True)
+    proc, sock = start_owner(root)
+    yield root, sock
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def emptied(root, sock) -> None:
+    """The owner's store as a new one: every file gone (memories, key/values, hand-dropped and invalid
+    files, backups), the owner told by a reindex; checked through the owner."""
+    for d in (root / "data" / "memories", root / "backups"):
+        for p in d.rglob("*"):
+            if p.is_file():
+                p.unlink()
+    with RemoteOperations(socket=sock) as o:
+        o.reindex()
+        stats = o.stats()
+        assert (stats.memories, stats.invalid_files, o.list_backups().backups) == (0, 0, [])
+
+
+@pytest.fixture
+def root(request, tmp_path):
+    """A new store's root; for a remote test, the module owner's, emptied first."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec and callspec.params.get("ops") == "remote":
+        root, sock = request.getfixturevalue("owner")
+        emptied(root, sock)
+        return root
+    return tmp_path / "store"
+
+
 @pytest.fixture(params=["local", "remote"])
 def ops(request, root):
     if request.param == "local":
@@ -47,13 +84,9 @@ def ops(request, root):
         yield o
         o.close()
         return
-    root.mkdir(parents=True)
-    proc, sock = start_owner(root)
-    o = RemoteOperations(socket=sock)
+    o = RemoteOperations(socket=request.getfixturevalue("owner")[1])
     yield o
     o.close()
-    proc.terminate()
-    assert proc.wait(60) == 0
 
 
 def test_memory_round_trip(ops):

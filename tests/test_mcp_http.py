@@ -53,13 +53,26 @@ async def whole_graph(c) -> tuple[list[dict], list[dict]]:
             return entities, relations
 
 
-@pytest.fixture
-def token_server(root):
+def module_server(tmp_path_factory, name: str, env: dict | None = None):
+    """One `memfs serve` (its owner, its model) for the module's tests, which never look at each
+    other's memories: starting one per test was 5-10 s each of CI's time."""
+    root = tmp_path_factory.mktemp(name) / "store"
     assert run_memfs("--root", str(root), "init").returncode == 0
-    s = Server(root, env={"MEMFS_API_TOKEN": TOKEN})
+    s = Server(root, env=env)
     yield s
     if s.proc.poll() is None:
         assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    yield from module_server(tmp_path_factory, "token", env={"MEMFS_API_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    """Without a token (a server on 127.0.0.1 needs none)."""
+    yield from module_server(tmp_path_factory, "open")
 
 
 def test_remote_agent_needs_the_token_and_memfs_mcp_url_reaches_the_same_store(token_server, tmp_path):
@@ -113,32 +126,33 @@ def test_remote_agent_needs_the_token_and_memfs_mcp_url_reaches_the_same_store(t
     assert not elsewhere.exists()
 
 
-def test_stdio_and_http_sessions_creating_200_entities_each_at_once_lose_nothing(root):
-    assert run_memfs("--root", str(root), "init").returncode == 0
-    server = Server(root)
-    try:
-        async def create(c, prefix: str):
-            for start in range(0, 200, 20):
-                names = [f"{prefix} {i:03d}" for i in range(start, start + 20)]
-                made = await ok(c, "create_entities", {"entities": [
-                    {"name": n, "entityType": prefix, "observations": [f"{n} was made by the {prefix} session"]}
-                    for n in names]})
-                assert len(made["entities"]) == 20
-                made = await ok(c, "create_relations", {"relations": [
-                    {"from": a, "to": b, "relationType": "follows"} for a, b in zip(names[1:], names)]})
-                assert len(made["relations"]) == 19
+def test_stdio_and_http_sessions_creating_200_entities_each_at_once_lose_nothing(open_server):
+    server, root = open_server, open_server.root
 
-        async def both():
-            async with Client(stdio_params("--root", str(root), tools="graph"), read_timeout_seconds=300) as s, \
-                    http_session(server.url) as h:
-                await asyncio.gather(create(s, "stdio"), create(h, "http"))
-                return await whole_graph(h)
-        entities, relations = asyncio.run(both())
-        names = sorted(e["name"] for e in entities)
-        assert names == sorted([f"stdio {i:03d}" for i in range(200)] + [f"http {i:03d}" for i in range(200)])
-        assert len(relations) == 2 * 10 * 19 == len({(r["from"], r["to"]) for r in relations})
-    finally:
-        assert server.stop() == 0
+    async def create(c, prefix: str):
+        for start in range(0, 200, 20):
+            names = [f"{prefix} {i:03d}" for i in range(start, start + 20)]
+            made = await ok(c, "create_entities", {"entities": [
+                {"name": n, "entityType": prefix, "observations": [f"{n} was made by the {prefix} session"]}
+                for n in names]})
+            assert len(made["entities"]) == 20
+            made = await ok(c, "create_relations", {"relations": [
+                {"from": a, "to": b, "relationType": "follows"} for a, b in zip(names[1:], names)]})
+            assert len(made["relations"]) == 19
+
+    async def both():
+        async with Client(stdio_params("--root", str(root), tools="graph"), read_timeout_seconds=300) as s, \
+                http_session(server.url) as h:
+            before = await whole_graph(h)  # what the module's other tests left
+            await asyncio.gather(create(s, "stdio"), create(h, "http"))
+            return before, await whole_graph(h)
+    (old_entities, old_relations), (entities, relations) = asyncio.run(both())
+    names = sorted(e["name"] for e in entities if e not in old_entities)
+    assert names == sorted([f"stdio {i:03d}" for i in range(200)] + [f"http {i:03d}" for i in range(200)])
+    assert len(entities) == len(old_entities) + 400 and all(e in entities for e in old_entities)
+    new = [r for r in relations if r not in old_relations]
+    assert len(new) == 2 * 10 * 19 == len({(r["from"], r["to"]) for r in new})
+    assert len(relations) == len(old_relations) + len(new)
 
 
 HOSTILE = [
@@ -159,32 +173,32 @@ HOSTILE = [
 ]
 
 
-def test_hostile_tool_input_over_http_gets_the_same_refusals_as_over_stdio(root):
-    assert run_memfs("--root", str(root), "init").returncode == 0
-    server = Server(root)
-    try:
-        async def refusals(c) -> list[str]:
-            out = []
-            for name, args in HOSTILE:
-                r = await c.call_tool(name, args)
-                assert r.is_error, (name, args, r.structured_content)
-                out.append(r.content[0].text)
-            return out
+def test_hostile_tool_input_over_http_gets_the_same_refusals_as_over_stdio(open_server):
+    server, root = open_server, open_server.root
 
-        async def both():
-            async with http_session(server.url) as h:
-                over_http = await refusals(h)
-            async with Client(stdio_params("--root", str(root)), read_timeout_seconds=300) as s:
-                over_stdio = await refusals(s)
-            async with http_session(server.url) as h:  # and the server keeps serving
-                await ok(h, "create_entities", {"entities": [{"name": "Still here", "entityType": "t",
-                                                              "observations": []}]})
-                return over_http, over_stdio, await whole_graph(h)
-        over_http, over_stdio, (entities, relations) = asyncio.run(both())
-        assert over_http == over_stdio
-        assert [e["name"] for e in entities] == ["Still here"] and relations == []
-    finally:
-        assert server.stop() == 0
+    async def refusals(c) -> list[str]:
+        out = []
+        for name, args in HOSTILE:
+            r = await c.call_tool(name, args)
+            assert r.is_error, (name, args, r.structured_content)
+            out.append(r.content[0].text)
+        return out
+
+    async def both():
+        async with http_session(server.url) as h:
+            before = await whole_graph(h)  # what the module's other tests left
+            over_http = await refusals(h)
+        async with Client(stdio_params("--root", str(root)), read_timeout_seconds=300) as s:
+            over_stdio = await refusals(s)
+        async with http_session(server.url) as h:  # and the server keeps serving
+            await ok(h, "create_entities", {"entities": [{"name": "Still here", "entityType": "t",
+                                                          "observations": []}]})
+            return over_http, over_stdio, before, await whole_graph(h)
+    over_http, over_stdio, (old_entities, old_relations), (entities, relations) = asyncio.run(both())
+    assert over_http == over_stdio
+    # nothing the refusals were sent made it in: the graph is what it was, and the one entity added after
+    assert [e["name"] for e in entities if e not in old_entities] == ["Still here"]
+    assert len(entities) == len(old_entities) + 1 and sorted(map(str, relations)) == sorted(map(str, old_relations))
 
 
 def test_mcp_keeps_the_body_limit(token_server):

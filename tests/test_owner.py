@@ -33,10 +33,17 @@ def owner_record(root) -> dict:
 
 
 def start_watch(root):
+    """`memfs watch`, once `memfs status` says it is ready. The waiting asks the owner from this process:
+    two `memfs status` processes per poll took a core from the watch starting on CI's two."""
+    from memfs.filestore import Layout
+    from memfs.lifecycle import owner_status
+
     proc = subprocess.Popen([sys.executable, "-m", "memfs", "--root", str(root), "watch"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: owner_record(root).get("started_by") == "watch" and run(root, "status", "--json").returncode == 0
-               and json.loads(run(root, "status", "--json").stdout)["ready"], timeout=120, what="memfs watch ready")
+    wait_until(lambda: owner_record(root).get("started_by") == "watch" and owner_status(Layout(root))[0].ready,
+               timeout=120, what="memfs watch ready")
+    status = run(root, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["ready"], status.stderr
     return proc
 
 

@@ -92,6 +92,16 @@ def server(root):
         assert s.stop() == 0
 
 
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory):
+    """One server for the tests that only need one running (none counts or restores the store's whole
+    content): a server start, and its model load, each of them no longer pays."""
+    s = Server(tmp_path_factory.mktemp("running") / "store")
+    yield s
+    if s.proc.poll() is None:
+        assert s.stop() == 0
+
+
 def memfs_cli(*args, env):
     return subprocess.run([sys.executable, "-m", "memfs", *args], env=env, capture_output=True, text=True, timeout=300)
 
@@ -152,32 +162,33 @@ def test_concurrent_writers(server):
         assert hits[0]["content"] == f"client {n} write {i} token w{n}x{i}y"
 
 
-def test_hand_edit_is_searchable_through_the_server(server):
-    path = server.root / "data" / "memories" / "hand.json"
+def test_hand_edit_is_searchable_through_the_server(running_server):
+    path = running_server.root / "data" / "memories" / "hand.json"
     path.write_text('{"content": "edited by hand in vim about the platypus rota"}')
-    wait_until(lambda: call(server.url + "/search", "POST", {"query": "platypus", "mode": "keyword"})[1]["hits"],
-               timeout=10, what="hand edit searchable")
+    search = {"query": "platypus", "mode": "keyword"}
+    wait_until(lambda: call(running_server.url + "/search", "POST", search)[1]["hits"], timeout=10,
+               what="hand edit searchable")
 
 
-def test_cli_and_manage_data_go_through_the_server(server):
-    env = server.env
-    assert read_owner(server.root / "data" / "memfs.lock")["url"] == server.url
+def test_cli_and_manage_data_go_through_the_server(running_server):
+    env = running_server.env
+    assert read_owner(running_server.root / "data" / "memfs.lock")["url"] == running_server.url
     # The server holds the store's exclusive lock: a command that opened Chroma itself would exit 4.
     r = memfs_cli("add", "added by the CLI through the server", "--json", env=env)
     assert r.returncode == 0, r.stderr
     mid = json.loads(r.stdout)["id"]
-    assert call(server.url + f"/memories/{mid}")[0] == 200
+    assert call(running_server.url + f"/memories/{mid}")[0] == 200
     r = memfs_cli("search", "added by the CLI", "--mode", "keyword", "--json", env=env)
     assert json.loads(r.stdout)["hits"][0]["id"] == mid
     r = memfs_cli("rm", mid, "--json", env=env)
     assert r.returncode == 0 and json.loads(r.stdout) == {"removed": [mid]}, r.stderr
-    assert call(server.url + f"/memories/{mid}")[0] == 404
+    assert call(running_server.url + f"/memories/{mid}")[0] == 404
     mid = json.loads(memfs_cli("add", "added again through the server", "--json", env=env).stdout)["id"]
     r = subprocess.run([sys.executable, str(REPO / "manage_data.py"), "backup", "--json"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert (server.root / json.loads(r.stdout)["backup"]).exists()
-    assert call(server.url + "/health")[0] == 200  # still serving
+    assert (running_server.root / json.loads(r.stdout)["backup"]).exists()
+    assert call(running_server.url + "/health")[0] == 200  # still serving
 
 
 def test_backup_during_writes_restores_with_matching_embeddings(server, tmp_path):
@@ -239,10 +250,10 @@ def test_non_loopback_bind_without_token_is_refused(root):
     assert r.returncode == 2 and "MEMFS_API_TOKEN" in r.stderr
 
 
-def test_second_serve_is_refused_and_says_where(server):
-    r = subprocess.run([sys.executable, "-m", "memfs", "serve", "--port", str(free_port())], env=server.env,
+def test_second_serve_is_refused_and_says_where(running_server):
+    r = subprocess.run([sys.executable, "-m", "memfs", "serve", "--port", str(free_port())], env=running_server.env,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 4 and server.url in r.stderr
+    assert r.returncode == 4 and running_server.url in r.stderr
 
 
 def test_sigterm_releases_lock_and_kill_9_is_taken_over(root):
