@@ -6,7 +6,10 @@
 - round trip: a tool call on `/mcp` of a real `memfs serve` (the SDK's streamable HTTP client, one
   session) ÷ the same operation over the JSON API (httpx, keep-alive), p50 of --calls each, the two
   sides taking turns 20 calls at a time so both see the same load (goal ≤ 1.3). Two operations:
-  memory_get ÷ GET /memories/{id}, and memory_search ÷ POST /search (semantic, k=5).
+  memory_get ÷ GET /memories/{id}, and memory_search ÷ POST /search (semantic, k=5). memory_get also
+  as a bare JSON-RPC POST (httpx, the headers and `_meta` the SDK's client sends at 2026-07-28): the
+  server's /mcp without the SDK client's own work (its streams, its check of every result against the
+  tool's output schema), which any other client (another SDK, a proxy) does its own way.
 - search_nodes recall@5: a graph of hand-written entities (people, offices, projects, tools) with one
   question each that names none of its words, plus --distractors entities of realistic text (CPython's
   help paragraphs); a question scores when its entity is among the first five search_nodes returns.
@@ -102,6 +105,22 @@ def start_serve(root: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("memfs serve did not come up with its model in 300 s")
 
 
+BARE_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+             "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+
+
+async def bare_tool_call(http: httpx2.AsyncClient, i: int, name: str, arguments: dict) -> httpx2.Response:
+    """A tools/call as one POST, without the SDK's client; a JSON-RPC error or a tool error stops the bench."""
+    body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": BARE_META}}
+    r = await http.post("/mcp", json=body, headers={
+        "accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call", "mcp-name": name})
+    answer = r.json()
+    assert r.status_code == 200 and "error" not in answer and not answer["result"].get("isError"), answer
+    return r
+
+
 async def round_trips(url: str, calls: int) -> dict:
     texts = filler_texts(50)
     async with httpx2.AsyncClient(base_url=url, timeout=120) as api, \
@@ -113,6 +132,9 @@ async def round_trips(url: str, calls: int) -> dict:
         ops = {
             "memory_get ÷ GET /memories/{id}": (
                 lambda i: mcp.call_tool("memory_get", {"id": ids[i % len(ids)]}),
+                lambda i: api.get(f"/memories/{ids[i % len(ids)]}")),
+            "memory_get as a bare JSON-RPC POST ÷ GET /memories/{id}": (
+                lambda i: bare_tool_call(api, i, "memory_get", {"id": ids[i % len(ids)]}),
                 lambda i: api.get(f"/memories/{ids[i % len(ids)]}")),
             "memory_search ÷ POST /search (semantic, k=5)": (
                 lambda i: mcp.call_tool("memory_search", {"query": queries[i % 5], "mode": "semantic", "k": 5}),
