@@ -128,16 +128,20 @@ def _kv_doc(value: str, namespace: Any, key: Any, tags: list, meta: dict, times:
 #  "entries": [{key, namespace, value, createdAt, updatedAt, accessCount, hasEmbedding, size}]}.
 def read_swarm_json(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
     doc = ObjectStream(path, "entries")
+    checked = False
     for n, raw, entry in json_items(path, doc):
         if n == 0:
-            _swarm_json_head(path, doc, notes)
+            checked = _swarm_json_head(path, doc, notes)
         loc = f"entries[{n}]" + (f" key={entry.get('key')!r}" if isinstance(entry, dict) else "")
         yield guard(loc, lambda e=entry, raw=raw, loc=loc: _swarm_json_record(e, raw, loc))
-    _swarm_json_head(path, doc, [] if doc.count else notes, complete=True)
+    _swarm_json_head(path, doc, [] if checked else notes, complete=True)
 
 
-def _swarm_json_head(path: Path, doc: ObjectStream, notes: list[str], complete: bool = False) -> None:
-    """Refuse what is not a claude-flow export: at its first entry, and (`complete`) once it is read."""
+def _swarm_json_head(path: Path, doc: ObjectStream, notes: list[str], complete: bool = False) -> bool:
+    """Refuse what is not a claude-flow export: at its first entry if `schema` came before it (the
+    members of an object may come in any order), and (`complete`) once it is read. False: not checked yet."""
+    if not complete and "schema" not in doc.head:
+        return False
     schema = doc.head.get("schema", "")
     if not isinstance(schema, str) or not schema.startswith("ruflo-memory-export/") \
             or (complete and not doc.found_array):
@@ -148,6 +152,7 @@ def _swarm_json_head(path: Path, doc: ObjectStream, notes: list[str], complete: 
     if complete and doc.head.get("count") is not None and doc.head["count"] != doc.count:
         raise SourceError(f"{path}: says {doc.head['count']} entries but holds {doc.count}; the export is "
                           "truncated, nothing was imported")
+    return True
 
 
 def _swarm_json_record(e: Any, raw: bytes, loc: str) -> SourceRecord:
@@ -349,7 +354,12 @@ def read_memfs(path: Path, notes: list[str]) -> Iterator[SourceRecord]:
 
 def _memfs_head(path: Path, doc: ObjectStream, complete: bool = False) -> str | None:
     """The export's model, once its format is checked: at its first memory (a wrong format is refused
-    before anything is parsed further) and (`complete`) once it is read, with the count written last."""
+    before anything is parsed further) and (`complete`) once it is read, with the count written last.
+    memfs writes `format` and `model` before `memories`; a file whose members come in another order
+    (re-serialized with sorted keys, say) is checked once read, and the vectors of records read before
+    `model` are proven by embedding their text instead of by their embedding_sha256."""
+    if not complete and "format" not in doc.head:
+        return None
     fmt = doc.head.get("format", "")
     if not isinstance(fmt, str) or not fmt.startswith("memfs.export/") or (complete and not doc.found_array):
         raise SourceError(f"{path}: not a memfs export (needs format 'memfs.export/1' and memories[])")

@@ -147,6 +147,30 @@ def test_an_integer_beyond_64_bits_in_a_json_export_refuses_that_record(tmp_path
         assert r.invalid_records[0].location == "memories[1]" and "beyond 64 bits" in r.invalid_records[0].reason
 
 
+def test_an_export_whose_members_come_in_another_order_still_imports(tmp_path):
+    """Streaming reads an object's members in the file's order; JSON leaves that order free. An export
+    re-serialized with sorted keys (`model` after `memories`) and one with `memories` first (told its
+    format) import whole, as they did when a file was read at once: the format is checked once the file
+    is read, and vectors met before `model` are proven by embedding their text."""
+    data = orjson.loads(write_export(tmp_path / "export.json", 5).read_bytes())
+    sorted_keys = tmp_path / "sorted.json"
+    sorted_keys.write_bytes(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+    memories_first = tmp_path / "memories-first.json"
+    memories_first.write_bytes(orjson.dumps({"memories": data["memories"], "format": data["format"],
+                                             "model": data["model"], "count": 5}))
+    for path, fmt in ((sorted_keys, "auto"), (memories_first, "memfs")):
+        with MemoryStore.open(tmp_path / f"store-{path.stem}", create=True, embedder=OneHotFakeEmbedder()) as s:
+            r = importers.import_sources(s, [path], format=fmt).sources[0]
+            assert (r.format, r.new, r.invalid, r.vectors_reused) == ("memfs", 5, 0, 0)
+            assert s.catalog.count() == 5 == s.vectors.count()
+    wrong = tmp_path / "wrong.json"
+    wrong.write_bytes(orjson.dumps({"memories": data["memories"], "format": "other/1"}))
+    with MemoryStore.open(tmp_path / "store-wrong", create=True, embedder=OneHotFakeEmbedder()) as s:
+        with pytest.raises(SourceError, match="not a memfs export"):
+            importers.import_sources(s, [wrong], format="memfs")
+        assert s.catalog.count() == 0
+
+
 # -- the JSON reader ------------------------------------------------------------------------------------
 
 CASES = [
