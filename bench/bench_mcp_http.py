@@ -105,17 +105,21 @@ def start_serve(root: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("memfs serve did not come up with its model in 300 s")
 
 
-BARE_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
-             "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+def tool_call(i: int, name: str, arguments: dict) -> tuple[dict, bytes]:
+    """A tools/call as the SDK's client sends it at protocol 2026-07-28: its headers and its body."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": name}
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+    body = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name, "arguments": arguments,
+                                                                          "_meta": meta}}
+    return headers, json.dumps(body).encode()
 
 
 async def bare_tool_call(http: httpx2.AsyncClient, i: int, name: str, arguments: dict) -> httpx2.Response:
     """A tools/call as one POST, without the SDK's client; a JSON-RPC error or a tool error stops the bench."""
-    body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments, "_meta": BARE_META}}
-    r = await http.post("/mcp", json=body, headers={
-        "accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28",
-        "mcp-method": "tools/call", "mcp-name": name})
+    headers, body = tool_call(i, name, arguments)
+    r = await http.post("/mcp", content=body, headers=headers)
     answer = r.json()
     assert r.status_code == 200 and "error" not in answer and not answer["result"].get("isError"), answer
     return r

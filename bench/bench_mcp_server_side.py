@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench_mcp_http import tool_call  # the request the SDK's client sends, as the end-to-end bench sends it
 from memfs.http.app import create_app
 from memfs.local import LocalOperations
-
-HEADERS = {"host": "127.0.0.1", "content-type": "application/json", "accept": "application/json, text/event-stream",
-           "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "memory_get"}
-META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
 
 
 def scope(method: str, path: str, headers: dict) -> dict:
@@ -35,9 +30,9 @@ def scope(method: str, path: str, headers: dict) -> dict:
             "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80)}
 
 
-async def call(app, method: str, path: str, body: bytes = b"") -> float:
+async def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> float:
     """One request through the app; its time in seconds (a non-200 answer stops the bench)."""
-    headers = {**HEADERS, "content-length": str(len(body))} if body else {"host": "127.0.0.1"}
+    headers = {"host": "127.0.0.1", **(headers or {})} | ({"content-length": str(len(body))} if body else {})
     delivered, out = False, []
 
     async def receive():
@@ -74,9 +69,8 @@ async def measure(app, memory_id: str, calls: int) -> dict[str, float]:
                     if side == "api":
                         t = await call(app, "GET", f"/memories/{memory_id}")
                     else:
-                        body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
-                            "name": "memory_get", "arguments": {"id": memory_id}, "_meta": META}}).encode()
-                        t = await call(app, "POST", "/mcp", body)
+                        headers, body = tool_call(i, "memory_get", {"id": memory_id})
+                        t = await call(app, "POST", "/mcp", body, headers)
                     if block >= 0:
                         times[side].append(t)
     return {side: statistics.median(ts) * 1000 for side, ts in times.items()}
