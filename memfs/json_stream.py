@@ -126,10 +126,25 @@ class _Reader:
             if not self.fill():
                 return None
 
-    def take(self, char: bytes) -> None:
+    def skip(self, char: bytes) -> bool:
+        """Consume `char` if it comes next (after white space); whether it did."""
         if self.peek() != char[0]:
-            raise self.error(f"expected {char.decode()!r}")
+            return False
         self.pos += 1
+        return True
+
+    def take(self, char: bytes) -> None:
+        if not self.skip(char):
+            raise self.error(f"expected {char.decode()!r}")
+
+    def ended(self, end: bytes) -> bool:
+        """After a member or an element: True at `end` (the object or array closes), False at a comma
+        (another follows); both consumed. Anything else is an error."""
+        if self.skip(end):
+            return True
+        if not self.skip(b","):
+            raise self.error(f"expected ',' or {end.decode()!r}")
+        return False
 
     def value(self, element: bool = False) -> tuple[bytes, Any]:
         """(text, value) of the next JSON value; `element`: try element_at's candidates first."""
@@ -166,9 +181,7 @@ class ObjectStream:
         with open(self.path, "rb") as f:
             r = _Reader(f)
             r.take(b"{")
-            if r.peek() == ord("}"):
-                r.pos += 1
-            else:
+            if not r.skip(b"}"):
                 yield from self._members(r)
             if r.peek() is not None:
                 raise r.error("more text after the JSON object")
@@ -179,32 +192,20 @@ class ObjectStream:
                 raise r.error("expected a member name")
             _, name = r.value()
             r.take(b":")
-            if name == self.array and r.peek() == ord("["):
-                r.pos += 1
+            if name == self.array and r.skip(b"["):
                 self.found_array = True
                 yield from self._elements(r)
             else:
                 self.head[name] = r.value()[1]
-            after = r.peek()
-            r.pos += 1
-            if after == ord("}"):
+            if r.ended(b"}"):
                 return
-            if after != ord(","):
-                r.pos -= 1
-                raise r.error("expected ',' or '}'")
 
     def _elements(self, r: _Reader) -> Iterator[tuple[int, bytes, Any]]:
-        if r.peek() == ord("]"):
-            r.pos += 1
+        if r.skip(b"]"):
             return
         while True:
             raw, value = r.value(element=True)
             yield self.count, raw, value
             self.count += 1
-            after = r.peek()
-            r.pos += 1
-            if after == ord("]"):
+            if r.ended(b"]"):
                 return
-            if after != ord(","):
-                r.pos -= 1
-                raise r.error("expected ',' or ']'")
