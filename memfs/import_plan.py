@@ -121,7 +121,7 @@ class Planner:
         self.existing_keys = store.catalog.key_hashes()
         self.seen_hashes: set[str] = set()
         self.seen_keys: dict[tuple[str, str], str] = {}
-        self.seen_ids: set[str] = set()  # ids the sources set themselves (a memfs export's)
+        self.seen_ids: dict[str, str] = {}  # id -> content hash, for ids the sources set (a memfs export's)
 
     def plan(self, src: Source, report: SourceReport, now: datetime) -> Plan:
         """Read `src` once and plan it; only the records to write are kept, by position."""
@@ -172,13 +172,15 @@ class Planner:
         """A plain record: "" to write it new, or None to skip it."""
         if "id" in (rec.doc or {}):
             stored = self.store.catalog.get(m.id)
-            if stored is not None or m.id in self.seen_ids:
-                if (stored.hash if stored is not None else None) == h or (self.dedup and h in self.seen_hashes):
+            known = stored.hash if stored is not None else self.seen_ids.get(m.id)
+            if known is not None:
+                # The same id with the same content is the same memory again, --no-dedup or not.
+                if known == h or (self.dedup and h in self.seen_hashes):
                     report.duplicate += 1
                 else:
                     report.refuse(rec.location, f"id {m.id!r} is already used by a memory with other content")
                 return None
-            self.seen_ids.add(m.id)
+            self.seen_ids[m.id] = h
         if self.dedup and (h in self.existing_hashes or h in self.seen_hashes):
             report.duplicate += 1
             return None

@@ -278,6 +278,16 @@ def test_export_then_import_into_an_empty_store_gives_the_same_memories(store, t
         again = importers.import_sources(fresh, [out]).sources[0]
         assert (again.new, again.duplicate) == (0, 3)
 
+    # One record twice in a file (same id, same content) is the same memory twice, --no-dedup or not:
+    # a duplicate, not an id "used by a memory with other content".
+    doubled = orjson.loads(out.read_bytes())
+    doubled["memories"].append(doubled["memories"][0])
+    doubled["count"] += 1
+    (tmp_path / "doubled.json").write_bytes(orjson.dumps(doubled))
+    with MemoryStore.open(tmp_path / "empty2", create=True) as fresh:
+        r = importers.import_sources(fresh, [tmp_path / "doubled.json"], dedup=False).sources[0]
+        assert (r.new, r.duplicate, r.invalid) == (3, 1, 0)
+
 
 def test_mms_export_has_what_mcp_memory_service_importer_reads_and_comes_back(store, tmp_path):
     """mcp-memory-service cannot be installed here (torch/sqlite-vec/MCP stack); this replays the field
