@@ -22,8 +22,11 @@ say() { echo "docker-offline: $*" >&2; }
 
 # 1. The base image: Debian bookworm minbase with python3 and a venv at /opt/venv on PATH (pip
 #    installs there, as it does into /usr/local on python:3.11-slim).
+# Built under umask 022 whatever the caller's: the image runs as uid 1000, which must read and run
+# what root installs (under 077, /opt/venv was 0700 and the container found no python).
 if ! docker image inspect "$base" >/dev/null 2>&1; then
     if [ ! -f "$cache/base-rootfs.tar" ]; then
+        umask 022
         say "debootstrap bookworm (once; a few minutes)"
         rootfs="$cache/rootfs.tmp"
         rm -rf "$rootfs"
