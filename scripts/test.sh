@@ -59,8 +59,14 @@ stop_dockerd() {
     return 0
 }
 trap stop_dockerd EXIT
+# Test files run on two workers side by side (pytest-xdist, --dist loadfile: a file's tests stay
+# together, in order, in one worker, so module fixtures such as a shared owner are made once). Most of
+# the suite's time is spent waiting on what the tests start (owners, servers, containers, a browser),
+# not on the CPU. MEMFS_TEST_WORKERS=1 runs every file in this one process, one test at a time.
+workers="${MEMFS_TEST_WORKERS:-2}"
+if [ "$workers" = 1 ]; then dist=(-p no:xdist); else dist=(-n "$workers" --dist loadfile); fi
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "${dist[@]}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
