@@ -11,8 +11,10 @@ duplicates when the import is run again).
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import numpy as np
 import orjson
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 # content, 64 KiB of metadata each) is not gigabytes.
 BATCH = 1024
 BATCH_CHARS = 4_000_000
+T = TypeVar("T")
+
 # Cosine similarity above which a source vector counts as this model's (same text, same model: ~1.0;
 # another model of the same size: far lower, or a different dimension altogether).
 SAME_MODEL_MIN_COSINE = 0.98
@@ -109,6 +113,50 @@ def check_vectors(store: "MemoryStore", carried: list[tuple[SourceRecord, str, s
     return vectors, tally
 
 
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, produced on a thread one ahead of the caller: the second reading parses the next batch
+    while add_many writes this one (most of which waits on the disk, without the GIL). An error the
+    producer meets is raised here, after the items before it, as reading in line would. When the
+    caller stops early (an error of its own), the producer stops at its next item and `items` is
+    closed on its own thread (a source's file or database connection is closed there)."""
+    ready: queue.Queue = queue.Queue(1)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as e:  # handed to the caller, which raises it
+            put(e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="memfs-import-read", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
+
+
 @dataclass
 class _Pending:
     report: SourceReport
@@ -117,6 +165,7 @@ class _Pending:
     content: str
     memory: Memory | None  # for an update only
     updates: str | None  # the id of the memory this record rewrites; None: a new memory
+    chars: int  # of content and metadata: what a batch is measured in
 
 
 class BatchWriter:
@@ -131,38 +180,49 @@ class BatchWriter:
         self.progress = progress
         self.total = sum(len(p.writes) for p in plans)
         self.done = 0
-        self.pending: list[_Pending] = []
-        self.pending_chars = 0
         self.tallies = {id(p.report): VectorTally() for p in plans}
 
     def run(self) -> None:
         try:
-            for plan in self.plans:
-                if plan.writes:
-                    self._read(plan)
-            self._flush()
+            for batch in read_ahead(self._batches()):
+                self._flush(batch)
         finally:  # what was proven so far is reported, also when a batch failed
             for plan in self.plans:
                 tally = self.tallies[id(plan.report)]
                 plan.report.vectors_reused = tally.reused
                 plan.report.vector_check = tally.verdict(self.store.embedder.model_id, self.store.embedder.dim)
 
-    def _read(self, plan: Plan) -> None:
+    def _batches(self) -> Iterator[list[_Pending]]:
+        """The planned records of every source, read again and checked, BATCH records or BATCH_CHARS
+        characters at a time; a batch runs on from one source into the next."""
+        batch: list[_Pending] = []
+        chars = 0
+        for plan in self.plans:
+            for p in self._read(plan) if plan.writes else ():
+                batch.append(p)
+                chars += p.chars
+                if len(batch) >= BATCH or chars >= BATCH_CHARS:
+                    yield batch
+                    batch, chars = [], 0
+        if batch:
+            yield batch
+
+    def _read(self, plan: Plan) -> Iterator[_Pending]:
         src, left = plan.source, len(plan.writes)
         for n, rec in enumerate(src.records()):
             planned = plan.writes.get(n)
             if planned is None:
                 continue
-            self._take(plan, rec, *planned)
+            yield self._take(plan, rec, *planned)
             left -= 1
             if not left:
                 return
         raise SourceError(f"{src.path} changed while it was imported (it holds fewer records than before); "
                           "run the import again")
 
-    def _take(self, plan: Plan, rec: SourceRecord, planned_hash: str, updates: str | None) -> None:
-        """Queue a planned record, once it is checked to be what the first reading planned; a new one
-        is parsed into a memory once, by add_many (the first reading checked it whole)."""
+    def _take(self, plan: Plan, rec: SourceRecord, planned_hash: str, updates: str | None) -> _Pending:
+        """A planned record, once it is checked to be what the first reading planned; a new one is
+        parsed into a memory once, by add_many (the first reading checked it whole)."""
         doc = None if rec.error else apply_options(rec, plan.source, self.source_tag, self.namespace)
         content = doc.get("content") if doc else None
         if not isinstance(content, str) or documents.content_hash(content) != planned_hash:
@@ -176,15 +236,10 @@ class BatchWriter:
                 memory = memory_of(rec, plan.source, self.source_tag, self.namespace, plan.begun)
             except InvalidDocumentError as e:
                 raise SourceError(f"{plan.source.path} changed while it was imported ({rec.location}: {e.reason})")
-        self.pending.append(_Pending(plan.report, rec, planned_hash, content, memory, updates))
-        self.pending_chars += len(content) + len(orjson.dumps(doc.get("metadata")))
-        if len(self.pending) >= BATCH or self.pending_chars >= BATCH_CHARS:
-            self._flush()
+        return _Pending(plan.report, rec, planned_hash, content, memory, updates,
+                        len(content) + len(orjson.dumps(doc.get("metadata"))))
 
-    def _flush(self) -> None:
-        batch, self.pending, self.pending_chars = self.pending, [], 0
-        if not batch:
-            return
+    def _flush(self, batch: list[_Pending]) -> None:
         self._seed_vectors(batch)
         new = [p for p in batch if p.updates is None]
         offset = self.done

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,53 @@ def test_a_source_changed_between_the_readings_stops_the_import(tmp_path, monkey
         assert s.catalog.count() == 20  # the two batches before the changed record
         record = migrations.history(s.layout)[0]
         assert record["status"] == "failed" and "changed while it was imported" in record["error"]
+
+
+def test_a_write_that_fails_mid_import_stops_the_reading_thread(tmp_path, monkeypatch):
+    """The second reading runs a batch ahead on its own thread (import_write.read_ahead); when a write
+    fails (here the second add_many, as a full disk would), the error is the import's and the reader
+    stops and closes the source: no thread is left reading."""
+    monkeypatch.setattr(import_write, "BATCH", 10)
+    src = write_export(tmp_path / "export.json", 60)
+    with MemoryStore.open(tmp_path / "store", create=True, embedder=OneHotFakeEmbedder()) as s:
+        add_many, calls = s.add_many, []
+
+        def fail_second(docs, **kw):
+            calls.append(len(docs))
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            return add_many(docs, **kw)
+
+        monkeypatch.setattr(s, "add_many", fail_second)
+        with pytest.raises(OSError, match="No space left"):
+            importers.import_sources(s, [src])
+        assert calls == [10, 10] and s.catalog.count() == 10
+        assert not [t for t in threading.enumerate() if t.name == "memfs-import-read"]
+        assert migrations.history(s.layout)[0]["status"] == "failed"
+
+
+def test_read_ahead_keeps_order_raises_after_the_items_before_and_closes_early(tmp_path):
+    def items(n, fail_at=None, closed=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError(f"bad item {i}")
+                yield i
+        finally:
+            if closed is not None:
+                closed.append(threading.current_thread().name)
+
+    assert list(import_write.read_ahead(items(100))) == list(range(100))
+    got = []
+    with pytest.raises(ValueError, match="bad item 5"):
+        for i in import_write.read_ahead(items(10, fail_at=5)):
+            got.append(i)
+    assert got == [0, 1, 2, 3, 4]
+    closed: list[str] = []
+    ahead = import_write.read_ahead(items(10 ** 6, closed=closed))
+    assert next(ahead) == 0
+    ahead.close()  # the caller stops early: the producer stops and closes `items` on its own thread
+    assert closed == ["memfs-import-read"]
 
 
 def test_a_truncated_or_broken_json_export_imports_nothing(tmp_path):
