@@ -1,5 +1,6 @@
 """An import's second pass (issue #25): read each source again and write what the first pass planned
-(memfs.import_plan), a batch at a time, so memory holds one batch whatever the sources' size.
+(memfs.import_plan), a batch at a time, so memory holds a few batches whatever the sources' size:
+the one being written, and the next, read ahead on a thread meanwhile (`read_ahead`).
 
 For each batch: the vectors its records carry are proven record by record (`check_vectors`) and
 seeded in the embedding cache, so `add_many` embeds only what is left; the new memories go through
@@ -28,14 +29,14 @@ from .source_records import SourceError, SourceRecord
 if TYPE_CHECKING:
     from .store import MemoryStore
 
+T = TypeVar("T")
+
 # A batch ends at BATCH records or BATCH_CHARS characters of content and metadata, whichever comes
 # first: enough to keep the model's pipeline full (rounds of 256), little enough that a batch of
 # ordinary records with their vectors is a few MB, and one of big records (256 Ki characters of
 # content, 64 KiB of metadata each) is not gigabytes.
 BATCH = 1024
 BATCH_CHARS = 4_000_000
-T = TypeVar("T")
-
 # Cosine similarity above which a source vector counts as this model's (same text, same model: ~1.0;
 # another model of the same size: far lower, or a different dimension altogether).
 SAME_MODEL_MIN_COSINE = 0.98
