@@ -384,7 +384,7 @@ def test_mcp_no_daemon_owns_the_store_in_its_own_process(tmp_path):
 def test_every_memfs_variable_the_docs_name_is_read_somewhere():
     """#19 item 7: docs/DESIGN.md documented MEMFS_CHROMA_URL, which nothing read. Every MEMFS_
     variable named in README.md or docs/ is read by memfs/, docker/ or manage_data.py (or, for the
-    test suite's own knobs, by tests/), or the docs say it is gone."""
+    test suite's own knobs, by tests/ or scripts/), or the docs say it is gone."""
     import re
 
     top = Path(__file__).resolve().parent.parent
@@ -393,7 +393,7 @@ def test_every_memfs_variable_the_docs_name_is_read_somewhere():
         for line in doc.read_text().splitlines():
             for name in re.findall(r"\bMEMFS_[A-Z0-9_]*[A-Z0-9]\b", line):
                 named.setdefault(name, line)
-    readers = [p for d in ("memfs", "docker", "tests") for p in (top / d).rglob("*") if p.is_file()
+    readers = [p for d in ("memfs", "docker", "tests", "scripts") for p in (top / d).rglob("*") if p.is_file()
                and p.suffix in (".py", ".sh", ".yml", "") and p.name != Path(__file__).name]
     code = "\n".join(p.read_text(errors="replace") for p in [*readers, top / "manage_data.py"])
     unread = {n: line for n, line in named.items() if n not in code and "not supported" not in line
