@@ -143,7 +143,7 @@ def test_a_write_that_fails_mid_import_stops_the_reading_thread(tmp_path, monkey
         assert migrations.history(s.layout)[0]["status"] == "failed"
 
 
-def test_read_ahead_keeps_order_raises_after_the_items_before_and_closes_early(tmp_path):
+def test_read_ahead_keeps_order_raises_after_the_items_before_and_closes_early():
     def items(n, fail_at=None, closed=None):
         try:
             for i in range(n):
