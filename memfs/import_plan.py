@@ -119,6 +119,7 @@ class Planner:
         self.namespace = namespace
         self.existing_hashes = store.catalog.hashes()
         self.existing_keys = store.catalog.key_hashes()
+        self.existing_ids = store.catalog.ids()  # one query, not one per record that names its id
         self.seen_hashes: set[str] = set()
         self.seen_keys: dict[tuple[str, str], str] = {}
         self.seen_ids: dict[str, str] = {}  # id -> content hash, for ids the sources set (a memfs export's)
@@ -171,7 +172,7 @@ class Planner:
     def _plain(self, rec: SourceRecord, m: Memory, h: str, report: SourceReport) -> str | None:
         """A plain record: "" to write it new, or None to skip it."""
         if "id" in (rec.doc or {}):
-            stored = self.store.catalog.get(m.id)
+            stored = self.store.catalog.get(m.id) if m.id in self.existing_ids else None
             known = stored.hash if stored is not None else self.seen_ids.get(m.id)
             if known is not None:
                 # The same id with the same content is the same memory again, --no-dedup or not.

@@ -146,6 +146,48 @@ def test_a_number_beyond_64_bits_is_found_wherever_json_lets_one_start(text):
     assert loads_exact('{"h": "e1234567890123456789012f", "n": 1234567890123456789}')["n"] == 1234567890123456789
 
 
+def test_the_quick_scan_misses_no_long_integer_in_generated_json():
+    """The scan that decides whether to re-parse exactly must flag every text holding an integer beyond
+    64 bits, whatever the white space, signs, nesting and neighbours (strings of digits, hex, floats
+    with long fractions, like an export's vectors)."""
+    import json
+    import random
+
+    from memfs.source_records import MAX_EXACT_INT, MIN_EXACT_INT, _may_hold_long_int
+
+    rng = random.Random(7)
+
+    def number():
+        digits = rng.choice([1, 5, 18, 19, 20, 21, 30])
+        n = int("".join(rng.choice("123456789") + "".join(rng.choice("0123456789") for _ in range(digits - 1))))
+        return -n if rng.random() < 0.5 else n
+
+    def value(depth=0):
+        kind = rng.choice(["int", "float", "str", "hex", "list", "obj"] if depth < 3 else ["int", "float", "str"])
+        if kind == "int":
+            return number()
+        if kind == "float":
+            return rng.choice([-1, 1]) * rng.random() * 10 ** rng.randint(-8, 3)
+        if kind == "str":
+            return f"{rng.choice(['', ' ', '-'])}{number()} words {rng.randint(0, 10 ** 25)}"
+        if kind == "hex":
+            return "".join(rng.choice("0123456789abcdef") for _ in range(64))
+        if kind == "list":
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {f"k{i}": value(depth + 1) for i in range(rng.randint(0, 4))}
+
+    found = 0
+    for _ in range(3000):
+        text = json.dumps(value(), indent=rng.choice([None, 0, 1, "\t"]),
+                          separators=rng.choice([(",", ":"), (", ", ": "), (" , ", " :  ")]))
+        longs = []
+        json.loads(text, parse_int=lambda t: longs.append(t) if not MIN_EXACT_INT <= int(t) <= MAX_EXACT_INT else 0)
+        if longs:
+            found += 1
+            assert _may_hold_long_int(text.encode()), text
+    assert found > 300  # the generator makes plenty of them
+
+
 # -- vectors: proven for every record reused ----------------------------------------------------------
 
 
