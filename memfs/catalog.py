@@ -349,8 +349,10 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         return self._entries(self.db.execute(
             f"SELECT {COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
 
-    def has_unsynced(self) -> bool:
-        return self.db.execute("SELECT 1 FROM docs WHERE synced_fp IS NOT vec_fp LIMIT 1").fetchone() is not None
+    def has_unsynced(self, excluding: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+        """Some row waits for its vector, other than those `excluding` names."""
+        rows = self.db.execute("SELECT id FROM docs WHERE synced_fp IS NOT vec_fp LIMIT ?", (len(excluding) + 1,))
+        return any(r[0] not in excluding for r in rows)
 
     def unsynced_paths(self) -> list[tuple[str, str, bool]]:
         """(id, path, never synced) of the rows unsynced() would return, without their content."""

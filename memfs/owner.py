@@ -94,6 +94,9 @@ class Owner:
             from .watcher import Watcher
 
             self.watcher = Watcher(self.store, polling=self.polling, reconcile_every=self.reconcile_every).start()
+            # An owner serves agents' single stores: each returns once searchable, and the Chroma
+            # upserts of several follow as one (VectorWriter.defer; the rows stay unsynced till then).
+            self.store.writer.defer = True
         elif self.level_on_open:
             # Pick up hand edits made since the last run; kept for the command's own report.
             self.opened_report = self.store.reconcile(verify_vectors=False)

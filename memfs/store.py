@@ -9,6 +9,7 @@ writes to memfs.vector_writes, searches to memfs.ranking, and reconcile to memfs
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -110,6 +111,10 @@ class MemoryStore:
                    lock if owned else None)
 
     def close(self) -> None:
+        try:
+            self.writer.close()  # deferred upserts written first (it takes the state lock itself)
+        except Exception:  # they stay unsynced in the catalog: the next open's reconcile writes them
+            logging.getLogger("memfs").exception("writing the deferred vectors at close failed")
         with self._mutex:
             try:
                 self.vectors.close()
@@ -184,7 +189,7 @@ class MemoryStore:
                         self.catalog.put(m, rel, self._state(rel))
                 rels.extend(batch_rels)
 
-        self.writer.write(memories, progress, meanwhile=write_files, phase="add")
+        self.writer.write(memories, progress, meanwhile=write_files, phase="add", may_defer=True)
         return rels
 
     def _existing_with_content(self, h: str) -> AddResult | None:
@@ -232,7 +237,7 @@ class MemoryStore:
         atomic_write(self.layout.memories / rel, new.to_bytes())
         with self.catalog.transaction():
             self.catalog.put(new, rel, self._state(rel))
-        self.writer.write([new])
+        self.writer.write([new], may_defer=True)
 
     def remove(self, mem_id: str) -> Memory:
         """Delete the memory's file and its index entries. Returns what was removed."""
@@ -383,7 +388,9 @@ class MemoryStore:
                                    reread=reread, embed=embed)
 
     def pending_vectors(self) -> list[tuple[str, str, bool]]:
-        """(id, path, new) of every row whose vector is missing or out of date; `new`: it never had one."""
+        """(id, path, new) of every row whose vector is missing or out of date; `new`: it never had one.
+        A row whose vector is searchable and only its Chroma upsert deferred (VectorWriter.defer) is not
+        listed."""
         return self.writer.pending()
 
     def embed_pending(self, ids: list[str], *, round_size: int = BULK_BATCH,

@@ -2,13 +2,15 @@
 
 The catalog marks a row unsynced when its memory is written; this module encodes what the embedding
 cache lacks (off the state lock, at a lower CPU priority than requests), upserts the rows' vectors
-and marks them synced. It also keeps `lagging` (some rows still wait for their vectors), checks
+and marks them synced. With `defer` on (an owner), a small write returns once its vectors are cached
+and searchable, and their Chroma upsert follows, gathered with other writes' (`_defer`, `flush_soon`). It also keeps `lagging` (some rows still wait for their vectors), checks
 Chroma's id set against the catalog's, and rebuilds the vector index from the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -32,6 +34,15 @@ BULK_BATCH = 256
 SYNC_ROUND = 64
 # How much lower the model's encoding runs than request threads (_yield_to_requests).
 EMBED_NICE = 10
+# With `defer` on, a write of up to DEFER_MAX memories leaves its Chroma upsert to the flusher thread,
+# which gathers the rows of writes in a row into one upsert: when DEFER_ROWS are waiting, or the oldest
+# has waited DEFER_SECONDS. Chroma's upsert costs ~10 ms of CPU for one vector and ~1 ms each in a
+# round of 16 (issue #26: a quarter of a single store's time).
+DEFER_MAX = 16
+DEFER_ROWS = 32
+DEFER_SECONDS = 0.5
+
+log = logging.getLogger("memfs")
 
 
 def _yield_to_requests() -> None:
@@ -56,18 +67,31 @@ class VectorWriter:
         self.embedder = embedder
         self.mutex = mutex
         self._embed_lock = threading.Lock()  # never take the state lock while holding it
+        # Deferred upserts (`defer`, set by an owner): ids whose vectors are cached and in the exact
+        # search's in-memory copy, so searches find them, but not yet in Chroma. Their catalog rows stay
+        # unsynced until the flusher has upserted them: a crash before then is repaired by reconcile,
+        # from the cache, like any unsynced row.
+        self.defer = False
+        self._soon: set[str] = set()
+        self._soon_since = 0.0  # time.monotonic() when the oldest of _soon was deferred
+        self._soon_cond = threading.Condition()
+        self._flusher: threading.Thread | None = None
+        self._closing = False
         # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.lagging = catalog.has_unsynced()
 
     def refresh_lag(self) -> None:
-        """Note whether rows still wait for their vectors; the caller holds the state lock."""
-        self.lagging = self.catalog.has_unsynced()
+        """Note whether rows still wait for their vectors; the caller holds the state lock. A row
+        waiting only for its deferred upsert is searchable already, so it does not count."""
+        with self._soon_cond:
+            soon = set(self._soon)
+        self.lagging = self.catalog.has_unsynced(excluding=soon)
 
     def write(self, memories: Sequence[Memory] | None, progress: Progress | None = None, *,
               meanwhile: Callable[[], None] | None = None, phase: str = "embed",
               report: ReconcileReport | None = None, round_size: int = BULK_BATCH,
-              keep_going: Callable[[], bool] | None = None) -> int:
+              keep_going: Callable[[], bool] | None = None, may_defer: bool = False) -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
         Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
@@ -78,10 +102,14 @@ class VectorWriter:
         The caller holds the state lock; it is let go while this thread waits for the model (issue
         #14, finding 4), so what is upserted is read again from the catalog once it is taken back:
         a row changed meanwhile is never marked synced with an old vector.
+
+        `may_defer`: a request's own write (add, update), which with `defer` on and up to DEFER_MAX
+        memories returns once they are searchable, their Chroma upsert following (`_defer`).
         """
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
+        defer = may_defer and self.defer and len(memories) <= DEFER_MAX and self.vectors.mirror_loaded
         rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
         todo = self._uncached_per_round(rounds)
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
@@ -104,7 +132,8 @@ class VectorWriter:
                         encoded_now = future.result()
                     if report is not None:
                         report.embedded += encoded_now
-                written += self._sync([m.id for m in batch], report)
+                ids = [m.id for m in batch]
+                written += self._defer(ids, report) if defer else self._sync(ids, report)
                 if progress:
                     progress(phase, written, len(memories))
             return written
@@ -164,9 +193,67 @@ class VectorWriter:
                     written += len(part)
         return written
 
+    def _defer(self, ids: list[str], report: ReconcileReport | None) -> int:
+        """Make these rows searchable now (the in-memory copy) and leave Chroma to the flusher; rows
+        whose vectors are not all cached take the usual way. The caller holds the state lock."""
+        entries = self.catalog.unsynced_among(ids)
+        vectors = self.catalog.cached_vectors(self.embedder.model_id, (e.hash for e in entries))
+        if not entries or any(e.hash not in vectors for e in entries) or not self.vectors.mirror_upsert(
+                [e.memory for e in entries], np.stack([vectors[e.hash] for e in entries])):
+            return self._sync(ids, report)
+        with self._soon_cond:
+            if not self._soon:
+                self._soon_since = time.monotonic()
+            self._soon.update(e.memory.id for e in entries)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="memfs-upsert", daemon=True)
+                self._flusher.start()
+            self._soon_cond.notify_all()
+        return len(entries)
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._soon_cond:
+                while not self._closing:
+                    if not self._soon:
+                        self._soon_cond.wait()
+                        continue
+                    left = self._soon_since + DEFER_SECONDS - time.monotonic()
+                    if len(self._soon) >= DEFER_ROWS or left <= 0:
+                        break
+                    self._soon_cond.wait(left)
+                if self._closing and not self._soon:
+                    return
+            self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Upsert the deferred rows into Chroma now (takes the state lock). A failure leaves them
+        unsynced in the catalog, where the watcher's embedder or the next reconcile finds them."""
+        with self.mutex:
+            with self._soon_cond:
+                ids = sorted(self._soon)
+                self._soon.clear()
+            if ids:
+                try:
+                    self._sync(ids)
+                except Exception:
+                    log.exception("writing %d deferred vector(s) to Chroma failed; they stay unsynced, for "
+                                  "the embedder or the next reconcile", len(ids))
+
+    def close(self) -> None:
+        """Stop the flusher once it has written what was deferred. Call without the state lock."""
+        with self._soon_cond:
+            self._closing = True
+            self._soon_cond.notify_all()
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join()
+        self.flush_soon()
+
     def verify(self, report: ReconcileReport, progress: Progress | None, embed: bool = True) -> None:
         """Check Chroma's id set against the catalog's: orphans go, missing rows are (re)embedded
         unless `embed` is False. The caller holds the state lock."""
+        self.flush_soon()  # a deferred row is not missing: it is on its way
         in_chroma = self.vectors.ids()
         in_catalog = self.catalog.ids()
         missing = in_catalog - in_chroma
@@ -180,9 +267,14 @@ class VectorWriter:
                 report.vectors_written += self.write(None, progress=progress, report=report)
 
     def pending(self) -> list[tuple[str, str, bool]]:
-        """MemoryStore.pending_vectors."""
+        """MemoryStore.pending_vectors, without the rows whose deferred upsert is on its way: they are
+        searchable already, and the flusher writes them (the watcher's embedder taking them again
+        would only defer them again, round after round)."""
         with self.mutex:
-            return self.catalog.unsynced_paths()
+            rows = self.catalog.unsynced_paths()
+        with self._soon_cond:
+            soon = set(self._soon)
+        return [r for r in rows if r[0] not in soon] if soon else rows
 
     def embed_pending(self, ids: list[str], *, round_size: int = BULK_BATCH,
                       keep_going: Callable[[], bool] | None = None) -> ReconcileReport:

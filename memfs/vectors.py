@@ -141,6 +141,20 @@ class VectorIndex:
             self._mirror.upsert([m.id for m in memories], np.asarray(vectors, dtype=np.float32),
                                 [chroma_metadata(m) for m in memories])
 
+    @property
+    def mirror_loaded(self) -> bool:
+        """Searches read the in-memory copy (exact search), so a vector put there is found."""
+        return self._mirror is not None
+
+    def mirror_upsert(self, memories: Sequence[Memory], vectors: np.ndarray) -> bool:
+        """Put vectors in the in-memory copy only (their Chroma upsert is deferred: VectorWriter).
+        False if there is no copy to put them in."""
+        if self._mirror is None:
+            return False
+        self._mirror.upsert([m.id for m in memories], np.asarray(vectors, dtype=np.float32),
+                            [chroma_metadata(m) for m in memories])
+        return True
+
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
