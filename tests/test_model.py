@@ -55,3 +55,32 @@ def test_a_short_query_runs_on_one_thread_and_a_single_add_on_every_core():
     t.join()
     assert seen["query"] == 1
     assert seen["add"] == seen["add again"] > 1
+
+
+def test_memfs_runs_the_model_as_sentence_transformers_does():
+    """memfs/minilm.py runs the model on torch alone (a cold start without sentence-transformers'
+    ~5 s import, issue #26); its vectors must be sentence-transformers' own: realistic paragraphs,
+    white space at the ends, accents and other scripts, a text past the model's 256 word pieces,
+    batches of mixed lengths."""
+    from sentence_transformers import SentenceTransformer
+
+    from conftest import filler_texts
+    from memfs.embedder import model_dir, model_input
+
+    texts = filler_texts(120) + ["  padded with spaces  ", "x", "ÜBER Straße naïve café", "日本語のテキスト",
+                                 "\tTabbed\ttext\n", "word " * 3000, "the deploy window is Tuesday"]
+    ours = MiniLMEmbedder().embed(texts)
+    reference = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True).encode(
+        [model_input(t) for t in texts], batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(ours - reference).max() < 1e-5
+    assert (ours * reference).sum(1).min() > 0.99999
+
+
+def test_a_cold_process_that_embeds_never_imports_sentence_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys; from memfs.embedder import MiniLMEmbedder; MiniLMEmbedder().embed(['x']); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'huggingface_hub') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
