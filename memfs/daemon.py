@@ -85,7 +85,8 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         raise
     # The model loads while the app is built and the server starts (issue #26: the first search from
     # cold waited for both, one after the other).
-    threading.Thread(target=_warm_up, args=(owner,), name="memfs-warm-up", daemon=True).start()
+    warm = threading.Thread(target=_warm_up, args=(owner.store,), name="memfs-warm-up", daemon=True)
+    warm.start()
     # Owned from here: SIGTERM or Ctrl-C asks for an orderly stop (pending work finished, lock released)
     # however far the start has got. The app's imports take seconds on a loaded machine, and a stop
     # that arrived then used to leave through the before-owning handler with the watcher's threads
@@ -117,6 +118,9 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             s.close()
         sock_path.unlink(missing_ok=True)  # still ours: the lock is released only below
         left = owner.close()
+        # Never let the interpreter end under a model still loading: torch's threads then abort the
+        # process ("terminate called without an active exception", exit -6 on a stop soon after start).
+        warm.join(120)
     return left
 
 
@@ -198,14 +202,12 @@ def socket_keeping_server(config, path: Path, sockets: list[socket.socket]):
     return SocketKeepingServer(config)
 
 
-def _warm_up(owner: Owner) -> None:
+def _warm_up(store) -> None:
     """Load the model as soon as the store is open, so the first semantic query answers in normal time."""
-    while owner.store is None:
-        time.sleep(0.05)
     try:
-        owner.store.warm()
-    except Exception:  # a broken model shows on the first real query, with its message
-        log.exception("could not load the model in the background")
+        store.warm()
+    except Exception:  # a broken model shows on the first real query, with its message; a store closed
+        log.exception("could not load the model in the background")  # under it, on a stop, says so too
 
 
 def _idle_watch(owner: Owner, idle_exit: float, stop) -> None:

@@ -133,6 +133,10 @@ class MiniLMEmbedder:
     def loaded(self) -> bool:
         return _model is not None
 
+    def load(self) -> None:
+        """Load the model and run it once (torch's first call sets up its kernels), counting nothing."""
+        _load_model().encode(["warm-up"], batch_size=1)
+
     def embed_query(self, query: str) -> np.ndarray:
         """A search query's vector: a short one on one thread (QUERY_CHARS)."""
         _querying.text = query

@@ -231,7 +231,7 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations, Sync
             vectors, chroma_ok = None, None
             if store.vectors.opened:
                 try:
-                    vectors, chroma_ok = store.vectors.count(), True
+                    vectors, chroma_ok = store.vector_count(), True
                 except Exception:  # the finding is that Chroma does not answer
                     chroma_ok = False
             index = {"chroma_ok": chroma_ok, "memories": store.catalog.count(), "vectors": vectors,

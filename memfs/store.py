@@ -312,11 +312,24 @@ class MemoryStore:
 
     def warm(self) -> None:
         """Load what the first search would otherwise wait for: the model, and the vectors exact
-        search holds in memory. An owner runs this in the background once it serves (issue #12)."""
-        self.embedder.embed(["warm-up"])
+        search holds in memory. An owner runs this in the background once it serves (issue #12).
+        The real model is loaded and run once without counting a text as embedded (health's
+        `embedded` counts memories' and queries' texts)."""
+        load = getattr(self.embedder, "load", None)  # plumbing tests' fake embedders have none
+        if load is not None:
+            load()
+        else:
+            self.embedder.embed(["warm-up"])
         with self._mutex:
             if self.vectors.count() <= EXACT_MAX:
                 self.vectors.load()
+
+    def vector_count(self) -> int:
+        """Vectors in Chroma, once the upserts an owner deferred are written (so it matches what
+        searches find)."""
+        with self._mutex:
+            self.writer.flush_soon()
+            return self.vectors.count()
 
     @property
     def vectors_outdated(self) -> bool:
@@ -344,7 +357,7 @@ class MemoryStore:
                 "tags": top_tags,
                 "content_bytes": content_bytes,
                 "invalid_files": len(self.catalog.invalid()),
-                "vectors": self.vectors.count(),
+                "vectors": self.vector_count(),
                 "embedding_cache": self.catalog.cache_size(),
                 "model": self.embedder.model_id,
                 "last_reconcile": self.catalog.get_meta("last_reconcile"),

@@ -289,7 +289,7 @@ def test_long_memory_is_indexed_from_a_cut_text_with_the_same_vector(store):
     # The model reads 256 word pieces: the cut changes nothing in the vector.
     from memfs.embedder import _load_model
 
-    full = _load_model().encode([words], normalize_embeddings=True)[0]
+    full = _load_model().encode([words], batch_size=1)[0]
     cached = store.catalog.cached_vectors(store.embedder.model_id, [store.catalog.get("L").hash])
     assert np.allclose(next(iter(cached.values())), full, atol=1e-5)
 
