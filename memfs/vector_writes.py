@@ -3,8 +3,9 @@
 The catalog marks a row unsynced when its memory is written; this module encodes what the embedding
 cache lacks (off the state lock, at a lower CPU priority than requests), upserts the rows' vectors
 and marks them synced. With `defer` on (an owner), a small write returns once its vectors are cached
-and searchable, and their Chroma upsert follows, gathered with other writes' (`_defer`, `flush_soon`). It also keeps `lagging` (some rows still wait for their vectors), checks
-Chroma's id set against the catalog's, and rebuilds the vector index from the cache.
+and searchable, and their Chroma upsert follows, gathered with other writes' (`_defer`, `flush_soon`).
+It also keeps `lagging` (some rows still wait for their vectors), checks Chroma's id set against the
+catalog's, and rebuilds the vector index from the cache.
 """
 
 from __future__ import annotations
