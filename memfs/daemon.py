@@ -83,10 +83,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             if s is not None:
                 s.close()
         raise
-    # The model loads while the app is built and the server starts (issue #26: the first search from
-    # cold waited for both, one after the other).
-    warm = threading.Thread(target=_warm_up, args=(owner.store,), name="memfs-warm-up", daemon=True)
-    warm.start()
+    warm = _start_warm_up(owner)
     # Owned from here: SIGTERM or Ctrl-C asks for an orderly stop (pending work finished, lock released)
     # however far the start has got. The app's imports take seconds on a loaded machine, and a stop
     # that arrived then used to leave through the before-owning handler with the watcher's threads
@@ -200,6 +197,14 @@ def socket_keeping_server(config, path: Path, sockets: list[socket.socket]):
             log.warning("the owner's socket %s was deleted or replaced; listening on a new one", path)
 
     return SocketKeepingServer(config)
+
+
+def _start_warm_up(owner: Owner) -> threading.Thread:
+    """The model loads while the app is built and the server starts (issue #26: the first search from
+    cold waited for both, one after the other)."""
+    warm = threading.Thread(target=_warm_up, args=(owner.store,), name="memfs-warm-up", daemon=True)
+    warm.start()
+    return warm
 
 
 def _warm_up(store) -> None:
