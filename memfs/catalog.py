@@ -349,7 +349,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         return self._entries(self.db.execute(
             f"SELECT {COLUMNS} FROM docs WHERE synced_fp IS NOT vec_fp").fetchall())
 
-    def has_unsynced(self, excluding: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+    def has_unsynced(self, excluding: set[str] | frozenset[str] = frozenset()) -> bool:
         """Some row waits for its vector, other than those `excluding` names."""
         rows = self.db.execute("SELECT id FROM docs WHERE synced_fp IS NOT vec_fp LIMIT ?", (len(excluding) + 1,))
         return any(r[0] not in excluding for r in rows)

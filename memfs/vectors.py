@@ -137,9 +137,7 @@ class VectorIndex:
             chunk = memories[i:i + n]
             col.upsert(ids=[m.id for m in chunk], embeddings=vectors[i:i + n],
                        metadatas=[chroma_metadata(m) for m in chunk])
-        if self._mirror is not None:
-            self._mirror.upsert([m.id for m in memories], np.asarray(vectors, dtype=np.float32),
-                                [chroma_metadata(m) for m in memories])
+        self.mirror_upsert(memories, vectors)
 
     @property
     def mirror_loaded(self) -> bool:
@@ -147,8 +145,8 @@ class VectorIndex:
         return self._mirror is not None
 
     def mirror_upsert(self, memories: Sequence[Memory], vectors: np.ndarray) -> bool:
-        """Put vectors in the in-memory copy only (their Chroma upsert is deferred: VectorWriter).
-        False if there is no copy to put them in."""
+        """Put vectors in the in-memory copy (`upsert` does after Chroma; VectorWriter's deferred
+        writes do alone, their Chroma upsert following). False if there is no copy to put them in."""
         if self._mirror is None:
             return False
         self._mirror.upsert([m.id for m in memories], np.asarray(vectors, dtype=np.float32),
