@@ -66,10 +66,9 @@ def _run_owner(started_by: str, **options) -> None:
 
     layout = click.get_current_context().obj.local_only("memfs " + started_by)
     # A stop asked for while this process still waits to own the store (an on-demand owner handing
-    # over, the lock, the startup reconcile) ends the wait cleanly (Owner.start closes what it opened
-    # and releases the lock it took, logged), as a stop of a running owner does;
+    # over, the lock) ends the wait cleanly (exit 0; Owner.start releases a lock it just took, logged);
     # SIGTERM's default action killed it with -15 (the torture test's watch, on a loaded machine).
-    # run_owner installs its own handlers as soon as it owns the store.
+    # Once the lock is ours, run_owner's handler (daemon.StopRequest) makes it the orderly stop.
     signal.signal(signal.SIGTERM, _stop_before_owning)
     explicit = started_by != "on-demand"
     if explicit:

@@ -76,6 +76,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
     # Bind TCP before taking the lock: a port in use must not leave a lock record pointing at nothing.
     tcp = bind_tcp(host, port) if host is not None else None
     extended = bind_tcp(host or "127.0.0.1", extended_port) if extended_port is not None else None
+    stop = StopRequest(owner)
     try:
         owner.start(lock_timeout)
     except BaseException:
@@ -83,30 +84,15 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             if s is not None:
                 s.close()
         raise
-    warm = _start_warm_up(owner)
-    # Owned from here: SIGTERM or Ctrl-C asks for an orderly stop (pending work finished, lock released)
-    # however far the start has got. The app's imports take seconds on a loaded machine, and a stop
-    # that arrived then used to leave through the before-owning handler with the watcher's threads
-    # running: the process never exited (test_handedits' chmod test, in CI). uvicorn puts this handler
-    # back after its own and re-raises the signal to it: harmless.
-    server = None
-    stop_asked = threading.Event()
-
-    def stop(*_) -> None:
-        stop_asked.set()
-        if server is not None:
-            server.should_exit = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    sockets, loop = [s for s in (tcp, extended) if s is not None], None
+    sockets, loop, warm = [s for s in (tcp, extended) if s is not None], None, None
     try:
+        warm = _start_warm_up(owner)
         sockets.insert(0, bind_unix(sock_path))
         ops = LocalOperations(owner)
         app = _owner_app(ops, token, stop, extended)
-        server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
+        server = stop.server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
         loop = _start_alongside(owner, ops, idle_exit=idle_exit, stop=stop, on_ready=on_ready, sync=sync)
-        if not stop_asked.is_set():
+        if not stop.asked.is_set():
             server.run(sockets=sockets)
     finally:
         if loop is not None:
@@ -117,8 +103,40 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         left = owner.close()
         # Never let the interpreter end under a model still loading: torch's threads then abort the
         # process ("terminate called without an active exception", exit -6 on a stop soon after start).
-        warm.join(120)
+        if warm is not None:
+            warm.join(120)
     return left
+
+
+class StopRequest:
+    """How an owner is asked to stop: SIGTERM, Ctrl-C, POST /owner/stop, the idle time out.
+
+    While the owner waits for the lock, a signal goes to the handler that was there before:
+    cli_owner._stop_before_owning ends the wait (Owner.start releases what it took). From the moment
+    the lock is ours (Owner.owned) a stop is the orderly one, wherever it lands: recorded, and acted on
+    once the store is open and the app has started or not: pending work finished, the lock released.
+    Raised in the middle of opening, it closed the store under a watcher that had started but was not
+    yet recorded (test_owner_doors, a stop after each step of the start). uvicorn puts this handler
+    back after its own and re-raises the signal to it.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, owner: Owner):
+        self.owner = owner
+        self.server = None  # the uvicorn server to end, once there is one
+        self.asked = threading.Event()
+        self.before_owning = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self)
+
+    def __call__(self, signum: int | None = None, frame=None) -> None:
+        if signum is not None and not self.owner.owned and callable(self.before_owning[signum]):
+            self.before_owning[signum](signum, frame)
+            return
+        self.asked.set()
+        if self.server is not None:
+            self.server.should_exit = True
 
 
 def _owner_app(ops, token: str | None, stop, extended: socket.socket | None):

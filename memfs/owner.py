@@ -64,6 +64,9 @@ class Owner:
         self.lock: StoreLock | None = None
         self.store: MemoryStore | None = None
         self.watcher = None
+        # True from the moment the lock is ours (never reset): from then a stop asked for is the
+        # orderly one, acted on once the store is open; before, it ends the wait (daemon.StopRequest).
+        self.owned = False
         self.opened_report = None  # what the reconcile on opening did (no watcher), until taken
         self._swap = threading.RLock()  # held while the store is replaced (restore) or snapshotted
 
@@ -75,15 +78,23 @@ class Owner:
             self.layout.data.mkdir(parents=True, exist_ok=True)
         record = {"started_by": self.started_by, "socket": str(self.socket) if self.socket else None,
                   "idle_exit": self.idle_exit}
-        self.lock = StoreLock(self.layout.lock_file, url=self.url, **record).acquire(lock_timeout)
-        log.info("owner pid %d took the lock (%s) at %.6f", os.getpid(), self.started_by, time.time())
         try:
+            # Inside the guard: a stop that ends the wait just as the lock is ours releases it, logged
+            # (or, landing before the assignment, leaves it to the process's exit, and neither is logged).
+            self.lock = StoreLock(self.layout.lock_file, url=self.url, **record).acquire(lock_timeout)
+            log.info("owner pid %d took the lock (%s) at %.6f", os.getpid(), self.started_by, time.time())
+            # From here a stop waits for the store to open: one raised in the middle of opening could
+            # close the store under a watcher whose threads had started but were not yet recorded.
+            self.owned = True
             for note in finish_interrupted_restore(self.layout):
                 log.warning(note)
             if self.open_store:
                 self._open()
-        except BaseException:  # a failed open, or a stop asked for meanwhile (cli_owner._stop_before_owning)
-            self.close()  # the watcher (if it started) stopped, the store closed, the release logged
+        except BaseException:  # a failed open, or a stop that ended the wait for the lock
+            try:
+                self.close()  # the watcher (if it started) stopped, the store closed, the release logged
+            except Exception:  # logged; the stop or the error that ended the start is what the caller sees
+                log.exception("closing the store after its start was stopped or failed")
             raise
         return self
 
