@@ -38,7 +38,8 @@ class MiniLM:
             raise ValueError(f"{directory} is not the BERT this loader runs (hidden_act gelu, absolute positions)")
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
-        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")
+        self.tokenizer.no_padding()  # each batch is padded to its own longest text (encode)
+        self.pad_id = int(config.get("pad_token_id", 0))
         self.w = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
         self.torch = torch
 
@@ -77,17 +78,26 @@ class MiniLM:
         return F.normalize(pooled, p=2, dim=1)
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        """L2-normalised vectors, in the order given. Texts are encoded longest first, `batch_size` at a
-        time, so each batch is padded to little more than its own texts' length."""
+        """L2-normalised vectors, in the order given.
+
+        Texts are tokenized first and encoded most tokens first, `batch_size` at a time, each batch
+        padded to its own longest text. Ordered by characters, as sentence-transformers orders them,
+        a batch of 16 realistic memories was padded to 40 % more tokens than it held (50,680 for
+        36,120 over bench_peer's 1,000 texts); by tokens, 3 % (37,296). Padding is masked out, so
+        it changes no vector, only the time spent on it."""
         torch = self.torch
         texts = [t.strip().lower() if self.lowercase else t.strip() for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        tokens = [e.ids for e in self.tokenizer.encode_batch(texts)]
+        order = sorted(range(len(texts)), key=lambda i: -len(tokens[i]))
         out = np.zeros((len(texts), self.w["embeddings.word_embeddings.weight"].shape[1]), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 part = order[start:start + batch_size]
-                encoded = self.tokenizer.encode_batch([texts[i] for i in part])
-                ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)
-                mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
-                out[part] = self._forward(ids, mask).numpy()
+                width = len(tokens[part[0]])  # the longest: `order` runs from most tokens to fewest
+                ids = np.full((len(part), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(part), width), dtype=np.int64)
+                for row, i in enumerate(part):
+                    ids[row, :len(tokens[i])] = tokens[i]
+                    mask[row, :len(tokens[i])] = 1
+                out[part] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         return out
