@@ -78,6 +78,11 @@ class VectorWriter:
         self._soon_cond = threading.Condition()
         self._flusher: threading.Thread | None = None
         self._closing = False
+        # Ids a request's own write (a few memories, `write(may_defer=True)`) is giving vectors right
+        # now: their rows are in the catalog, unsynced, while the request encodes them without the state
+        # lock. The watcher's embedder leaves them to it, as it leaves _soon to the flusher; taking
+        # them, it upserted each alone (~10 ms of Chroma's time) beside the request's own encode.
+        self._writing: set[str] = set()
         # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.lagging = catalog.has_unsynced()
@@ -110,17 +115,24 @@ class VectorWriter:
         if memories is None:
             memories = [e.memory for e in self.catalog.unsynced()]
         memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
-        defer = may_defer and self.defer and len(memories) <= DEFER_MAX and self.vectors.mirror_loaded
+        few = may_defer and len(memories) <= DEFER_MAX
+        defer = few and self.defer and self.vectors.mirror_loaded
         rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
         todo = self._uncached_per_round(rounds)
+        # A request's own few memories are encoded on the request's thread, after its file: a thread
+        # made for them costs torch a new team of worker threads (~7 ms of a 25 ms single add), more
+        # than the file write it would overlap. More are encoded ahead on a thread at lower priority.
         pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
-            if any(todo) else None
+            if any(todo) and not few else None
 
         def encode(n: int, texts: dict[str, str]) -> int:
             # A round not yet begun is not begun once told to stop: the model is free for what came.
             return 0 if n and keep_going is not None and not keep_going() else self._encode(texts)
 
         encoded = [pool.submit(encode, n, texts) if pool and texts else None for n, texts in enumerate(todo)]
+        claimed = {m.id for m in memories} if few else set()
+        with self._soon_cond:
+            self._writing |= claimed
         try:
             if meanwhile:
                 meanwhile()
@@ -128,9 +140,9 @@ class VectorWriter:
             for n, (batch, future) in enumerate(zip(rounds, encoded)):
                 if n and keep_going is not None and not keep_going():
                     break  # keep_going stays False once it is: the encodes after this one were skipped
-                if future is not None:
+                if future is not None or (pool is None and todo[n]):
                     with self.mutex.released():
-                        encoded_now = future.result()
+                        encoded_now = future.result() if future is not None else encode(n, todo[n])
                     if report is not None:
                         report.embedded += encoded_now
                 ids = [m.id for m in batch]
@@ -139,6 +151,8 @@ class VectorWriter:
                     progress(phase, written, len(memories))
             return written
         finally:
+            with self._soon_cond:
+                self._writing -= claimed  # done, or failed: then the embedder or reconcile takes them
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
@@ -267,15 +281,19 @@ class VectorWriter:
             if embed:
                 report.vectors_written += self.write(None, progress=progress, report=report)
 
+    def _claimed(self) -> set[str]:
+        """Unsynced rows another writer is on: a deferred upsert (searchable already; the flusher writes
+        it; the watcher's embedder taking it would only defer it again, round after round), and a
+        request's own write under way (`_writing`)."""
+        with self._soon_cond:
+            return self._soon | self._writing
+
     def pending(self) -> list[tuple[str, str, bool]]:
-        """MemoryStore.pending_vectors, without the rows whose deferred upsert is on its way: they are
-        searchable already, and the flusher writes them (the watcher's embedder taking them again
-        would only defer them again, round after round)."""
+        """MemoryStore.pending_vectors, without the rows another writer is on (_claimed)."""
         with self.mutex:
             rows = self.catalog.unsynced_paths()
-        with self._soon_cond:
-            soon = set(self._soon)
-        return [r for r in rows if r[0] not in soon] if soon else rows
+        claimed = self._claimed()
+        return [r for r in rows if r[0] not in claimed] if claimed else rows
 
     def embed_pending(self, ids: list[str], *, round_size: int = BULK_BATCH,
                       keep_going: Callable[[], bool] | None = None) -> ReconcileReport:
@@ -284,7 +302,8 @@ class VectorWriter:
         report.embedded = 0
         started = time.monotonic()
         with self.mutex:
-            entries = self.catalog.unsynced_among(ids)
+            claimed = self._claimed()
+            entries = [e for e in self.catalog.unsynced_among(ids) if e.memory.id not in claimed]
             if entries:
                 report.vectors_written = self.write([e.memory for e in entries], report=report,
                                                     round_size=round_size, keep_going=keep_going)

@@ -125,3 +125,53 @@ def test_an_owner_killed_right_after_a_store_loses_nothing(root):
     wait_until(lambda: not is_held(lock), timeout=60, what="the owner stopped")
     with MemoryStore.open(root) as s:
         assert mem_id in in_chroma(s) and not s.catalog.unsynced_among([mem_id])
+
+
+def test_the_embedder_leaves_a_requests_own_rows_to_it_while_it_encodes(deferring, monkeypatch):
+    """Between its catalog row and its vector, a store encodes without the state lock. The watcher's
+    embedder, looking then, must leave that row to it (it upserted each alone, beside the request's
+    own encode, ~10 ms of Chroma's time a store); once the store returns, the row is the flusher's."""
+    import threading
+
+    s = deferring
+    monkeypatch.setattr(vector_writes, "DEFER_SECONDS", 30)
+    encoding, go_on = threading.Event(), threading.Event()
+    real = s.embedder.embed
+
+    def slow_embed(texts):
+        encoding.set()
+        assert go_on.wait(30)
+        return real(texts)
+
+    monkeypatch.setattr(s.embedder, "embed", slow_embed)
+    added = []
+    store = threading.Thread(target=lambda: added.append(s.add("the on-call rota moves to Tuesdays").memory))
+    store.start()
+    assert encoding.wait(30)
+    # Mid-store: the row is in the catalog and unsynced, and the embedder finds nothing to do.
+    assert len(s.catalog.unsynced_among([r[0] for r in s.catalog.unsynced_paths()])) == 1
+    assert s.pending_vectors() == []
+    assert s.embed_pending([r[0] for r in s.catalog.unsynced_paths()]).vectors_written == 0
+    go_on.set()
+    store.join(30)
+    m = added[0]
+    assert s.search("when is the on-call rotation", k=1, mode="semantic")[0].memory.id == m.id
+    assert s.pending_vectors() == [] and m.id not in in_chroma(s)  # the flusher's, not the embedder's
+    s.writer.flush_soon()
+    assert m.id in in_chroma(s) and not s.catalog.unsynced_among([m.id])
+
+
+def test_a_failed_store_leaves_its_rows_to_the_embedder(deferring, monkeypatch):
+    """If the request's encode fails, its rows are no longer claimed: the embedder takes them."""
+    s = deferring
+
+    def broken(texts):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(s.embedder, "embed", broken)
+    with pytest.raises(RuntimeError):
+        s.add("a note whose encode fails the first time")
+    monkeypatch.undo()
+    pending = s.pending_vectors()
+    assert len(pending) == 1
+    assert s.embed_pending([pending[0][0]]).vectors_written == 1
