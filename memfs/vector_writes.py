@@ -38,9 +38,10 @@ EMBED_NICE = 10
 # With `defer` on, a write of up to DEFER_MAX memories leaves its Chroma upsert to the flusher thread,
 # which gathers the rows of writes in a row into one upsert: when DEFER_ROWS are waiting, or the oldest
 # has waited DEFER_SECONDS. Chroma's upsert costs ~10 ms of CPU for one vector and ~1 ms each in a
-# round of 16 (issue #26: a quarter of a single store's time).
+# round of 16 (issue #26: a quarter of a single store's time). Rounds of 16, not 32: the upsert holds the
+# GIL, and a search that lands on a round of 32 waited ~30 ms for it (bench_peer: p99 42 ms, 22 with 16).
 DEFER_MAX = 16
-DEFER_ROWS = 32
+DEFER_ROWS = 16
 DEFER_SECONDS = 0.5
 
 log = logging.getLogger("memfs")
