@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -83,7 +84,7 @@ class VectorWriter:
         # now: their rows are in the catalog, unsynced, while the request encodes them without the state
         # lock. The watcher's embedder leaves them to it, as it leaves _soon to the flusher; taking
         # them, it upserted each alone (~10 ms of Chroma's time) beside the request's own encode.
-        self._writing: set[str] = set()
+        self._writing: Counter[str] = Counter()  # counted: two updates of one memory may overlap
         # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.lagging = catalog.has_unsynced()
@@ -133,7 +134,7 @@ class VectorWriter:
         encoded = [pool.submit(encode, n, texts) if pool and texts else None for n, texts in enumerate(todo)]
         claimed = {m.id for m in memories} if few else set()
         with self._soon_cond:
-            self._writing |= claimed
+            self._writing.update(claimed)
         try:
             if meanwhile:
                 meanwhile()
@@ -153,7 +154,7 @@ class VectorWriter:
             return written
         finally:
             with self._soon_cond:
-                self._writing -= claimed  # done, or failed: then the embedder or reconcile takes them
+                self._writing -= Counter(claimed)  # done, or failed: then the embedder or reconcile takes them
             if pool:
                 pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
 
@@ -287,7 +288,7 @@ class VectorWriter:
         it; the watcher's embedder taking it would only defer it again, round after round), and a
         request's own write under way (`_writing`)."""
         with self._soon_cond:
-            return self._soon | self._writing
+            return self._soon | set(self._writing)
 
     def pending(self) -> list[tuple[str, str, bool]]:
         """MemoryStore.pending_vectors, without the rows another writer is on (_claimed)."""
