@@ -211,16 +211,16 @@ _STOP_AFTER = {
     "the store opened": ("memfs.store", "MemoryStore", "open"),
     "the watcher started": ("memfs.watcher", "Watcher", "start"),
     "the owner started": ("memfs.owner", "Owner", "start"),
-    "the model's warm-up started": ("memfs.daemon", None, "_start_warm_up"),
     "the app built": ("memfs.daemon", None, "_owner_app"),
     "the server about to run": ("memfs.daemon", None, "_start_alongside"),
+    "the server listening, the model's warm-up started": ("memfs.daemon", "_WarmUp", "start"),
 }
 _STOPPING_WATCH = """
 import functools, importlib, os, signal, sys
 module, cls, name, root = sys.argv[1:5]
 holder = importlib.import_module(module)
 holder = getattr(holder, cls) if cls != "-" else holder
-original = holder.__dict__[name]
+original = holder.__dict__.get(name) or getattr(holder, name)  # inherited: Thread.start
 function = original.__func__ if isinstance(original, classmethod) else original
 
 @functools.wraps(function)
