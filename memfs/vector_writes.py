@@ -85,6 +85,7 @@ class VectorWriter:
         # lock. The watcher's embedder leaves them to it, as it leaves _soon to the flusher; taking
         # them, it upserted each alone (~10 ms of Chroma's time) beside the request's own encode.
         self._writing: Counter[str] = Counter()  # counted: two updates of one memory may overlap
+        self._few_encoder: ThreadPoolExecutor | None = None  # _encoder
         # Some rows are in the keyword index without their vectors yet (the watcher embeds behind it):
         # hybrid search then also ranks keyword hits for plain questions (issue #24, item 1).
         self.lagging = catalog.has_unsynced()
@@ -121,11 +122,7 @@ class VectorWriter:
         defer = few and self.defer and self.vectors.mirror_loaded
         rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
         todo = self._uncached_per_round(rounds)
-        # A request's own few memories are encoded on the request's thread, after its file: a thread
-        # made for them costs torch a new team of worker threads (~7 ms of a 25 ms single add), more
-        # than the file write it would overlap. More are encoded ahead on a thread at lower priority.
-        pool = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests) \
-            if any(todo) and not few else None
+        pool = self._encoder(few) if any(todo) else None
 
         def encode(n: int, texts: dict[str, str]) -> int:
             # A round not yet begun is not begun once told to stop: the model is free for what came.
@@ -142,9 +139,9 @@ class VectorWriter:
             for n, (batch, future) in enumerate(zip(rounds, encoded)):
                 if n and keep_going is not None and not keep_going():
                     break  # keep_going stays False once it is: the encodes after this one were skipped
-                if future is not None or (pool is None and todo[n]):
+                if future is not None:
                     with self.mutex.released():
-                        encoded_now = future.result() if future is not None else encode(n, todo[n])
+                        encoded_now = future.result()
                     if report is not None:
                         report.embedded += encoded_now
                 ids = [m.id for m in batch]
@@ -155,8 +152,24 @@ class VectorWriter:
         finally:
             with self._soon_cond:
                 self._writing -= Counter(claimed)  # done, or failed: then the embedder or reconcile takes them
-            if pool:
-                pool.shutdown(cancel_futures=True)  # after an error: encode nothing more
+            for future in encoded:  # after an error: encode nothing more
+                if future is not None:
+                    future.cancel()
+            if pool is not None and pool is not self._few_encoder:
+                pool.shutdown()
+
+    def _encoder(self, few: bool) -> ThreadPoolExecutor:
+        """Where a write's rounds are encoded, ahead of the write and at lower priority than requests
+        (_yield_to_requests). A request's own few memories go to one lasting thread: a thread made per
+        call cost torch a new team of worker threads (~7 ms of a 25 ms single add). More get a thread
+        of the call's own, so that a bulk's queued rounds never hold a request's store behind them."""
+        if not few:
+            return ThreadPoolExecutor(1, thread_name_prefix="memfs-embed", initializer=_yield_to_requests)
+        with self._soon_cond:
+            if self._few_encoder is None:
+                self._few_encoder = ThreadPoolExecutor(1, thread_name_prefix="memfs-embed-few",
+                                                       initializer=_yield_to_requests)
+            return self._few_encoder
 
     def _uncached_per_round(self, rounds: list[list[Memory]]) -> list[dict[str, str]]:
         """Per round: content hash -> text to encode, for content the embedding cache lacks."""
@@ -266,6 +279,8 @@ class VectorWriter:
         if flusher is not None:
             flusher.join()
         self.flush_soon()
+        if self._few_encoder is not None:
+            self._few_encoder.shutdown()
 
     def verify(self, report: ReconcileReport, progress: Progress | None, embed: bool = True) -> None:
         """Check Chroma's id set against the catalog's: orphans go, missing rows are (re)embedded
