@@ -148,8 +148,13 @@ def test_the_embedder_leaves_a_requests_own_rows_to_it_while_it_encodes(deferrin
     store = threading.Thread(target=lambda: added.append(s.add("the on-call rota moves to Tuesdays").memory))
     store.start()
     assert encoding.wait(30)
-    # Mid-store: the row is in the catalog and unsynced, and the embedder finds nothing to do.
-    assert len(s.catalog.unsynced_among([r[0] for r in s.catalog.unsynced_paths()])) == 1
+    # Mid-store (the encoder runs ahead of the file and the row): once the row is in the catalog,
+    # unsynced, the embedder finds nothing to do.
+    def row_in_catalog() -> bool:
+        with s.mutex:  # released by the store while it waits for its encode
+            return len(s.catalog.unsynced_paths()) == 1
+
+    wait_until(row_in_catalog, timeout=30, what="the store's catalog row")
     assert s.pending_vectors() == []
     assert s.embed_pending([r[0] for r in s.catalog.unsynced_paths()]).vectors_written == 0
     go_on.set()
