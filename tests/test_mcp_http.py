@@ -208,3 +208,64 @@ def test_mcp_keeps_the_body_limit(token_server):
            "params": {"name": "memory_store", "arguments": {"content": "x" * (MAX_REQUEST_BODY_BYTES + 10)}}}
     r = httpx2.post(token_server.url + "/mcp", json=big, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     assert r.status_code == 413
+
+
+# -- the SDK's server built in the background (plumbing: no store, a stand-in session manager) -------
+
+
+def test_the_owners_app_imports_the_mcp_sdk_only_once_it_runs():
+    """An owner's start waited ~0.6 s for the SDK's import before it answered /health."""
+    import subprocess
+
+    code = "import sys, memfs.http.app; print(sorted(m for m in ('mcp', 'mcp.server') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _endpoint_app(build):
+    from starlette.applications import Starlette
+
+    from memfs.http.mcp import McpEndpoint
+
+    endpoint = McpEndpoint(build, is_ready=lambda: True)
+    app = Starlette(routes=[endpoint.route])
+    app.router.lifespan_context = endpoint.lifespan(app.router.lifespan_context)
+    return app
+
+
+def test_a_call_before_the_sdk_is_built_waits_for_it_and_a_failed_build_is_a_clear_500():
+    import threading
+    import time
+
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    class Manager:
+        running = False
+
+        @contextlib.asynccontextmanager
+        async def run(self):
+            Manager.running = True
+            yield
+
+        async def handle_request(self, scope, receive, send):
+            await PlainTextResponse("answered by the SDK" if Manager.running else "not running")(scope, receive, send)
+
+    release = threading.Event()
+
+    def slow_build():
+        assert release.wait(10)
+        return Manager()
+
+    with TestClient(_endpoint_app(slow_build)) as client:
+        threading.Timer(0.3, release.set).start()
+        t = time.monotonic()
+        r = client.post("/mcp", json={})
+        assert r.text == "answered by the SDK" and time.monotonic() - t >= 0.25
+
+    def broken_build():
+        raise ImportError("no module named mcp")
+
+    with TestClient(_endpoint_app(broken_build)) as client:
+        r = client.post("/mcp", json={})
+        assert r.status_code == 500 and "no module named mcp" in r.json()["error"]["message"]
