@@ -80,8 +80,9 @@ class McpEndpoint:
                                 scope, receive, send)
         if self.built is not None:
             await self.built.wait()
-        if self.manager is None or self.failed:
-            return await _error(500, "mcp_unavailable", f"MCP over HTTP could not start ({self.failed}); "
+        if self.manager is None:
+            why = self.failed or "the app's lifespan, which starts it, did not run"
+            return await _error(500, "mcp_unavailable", f"MCP over HTTP could not start ({why}); "
                                 "the owner's log has the details", scope, receive, send)
         await self.manager.handle_request(scope, receive, send)
 
