@@ -84,13 +84,13 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
             if s is not None:
                 s.close()
         raise
-    sockets, loop, warm = [s for s in (tcp, extended) if s is not None], None, None
+    sockets, loop = [s for s in (tcp, extended) if s is not None], None
+    warm = _WarmUp(owner.store)  # started once the server listens
     try:
         sockets.insert(0, bind_unix(sock_path))
         ops = LocalOperations(owner)
         app = _owner_app(ops, token, stop, extended)
         server = stop.server = socket_keeping_server(_uvicorn_config(app, on_tcp=len(sockets) > 1), sock_path, sockets)
-        warm = _WarmUp(owner.store)
         server.on_started = warm.start
         loop = _start_alongside(owner, ops, idle_exit=idle_exit, stop=stop, on_ready=on_ready, sync=sync)
         if not stop.asked.is_set():
@@ -104,7 +104,7 @@ def run_owner(layout: Layout, *, started_by: str, host: str | None = None, port:
         left = owner.close()
         # Never let the interpreter end under a model still loading: torch's threads then abort the
         # process ("terminate called without an active exception", exit -6 on a stop soon after start).
-        if warm is not None:
+        if warm.is_alive():  # started (the server listened), and still loading
             warm.join(120)
     return left
 
@@ -239,10 +239,6 @@ class _WarmUp(threading.Thread):
             self.store.warm()
         except Exception:  # a broken model shows on the first real query, with its message; a store closed
             log.exception("could not load the model in the background")  # under it, on a stop, says so too
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.is_alive():  # started (the server listened), and still loading
-            super().join(timeout)
 
 
 def _idle_watch(owner: Owner, idle_exit: float, stop) -> None:
