@@ -115,7 +115,7 @@ def main() -> None:
         _, t_add = timed(lambda: s.add_many(docs))
         model = s.embedder.model_id
         texts = [d["content"] for d in docs]
-        vectors = s.catalog.cached_vectors(model, [m.memory.content_hash for m in s.list(limit=None)])
+        vectors = s.vectors_for(m.memory.content_hash for m in s.list(limit=None))
         by_text = {e.memory.content: vectors[e.memory.content_hash] for e in s.list(limit=None)}
         with open(work / "export.json", "wb") as f:
             export.export(s, f, include_embeddings=True)

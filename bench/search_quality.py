@@ -107,7 +107,7 @@ class ExactCosine:
         import numpy as np
 
         rows = store.catalog.db.execute("SELECT id, hash FROM docs").fetchall()
-        vecs = store.catalog.cached_vectors(store.embedder.model_id, (h for _, h in rows))
+        vecs = store.vectors_for(h for _, h in rows)
         self.ids = [i for i, h in rows if h in vecs]
         self.matrix = np.stack([vecs[h] for i, h in rows if h in vecs])
         self.store = store

@@ -40,7 +40,7 @@ FETCH = 0  # ask HNSW for this many and keep the first k (--fetch)  # Chroma's d
 def corpus_vectors(store_root: Path, n_queries: int) -> tuple[np.ndarray, list[str]]:
     with MemoryStore.open(store_root) as s:
         rows = s.catalog.db.execute("SELECT hash, content FROM docs ORDER BY id").fetchall()
-        cache = s.catalog.cached_vectors(s.embedder.model_id, (h for h, _ in rows))
+        cache = s.vectors_for(h for h, _ in rows)
         matrix = np.stack([cache[h] for h, _ in rows if h in cache])
         rnd = random.Random(11)
         texts = []

@@ -12,6 +12,7 @@ mapping (memfs.catalog_rows), key/value, expiry and access (memfs.catalog_kv), a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -47,6 +48,9 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         # One connection, shared by the store's threads under this lock (the watcher adds a thread).
         self._lock = threading.RLock()
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Takes effect only in a new file (before its first table): pages freed go back to the file
+        # system on `_reclaim` (memfs.embed_cache). An older catalog gets it by migration 4's VACUUM.
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         version = self._schema_version()
@@ -64,6 +68,18 @@ class Catalog(KeyValueIndex, EmbeddingCache):
                 str(path),
             )
         self.db.executescript(SCHEMA_KV)
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # made before it: see _vacuum
+            self._vacuum()
+
+    def _vacuum(self) -> None:
+        """Turn on incremental auto-vacuum in a catalog made without it, which takes a VACUUM: a copy
+        of the file, once (about a second at 20,000 memories). If another connection holds the file,
+        it is left for the next open."""
+        try:
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.db.execute("VACUUM")
+        except sqlite3.OperationalError as e:
+            log.warning("could not compact the catalog %s now (%s); the next open tries again", self.path, e)
 
     def _migrate(self, version: int) -> None:
         with self.transaction():
@@ -78,6 +94,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
             if version < 3:
                 self.backfill_keys()
             self.set_meta("schema_version", str(SCHEMA_VERSION))
+
 
     def backfill_keys(self) -> None:
         """Fill namespace/key/expires_ts from each row's stored body (no file is read)."""
@@ -96,6 +113,8 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         return self.get_meta("schema_version")
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # space given back is a nicety; closing is not
+            self._reclaim(at_least=64)
         self.db.close()
 
     # -- transactions -------------------------------------------------------------------------------

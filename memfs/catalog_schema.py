@@ -5,7 +5,7 @@ the key/value and access tables made after them (SCHEMA_KV). memfs.catalog appli
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Numbered migrations, each run once, in order, inside one transaction (simonw/llm's way). A catalog is
 # derived, so a migration may only add: it must never need a file read. A new catalog starts from
@@ -25,6 +25,11 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE docs ADD COLUMN namespace TEXT;
     ALTER TABLE docs ADD COLUMN key TEXT;
     ALTER TABLE docs ADD COLUMN expires_ts REAL;
+    """,
+    # 4 (issue #26): the cache keeps only the vectors the index does not hold yet (memfs.embed_cache),
+    # not a second copy of every vector. The space goes back by a VACUUM after this (Catalog._vacuum).
+    4: """
+    DELETE FROM embed_cache WHERE hash NOT IN (SELECT hash FROM docs WHERE synced_fp IS NOT vec_fp);
     """,
 }
 

@@ -1,6 +1,13 @@
-"""The embedding cache in the catalog's embed_cache table: vectors keyed by (model id, content hash), so
-content embedded once is never embedded again (reindex, an edit back, an import). A part of
-memfs.catalog.Catalog, which mixes it in and provides `db` (its SQLite connection) and `_lock`.
+"""The embedding cache in the catalog's embed_cache table: vectors keyed by (model id, content hash) that
+the vector index does not hold yet. A part of memfs.catalog.Catalog, which mixes it in and provides
+`db` (its SQLite connection) and `_lock`.
+
+A vector is kept once (issue #26). Content is encoded into this cache, a row's vector goes from here
+to Chroma, and once every row with that content is synced the cache lets it go (`drop_cached`):
+from then on the vector is read back from the index (VectorWriter.known_vectors), under a row whose
+indexed vector is for that very content. Vectors that come with content (an import, a sync pull) wait
+here for their rows the same way. The catalog is made with incremental auto-vacuum, so the pages the
+dropped vectors took are given back to the file system (`_reclaim`) instead of staying in the file.
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .catalog_rows import chunks
+
+# Give free pages back once this many are free (4 MB of 4 KB pages): a round of drops, not each one.
+RECLAIM_PAGES = 1024
 
 
 class EmbeddingCache:
@@ -34,6 +44,38 @@ class EmbeddingCache:
         with self._lock:
             self.db.executemany("INSERT OR REPLACE INTO embed_cache(model, hash, vector) VALUES (?, ?, ?)",
                                 [(model, h, v.astype(np.float32).tobytes()) for h, v in vectors.items()])
+
+    def drop_cached(self, model: str, hashes: Iterable[str]) -> None:
+        """Let go of the cached vectors of this content that no row waits for any more: rows just
+        synced, whose vectors the index now holds."""
+        with self._lock:
+            for chunk in chunks(list(set(hashes)), 500):
+                marks = ",".join("?" * len(chunk))
+                self.db.execute(
+                    f"DELETE FROM embed_cache WHERE model = ? AND hash IN ({marks}) AND NOT EXISTS ("
+                    "SELECT 1 FROM docs WHERE docs.hash = embed_cache.hash AND docs.synced_fp IS NOT docs.vec_fp)",
+                    [model, *chunk])
+            self._reclaim()
+
+    def _reclaim(self, at_least: int = RECLAIM_PAGES) -> None:
+        """Give the file's free pages back when there are many (a no-op in a catalog made before
+        incremental auto-vacuum, which only reuses them). Not inside a transaction: executescript
+        would commit it (and `execute` runs the pragma one page only, Python's sqlite3 steps once)."""
+        with self._lock:
+            if not self.db.in_transaction and self.db.execute("PRAGMA freelist_count").fetchone()[0] >= at_least:
+                self.db.executescript("PRAGMA incremental_vacuum;")
+
+    def indexed_rows(self, hashes: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """(content hash, id) of the rows with this content (None: every row) whose vector went to
+        the index at some time: the index may hold the content's vector under that id."""
+        if hashes is None:
+            return list(self.db.execute("SELECT hash, id FROM docs WHERE synced_fp IS NOT NULL"))
+        out: list[tuple[str, str]] = []
+        for chunk in chunks(list(set(hashes)), 500):
+            marks = ",".join("?" * len(chunk))
+            out += self.db.execute(
+                f"SELECT hash, id FROM docs WHERE synced_fp IS NOT NULL AND hash IN ({marks})", chunk)
+        return out
 
     def cache_size(self) -> int:
         return self.db.execute("SELECT count(*) FROM embed_cache").fetchone()[0]

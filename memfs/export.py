@@ -160,7 +160,7 @@ def export(store: "MemoryStore", out: BinaryIO, *, format: str = "memfs", filter
                 "exporter_version": f"memfs {__version__}", "embedding_model": model}}
         put(orjson.dumps(head)[:-1] + b',"memories":[')
         for rows in _pages(store.catalog, tags):
-            vectors = store.catalog.cached_vectors(model, (r[2] for r in rows)) if include_embeddings else {}
+            vectors = store.vectors_for(r[2] for r in rows) if include_embeddings else {}
             if format == "memfs":
                 access = store.catalog.access_of(r[0] for r in rows)
                 items = [_memfs_item(_document(r), vectors.get(r[2]), access.get(r[0]), model, r[2]) for r in rows]

@@ -143,10 +143,10 @@ class Searcher:
 
     def _similarities(self, ids: list[str], query: str) -> dict[str, float]:
         """Exact cosine similarity to the query for memories the vector index did not return (found by
-        keyword only), from the embedding cache: no model call, no index call."""
+        keyword only), from the vectors kept (VectorWriter.known_vectors): no model call, no search."""
         if not ids:
             return {}
         entries = self.catalog.get_many(ids)
-        vectors = self.catalog.cached_vectors(self.embedder.model_id, (e.hash for e in entries.values()))
+        vectors = self.writer.known_vectors(e.hash for e in entries.values())
         q = self._query_vector(query)
         return {i: float(vectors[e.hash] @ q) for i, e in entries.items() if e.hash in vectors}

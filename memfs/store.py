@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import documents, kv
 from .catalog import Catalog, Entry
@@ -32,6 +32,9 @@ from .reconcile import Reconciler
 from .results import AddResult, Hit, MemoryRecord, ReconcileReport, SearchResult
 from .vector_writes import BULK_BATCH, VectorWriter
 from .vectors import EXACT_MAX, VectorIndex
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ADDED_PER_DAY_DAYS = 30  # how far back stats count memories added per day
 
@@ -338,9 +341,14 @@ class MemoryStore:
             return self.vectors.outdated
 
     def rebuild_vectors(self, progress: Progress | None = None) -> int:
-        """Make the vector index again with today's parameters, from the embedding cache (content never
-        embedded is embedded). The migration `memfs reindex` runs when `vectors_outdated`."""
+        """Make the vector index again with today's parameters, from the vectors it held (what it
+        lacked is embedded). The migration `memfs reindex` runs when `vectors_outdated`."""
         return self.writer.rebuild(progress)
+
+    def vectors_for(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Content hash -> the vector kept for that content, embedding nothing (a hash with no
+        vector kept is left out): what exports and sync pushes carry."""
+        return self.writer.known_vectors(hashes)
 
     def stats(self) -> dict:
         with self._mutex:

@@ -1,11 +1,12 @@
 """VectorWriter: brings Chroma level with the catalog's rows, encoding only content never embedded.
 
-The catalog marks a row unsynced when its memory is written; this module encodes what the embedding
-cache lacks (off the state lock, at a lower CPU priority than requests), upserts the rows' vectors
-and marks them synced. With `defer` on (an owner), a small write returns once its vectors are cached
+The catalog marks a row unsynced when its memory is written; this module encodes the content whose
+vector is known neither to the embedding cache nor to the index (`known_vectors`; off the state lock,
+at a lower CPU priority than requests), upserts the rows' vectors, marks them synced and lets the
+cache drop what the index now holds, so each vector is kept once (memfs.embed_cache). With `defer` on (an owner), a small write returns once its vectors are cached
 and searchable, and their Chroma upsert follows, gathered with other writes' (`_defer`, `flush_soon`).
 It also keeps `lagging` (some rows still wait for their vectors), checks Chroma's id set against the
-catalog's, and rebuilds the vector index from the cache.
+catalog's, and rebuilds the vector index from its own vectors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -171,9 +172,29 @@ class VectorWriter:
                                                        initializer=_yield_to_requests)
             return self._few_encoder
 
+    def known_vectors(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Content hash -> this model's vector, for the content whose vector is kept: embeds nothing.
+
+        From the embedding cache, which holds the vectors the index does not yet, then from the
+        index (its in-memory copy when loaded) under a row with that content whose indexed vector
+        is for that very content (the index's metadata says which content a vector is for)."""
+        hashes = set(hashes)
+        with self.mutex:
+            found = self.catalog.cached_vectors(self.embedder.model_id, hashes)
+            found.update(self._indexed_vectors(hashes - found.keys()))
+        return found
+
+    def _indexed_vectors(self, hashes: set[str]) -> dict[str, np.ndarray]:
+        rows = self.catalog.indexed_rows(hashes) if hashes else []
+        if not rows:
+            return {}
+        held = self.vectors.stored(list({i for _, i in rows}))
+        return {h: held[i][1] for h, i in rows if i in held and held[i][0] == h}
+
     def _uncached_per_round(self, rounds: list[list[Memory]]) -> list[dict[str, str]]:
-        """Per round: content hash -> text to encode, for content the embedding cache lacks."""
+        """Per round: content hash -> text to encode, for content whose vector is not kept."""
         uncached = self.catalog.uncached(self.embedder.model_id, (m.content_hash for batch in rounds for m in batch))
+        uncached -= self._indexed_vectors(uncached).keys()
         todo: list[dict[str, str]] = []
         for batch in rounds:
             todo.append({m.content_hash: m.content for m in batch if m.content_hash in uncached})
@@ -202,7 +223,7 @@ class VectorWriter:
             entries = self.catalog.unsynced_among(ids)
             if not entries:
                 break
-            vectors = self.catalog.cached_vectors(model, (e.hash for e in entries))
+            vectors = self.known_vectors(e.hash for e in entries)
             missing = {e.hash: e.memory.content for e in entries if e.hash not in vectors}
             if missing:
                 with self.mutex.released():
@@ -220,6 +241,7 @@ class VectorWriter:
                 if part:
                     self.vectors.upsert([e.memory for e in part], np.stack([vectors[e.hash] for e in part]))
                     self.catalog.mark_synced([e.memory.id for e in part])
+                    self.catalog.drop_cached(model, [e.hash for e in part])
                     written += len(part)
         return written
 
@@ -227,7 +249,7 @@ class VectorWriter:
         """Make these rows searchable now (the in-memory copy) and leave Chroma to the flusher; rows
         whose vectors are not all cached take the usual way. The caller holds the state lock."""
         entries = self.catalog.unsynced_among(ids)
-        vectors = self.catalog.cached_vectors(self.embedder.model_id, (e.hash for e in entries))
+        vectors = self.known_vectors(e.hash for e in entries)
         if not entries or any(e.hash not in vectors for e in entries) or not self.vectors.mirror_upsert(
                 [e.memory for e in entries], np.stack([vectors[e.hash] for e in entries])):
             return self._sync(ids, report)
@@ -331,6 +353,21 @@ class VectorWriter:
     def rebuild(self, progress: Progress | None = None) -> int:
         """MemoryStore.rebuild_vectors."""
         with self.mutex:
+            self._cache_indexed()
             self.vectors.reset()
             self.catalog.mark_unsynced(self.catalog.ids())
             return self.write(None, progress=progress)
+
+    def _cache_indexed(self) -> None:
+        """Put the vectors the index holds for the catalog's rows into the embedding cache, so that
+        making the index again embeds nothing; the rebuild's syncs then drop them from it again. An
+        index that cannot be read is rebuilt by embedding what it held."""
+        rows = self.catalog.indexed_rows()
+        try:
+            for start in range(0, len(rows), BULK_BATCH * 4):
+                part = rows[start:start + BULK_BATCH * 4]
+                held = self.vectors.stored([i for _, i in part])
+                self.catalog.cache_vectors(self.embedder.model_id,
+                                           {h: held[i][1] for h, i in part if i in held and held[i][0] == h})
+        except Exception as e:
+            log.warning("could not read the vector index before rebuilding it (%s): what it held is embedded again", e)

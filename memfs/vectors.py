@@ -99,7 +99,7 @@ class VectorIndex:
     @property
     def outdated(self) -> bool:
         """True when the index was built with smaller graph parameters than HNSW (an older memfs):
-        `MemoryStore.rebuild_vectors()` rebuilds it from the embedding cache, embedding nothing."""
+        `MemoryStore.rebuild_vectors()` rebuilds it from its own vectors, embedding nothing."""
         conf = self.hnsw_config()
         return any((conf.get(key) or 0) < HNSW[key] for key in ("max_neighbors", "ef_construction"))
 
@@ -152,6 +152,20 @@ class VectorIndex:
         self._mirror.upsert([m.id for m in memories], np.asarray(vectors, dtype=np.float32),
                             [chroma_metadata(m) for m in memories])
         return True
+
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        """id -> (content hash, vector) for those of these ids the index holds: from the in-memory
+        copy when there is one (it has every vector Chroma has, and the deferred ones), else Chroma."""
+        if self._mirror is not None:
+            return self._mirror.stored(ids)
+        col = self.collection
+        n = self._batch()
+        out: dict[str, tuple[str | None, np.ndarray]] = {}
+        for i in range(0, len(ids), n):
+            got = col.get(ids=list(ids[i:i + n]), include=["embeddings", "metadatas"])
+            for mem_id, vec, meta in zip(got["ids"], got["embeddings"], got["metadatas"]):
+                out[mem_id] = ((meta or {}).get("hash"), np.asarray(vec, dtype=np.float32))
+        return out
 
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -238,6 +252,7 @@ class _Mirror:
         self.tags: list[tuple[str, ...]] = []
         self.tag_rows: dict[str, set[int]] = {}  # tag -> rows holding it, for filter masks
         self.ids: list[str | None] = []
+        self.hashes: list[str | None] = []  # the content hash each row's vector is for
         self.row: dict[str, int] = {}
         self.free: list[int] = []
         self.size = 0  # rows in use, dead or alive
@@ -259,6 +274,7 @@ class _Mirror:
         self.types = np.concatenate([self.types, np.zeros(grow, dtype=object)])
         self.tags += [()] * grow
         self.ids += [None] * grow
+        self.hashes += [None] * grow
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[dict]) -> None:
         self._grow(self.size + len(ids), vectors.shape[1])
@@ -270,6 +286,7 @@ class _Mirror:
                 self.row[mem_id] = r
             self.matrix[r] = vec
             self.alive[r] = True
+            self.hashes[r] = meta.get("hash")
             self.ts[r] = meta.get("created_ts", 0.0)
             self.types[r] = meta.get("type")
             self._untag(r)
@@ -284,8 +301,13 @@ class _Mirror:
             if r is not None:
                 self.alive[r] = False
                 self.ids[r] = None
+                self.hashes[r] = None
                 self._untag(r)
                 self.free.append(r)
+
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        rows = ((i, self.row.get(i)) for i in ids)
+        return {i: (self.hashes[r], self.matrix[r].copy()) for i, r in rows if r is not None}
 
     def _untag(self, r: int) -> None:
         for t in self.tags[r]:

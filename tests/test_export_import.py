@@ -248,8 +248,7 @@ def test_source_vectors_are_reused_only_when_they_are_this_models(store, tmp_pat
                                                      {"content": "Logs are kept for thirty days"}], other)
     r2 = importers.import_sources(store, [src2]).sources[0]
     assert r2.vectors_reused == 0 and "2 did not" in r2.vector_check
-    cached = store.catalog.cached_vectors(store.embedder.model_id,
-                                          [hashlib.sha256(b"Backups are encrypted with age").hexdigest()])
+    cached = store.vectors_for([hashlib.sha256(b"Backups are encrypted with age").hexdigest()])
     assert float(next(iter(cached.values())) @ (other[0] / np.linalg.norm(other[0]))) < 0.5
 
 

@@ -290,7 +290,7 @@ def test_long_memory_is_indexed_from_a_cut_text_with_the_same_vector(store):
     from memfs.embedder import _load_model
 
     full = _load_model().encode([words], batch_size=1)[0]
-    cached = store.catalog.cached_vectors(store.embedder.model_id, [store.catalog.get("L").hash])
+    cached = store.vectors_for([store.catalog.get("L").hash])
     assert np.allclose(next(iter(cached.values())), full, atol=1e-5)
 
 

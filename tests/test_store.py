@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+import numpy as np
 import pytest
 
 from memfs import InvalidDocumentError, MemoryStore, NotFoundError, StoreBusyError
@@ -176,14 +178,48 @@ def test_newer_format_is_refused_clearly(store):
         store.add("x", format="memfs.memory/9")
 
 
-def test_lost_vectors_are_restored_from_cache(store):
+def test_lost_vectors_are_embedded_again(store):
     ids = [r.memory.id for r in store.add_many({"content": t} for t in filler_texts(10))]
-    # Chroma can lose recent vectors (chroma-core/chroma #6975): simulate that loss directly.
+    before = store.vectors.stored(ids)
+    # Chroma can lose recent vectors (chroma-core/chroma #6975): simulate that loss directly. Each
+    # vector is kept once (issue #26), so what Chroma lost is embedded again, and comes back the same.
     store.vectors.delete(ids[:4])
     store.vectors.collection.upsert(ids=["orphan"], embeddings=[[0.1] * 384])
     report = store.reconcile()
-    assert (report.vectors_missing, report.vectors_orphaned, report.embedded) == (4, 1, 0)
+    assert (report.vectors_missing, report.vectors_orphaned, report.embedded) == (4, 1, 4)
     assert store.vectors.ids() == set(ids)
+    after = store.vectors.stored(ids)
+    assert all(np.allclose(after[i][1], before[i][1], atol=1e-5) and after[i][0] == before[i][0] for i in ids)
+    assert store.catalog.cache_size() == 0
+
+
+def test_each_vector_is_kept_once_and_read_back_from_the_index(root):
+    """Issue #26: the embedding cache holds only what the index does not have yet, and the catalog
+    gives the space back; exports, hybrid ranking, a tag change and a rebuild still embed nothing."""
+    with MemoryStore.open(root, create=True) as store:
+        records = store.add_many({"content": t, "tags": ["a"]} for t in filler_texts(300))
+        assert store.catalog.cache_size() == 0 and store.vectors.count() == 300
+        before = store.embedder.embedded
+        hashes = [r.memory.content_hash for r in records]
+        kept = store.vectors_for(hashes)
+        assert set(kept) == set(hashes)
+        first = records[0].memory
+        assert np.allclose(kept[first.content_hash], store.embedder.embed([first.content])[0], atol=1e-5)
+        before += 1
+        store.update(first.id, tags=["b"])  # same content: its vector is read back from the index
+        assert store.embedder.embedded == before and store.catalog.cache_size() == 0
+        store.vectors.close()  # not the in-memory copy: Chroma itself
+        assert set(store.vectors_for(hashes)) == set(hashes)
+        assert store.rebuild_vectors() == 300 and store.embedder.embedded == before
+        assert store.vectors.ids() == {r.memory.id for r in records} and store.catalog.cache_size() == 0
+        other = store.add(first.content + " More.")  # other content: embedded
+        assert store.embedder.embedded == before + 1 and other.memory.id in store.vectors.ids()
+        assert store.search(first.content, k=1)[0].memory.id == first.id
+    db = sqlite3.connect(root / "data" / "indexes" / "catalog.sqlite")
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] < 64  # given back at close
+    (pages,) = db.execute("SELECT count(*) FROM dbstat WHERE name = 'embed_cache'").fetchone()
+    assert pages <= 1  # the vectors (450 KB) are not in the catalog
 
 
 def test_removed_file_leaves_every_index(store):

@@ -288,7 +288,7 @@ class SyncEngine:
         ids = [i for i, (v, _) in changes.items() if v is not None] + snapshot
         entries = {i: read[i] for i in ids if i in read}
         entries.update(self.store.catalog.get_many([i for i in ids if i not in read]))
-        vectors = self.store.catalog.cached_vectors(self.model, {e.hash for e in entries.values()})
+        vectors = self.store.vectors_for(e.hash for e in entries.values())
         records, heads = [], []
         for mem_id, (v, parent) in sorted(changes.items()):
             stamp = self.state.tick()
