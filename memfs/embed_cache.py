@@ -45,10 +45,14 @@ class EmbeddingCache:
             self.db.executemany("INSERT OR REPLACE INTO embed_cache(model, hash, vector) VALUES (?, ?, ?)",
                                 [(model, h, v.astype(np.float32).tobytes()) for h, v in vectors.items()])
 
-    def drop_cached(self, model: str, hashes: Iterable[str]) -> None:
+    def drop_cached(self, model: str, hashes: Iterable[str] | None = None) -> None:
         """Let go of the cached vectors of this content that no row waits for any more: rows just
-        synced, whose vectors the index now holds."""
+        synced, whose vectors the index now holds. None: all such content that a synced row has (what
+        a rebuild stopped half-way left behind)."""
         with self._lock:
+            if hashes is None:
+                hashes = [h for (h,) in self.db.execute(
+                    "SELECT hash FROM embed_cache WHERE model = ? AND hash IN (SELECT hash FROM docs)", (model,))]
             for chunk in chunks(list(set(hashes)), 500):
                 marks = ",".join("?" * len(chunk))
                 self.db.execute(

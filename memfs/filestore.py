@@ -126,7 +126,7 @@ class FileState:
     The ctime is part of it (issue #14, findings 2 and 3): `chmod` changes only the ctime, and a
     same-size edit whose mtime is put back (`touch -r`, tools that copy timestamps) changes the ctime
     too, because no one can set a ctime. A rename changes it as well, which costs a re-read (no
-    re-embedding: the content hash is in the cache). 0 means "not known" (catalogs before schema 2).
+    re-embedding: the row keeps its id, and Chroma its vector). 0 means "not known" (catalogs before schema 2).
     """
 
     size: int

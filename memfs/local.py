@@ -199,7 +199,7 @@ class LocalOperations(AdminOperations, TransferOperations, GraphOperations, Sync
             opened, self.owner.opened_report = self.owner.opened_report, None
             if opened is not None:
                 report.absorb(opened)
-            if store.vectors_outdated:  # made with older HNSW parameters (docs/search.md): rebuilt from the cache
+            if store.vectors_outdated:  # made with older HNSW parameters (docs/search.md): rebuilt from its own vectors
                 report.vectors_written += store.rebuild_vectors(progress)
             store.sweep_expired()  # expired key/value memories were hidden already; now their files go
             return report

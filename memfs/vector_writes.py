@@ -319,6 +319,7 @@ class VectorWriter:
             self.catalog.mark_unsynced(missing)
             if embed:
                 report.vectors_written += self.write(None, progress=progress, report=report)
+        self.catalog.drop_cached(self.embedder.model_id)
 
     def _claimed(self) -> set[str]:
         """Unsynced rows another writer is on: a deferred upsert (searchable already; the flusher writes

@@ -212,6 +212,9 @@ def test_each_vector_is_kept_once_and_read_back_from_the_index(root):
         assert set(store.vectors_for(hashes)) == set(hashes)
         assert store.rebuild_vectors() == 300 and store.embedder.embedded == before
         assert store.vectors.ids() == {r.memory.id for r in records} and store.catalog.cache_size() == 0
+        store.writer._cache_indexed()  # a rebuild stopped right after staging: the next reconcile tidies
+        assert store.catalog.cache_size() == 300
+        assert store.reconcile().embedded == 0 and store.catalog.cache_size() == 0
         other = store.add(first.content + " More.")  # other content: embedded
         assert store.embedder.embedded == before + 1 and other.memory.id in store.vectors.ids()
         assert store.search(first.content, k=1)[0].memory.id == first.id
