@@ -312,7 +312,7 @@ def main() -> None:
             continue
         ours = [row[key] for row in results["memfs"]]
         theirs = [row[key] for row in results["mms"]]
-        scale = 1e-6 if key.startswith("disk") else 1
+        scale = 1e-6 if "disk" in key else 1
         ratios = " / ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs))
         goal = "≥ 1" if higher else "≤ 1"
         print(f"| {label} | {statistics.median(ours) * scale:.3g} | {statistics.median(theirs) * scale:.3g} | "

@@ -37,6 +37,9 @@ RUNTIME = ("ef_search", "sync_threshold")
 # it, the HNSW index answers. docs/search.md has the measurements that put the switch here.
 EXACT_MAX = 250_000
 
+# Chroma's SQLite file is compacted at close once this many pages (4 KB) are free in it.
+COMPACT_PAGES = 64
+
 
 def chroma_metadata(m: Memory) -> dict:
     meta: dict = {"hash": m.content_hash, "type": m.type, "created_ts": m.created_at.timestamp()}
@@ -85,7 +88,8 @@ class VectorIndex:
             # Telemetry off: it would be a network call, and nothing here may touch the network.
             settings = Settings(anonymized_telemetry=False)
             self.path.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            if self._client is None:  # after reset() the client is kept: a second would never be closed
+                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collection = self._client.get_or_create_collection(
                 COLLECTION, embedding_function=None, configuration={"hnsw": dict(HNSW)})
             self._set_runtime_parameters()
@@ -232,12 +236,53 @@ class VectorIndex:
         return self.collection.count()
 
     def close(self) -> None:
-        """Release Chroma's per-path system (it is shared and refcounted within a process)."""
+        """Release Chroma's per-path system (it is shared and refcounted within a process); when it
+        was the last, give back the space Chroma's SQLite file holds free (`compact_chroma_file`)."""
         self._mirror = None
-        if self._client is not None and hasattr(self._client, "close"):
-            self._client.close()
+        client = self._client
         self._collection = None
         self._client = None
+        if client is not None and hasattr(client, "close"):
+            client.close()
+            if _stopped(client):
+                compact_chroma_file(self.path / "chroma.sqlite3")
+
+
+def _stopped(client) -> bool:
+    """Chroma stopped the client's system: no connection of this process holds its files."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    ident = getattr(client, "_identifier", None)
+    return ident is not None and ident not in getattr(SharedSystemClient, "_identifier_to_system", {ident: None})
+
+
+def compact_chroma_file(db: Path, at_least: int = COMPACT_PAGES) -> None:
+    """Give the file system back the pages Chroma's SQLite holds free (issue #26): its write-ahead log
+    (embeddings_queue) is pruned as the index is persisted, and the pages stay in the file, ~0.5 MB
+    per 1,000 memories written at once. The first time, a VACUUM that also turns on incremental
+    auto-vacuum (what `chroma vacuum` does); after it, an incremental vacuum. Only once Chroma has
+    closed the file (an owner's close): its own connections never see it happen."""
+    import logging
+    import sqlite3
+
+    if not db.is_file():
+        return
+    try:
+        con = sqlite3.connect(db, timeout=1.0, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        if con.execute("PRAGMA freelist_count").fetchone()[0] < at_least:
+            return
+        if con.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            con.executescript("PRAGMA incremental_vacuum;")
+        else:
+            con.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            con.execute("VACUUM")
+    except sqlite3.Error as e:  # busy, read-only, full disk: the space stays, nothing else changes
+        logging.getLogger("memfs").info("could not compact %s: %s", db, e)
+    finally:
+        con.close()
 
 
 class _Mirror:

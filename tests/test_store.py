@@ -218,6 +218,9 @@ def test_each_vector_is_kept_once_and_read_back_from_the_index(root):
         other = store.add(first.content + " More.")  # other content: embedded
         assert store.embedder.embedded == before + 1 and other.memory.id in store.vectors.ids()
         assert store.search(first.content, k=1)[0].memory.id == first.id
+    chroma = sqlite3.connect(root / "data" / "embeddings" / "chroma.sqlite3")
+    assert chroma.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # compacted once at close (Chroma: NONE)
+    assert chroma.execute("PRAGMA freelist_count").fetchone()[0] < 64
     db = sqlite3.connect(root / "data" / "indexes" / "catalog.sqlite")
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
     assert db.execute("PRAGMA freelist_count").fetchone()[0] < 64  # given back at close
