@@ -25,7 +25,7 @@ from typing import Iterable
 import orjson
 
 from .catalog_kv import KeyValueIndex
-from .catalog_rows import COLUMNS, Entry, Invalid, chunks, entry_from_row, ts, vector_fingerprint
+from .catalog_rows import COLUMNS, Entry, Invalid, chunks, entry_from_row, fingerprint_digest, ts, vector_fingerprint
 from .catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_KV, SCHEMA_VERSION
 from .documents import Memory, parse_time
 from .embed_cache import EmbeddingCache
@@ -53,6 +53,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.create_function("memfs_fp", 1, fingerprint_digest, deterministic=True)  # migration 5
         version = self._schema_version()
         self.db.executescript(SCHEMA)
         self._vocab = False  # temp.fts_vocab created (per connection)
@@ -143,7 +144,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
             self.remove(displaced)
             old = self.db.execute("SELECT rowid, content, synced_fp FROM docs WHERE id = ?", (m.id,)).fetchone()
             body = m.to_dict()
-            del body["content"]
+            del body["content"], body["format"], body["id"]  # in columns, or always FORMAT (entry_from_row)
             values = (m.id, path, m.content_hash, state.size, state.mtime_ns, state.ino, state.ctime_ns,
                       m.type, ts(m.created_at), ts(m.updated_at), m.content, orjson.dumps(body),
                       vector_fingerprint(m), m.namespace, m.key,

@@ -5,10 +5,11 @@ the key/value and access tables made after them (SCHEMA_KV). memfs.catalog appli
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Numbered migrations, each run once, in order, inside one transaction (simonw/llm's way). A catalog is
-# derived, so a migration may only add: it must never need a file read. A new catalog starts from
+# derived, so a migration works from what the catalog holds: it must never need a file read, and it
+# must leave every row's sync state as it was. A new catalog starts from
 # SCHEMA (which has some of these columns already: those are skipped) as version 1.
 MIGRATIONS: dict[int, str] = {
     # 2 (issue #14): the files' ctime (docs, invalid), and the id a duplicate was refused for. Every
@@ -30,6 +31,11 @@ MIGRATIONS: dict[int, str] = {
     # not a second copy of every vector. The space goes back by a VACUUM after this (Catalog._vacuum).
     4: """
     DELETE FROM embed_cache WHERE hash NOT IN (SELECT hash FROM docs WHERE synced_fp IS NOT vec_fp);
+    """,
+    # 5 (issue #26): the fingerprints as digests (catalog_rows.fingerprint_digest, the SQL function
+    # memfs_fp). Equal ones stay equal, different ones different, NULL stays NULL: no row changes state.
+    5: """
+    UPDATE docs SET vec_fp = memfs_fp(vec_fp), synced_fp = memfs_fp(synced_fp) WHERE length(vec_fp) > 16;
     """,
 }
 

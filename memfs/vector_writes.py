@@ -29,7 +29,7 @@ from .embedder import Embedder
 from .lock import StoreMutex
 from .ops import Progress
 from .results import ReconcileReport
-from .vectors import VectorIndex
+from .vectors import VectorIndex, holds
 
 # How many documents go through one embed + index round in bulk work.
 BULK_BATCH = 256
@@ -189,7 +189,7 @@ class VectorWriter:
         if not rows:
             return {}
         held = self.vectors.stored(list({i for _, i in rows}))
-        return {h: held[i][1] for h, i in rows if i in held and held[i][0] == h}
+        return {h: held[i][1] for h, i in rows if i in held and holds(held[i][0], h)}
 
     def _uncached_per_round(self, rounds: list[list[Memory]]) -> list[dict[str, str]]:
         """Per round: content hash -> text to encode, for content whose vector is not kept."""
@@ -369,6 +369,6 @@ class VectorWriter:
                 part = rows[start:start + BULK_BATCH * 4]
                 held = self.vectors.stored([i for _, i in part])
                 self.catalog.cache_vectors(self.embedder.model_id,
-                                           {h: held[i][1] for h, i in part if i in held and held[i][0] == h})
+                                           {h: held[i][1] for h, i in part if i in held and holds(held[i][0], h)})
         except Exception as e:
             log.warning("could not read the vector index before rebuilding it (%s): what it held is embedded again", e)

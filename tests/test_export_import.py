@@ -19,8 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from conftest import filler_texts  # noqa: E402
 from memfs import MemoryStore, export, importers, kv, migrations  # noqa: E402
 from memfs.catalog import Catalog  # noqa: E402
+from memfs.catalog_rows import vector_fingerprint  # noqa: E402
 from memfs.errors import NotFoundError  # noqa: E402
 from memfs.importers import SourceError  # noqa: E402
 from source_fixtures import (write_extended_memory_db, write_kg_jsonl, write_mms_json,  # noqa: E402
@@ -401,6 +403,44 @@ def test_catalog_v1_is_migrated_in_place(tmp_path):
     assert c.ids_for_key("ns", "k") == ["a"]
     assert c.db.execute("SELECT expires_ts FROM docs").fetchone()[0] == datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
     c.close()
+
+
+def test_catalog_v3_keeps_each_rows_sync_state_its_cache_only_for_waiting_rows_and_is_compacted(tmp_path, store):
+    """Migrations 4 and 5 (issue #26): fingerprints become digests without a row changing state, the
+    cache keeps only the vectors of rows still waiting for the index, and the file is VACUUMed once."""
+    from memfs import catalog_schema as cat
+
+    records = store.add_many({"content": t, "tags": ["x"]} for t in filler_texts(6))
+    store.update(records[0].memory.id, tags=["y"])
+    path = store.layout.indexes / "catalog.sqlite"
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    state = dict(db.execute("SELECT id, synced_fp IS vec_fp FROM docs"))
+    old_fp = {i: orjson.dumps([h, t, c, orjson.loads(tags)]).decode() for i, h, t, c, tags in db.execute(
+        "SELECT d.id, d.hash, d.type, d.created_ts, json_group_array(g.tag) FROM docs d"
+        " JOIN doc_tags g ON g.doc = d.rowid GROUP BY d.id")}
+    db.execute("UPDATE docs SET vec_fp = ?, synced_fp = ? WHERE id = ?", (old_fp[records[1].memory.id],) * 2
+               + (records[1].memory.id,))  # as a version-3 memfs wrote them, whole
+    db.execute("UPDATE docs SET vec_fp = ?, synced_fp = 'an older one' WHERE id = ?",
+               (old_fp[records[2].memory.id], records[2].memory.id))  # waiting for the index
+    state[records[2].memory.id] = 0
+    hashes = dict(db.execute("SELECT id, hash FROM docs"))
+    db.executemany("INSERT OR REPLACE INTO embed_cache VALUES ('m', ?, zeroblob(1536))", [(h,) for h in hashes.values()])
+    db.execute("PRAGMA auto_vacuum = NONE")
+    db.execute("VACUUM")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.close()
+    c = Catalog(path)
+    try:
+        assert c.get_meta("schema_version") == str(cat.SCHEMA_VERSION)
+        assert dict(c.db.execute("SELECT id, synced_fp IS vec_fp FROM docs")) == state
+        assert {len(fp) for (fp,) in c.db.execute("SELECT vec_fp FROM docs")} == {16}
+        assert c.db.execute("SELECT vec_fp FROM docs WHERE id = ?", (records[1].memory.id,)).fetchone()[0] == \
+            vector_fingerprint(records[1].memory)  # what a reconcile computes: the row is not written again
+        assert [h for (h,) in c.db.execute("SELECT hash FROM embed_cache")] == [hashes[records[2].memory.id]]
+        assert c.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    finally:
+        c.close()
 
 
 def test_pickled_values_are_never_unpickled(store, tmp_path, monkeypatch):
