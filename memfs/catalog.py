@@ -49,7 +49,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         self._lock = threading.RLock()
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # Takes effect only in a new file (before its first table): pages freed go back to the file
-        # system on `_reclaim` (memfs.embed_cache). An older catalog gets it by migration 4's VACUUM.
+        # system on `reclaim` (memfs.embed_cache). An older catalog gets it by migration 4's VACUUM.
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -115,7 +115,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # space given back is a nicety; closing is not
-            self._reclaim(at_least=64)
+            self.reclaim(at_least=64)
         self.db.close()
 
     # -- transactions -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ to Chroma, and once every row with that content is synced the cache lets it go (
 from then on the vector is read back from the index (VectorWriter.known_vectors), under a row whose
 indexed vector is for that very content. Vectors that come with content (an import, a sync pull) wait
 here for their rows the same way. The catalog is made with incremental auto-vacuum, so the pages the
-dropped vectors took are given back to the file system (`_reclaim`) instead of staying in the file.
+dropped vectors took are given back to the file system (`reclaim`) instead of staying in the file.
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ class EmbeddingCache:
                     f"DELETE FROM embed_cache WHERE model = ? AND hash IN ({marks}) AND NOT EXISTS ("
                     "SELECT 1 FROM docs WHERE docs.hash = embed_cache.hash AND docs.synced_fp IS NOT docs.vec_fp)",
                     [model, *chunk])
-            self._reclaim()
 
-    def _reclaim(self, at_least: int = RECLAIM_PAGES) -> None:
-        """Give the file's free pages back when there are many (a no-op in a catalog made before
-        incremental auto-vacuum, which only reuses them). Not inside a transaction: executescript
-        would commit it (and `execute` runs the pragma one page only, Python's sqlite3 steps once)."""
+    def reclaim(self, at_least: int = RECLAIM_PAGES) -> None:
+        """Give the file's free pages back when there are many: at the end of a write and at close,
+        not after each drop, since the next vectors cached would reuse them (a no-op in a catalog
+        made before incremental auto-vacuum). Not inside a transaction: executescript would commit
+        it (and `execute` frees one page only: Python's sqlite3 steps the pragma once)."""
         with self._lock:
             if not self.db.in_transaction and self.db.execute("PRAGMA freelist_count").fetchone()[0] >= at_least:
                 self.db.executescript("PRAGMA incremental_vacuum;")

@@ -3,8 +3,9 @@
 The catalog marks a row unsynced when its memory is written; this module encodes the content whose
 vector is known neither to the embedding cache nor to the index (`known_vectors`; off the state lock,
 at a lower CPU priority than requests), upserts the rows' vectors, marks them synced and lets the
-cache drop what the index now holds, so each vector is kept once (memfs.embed_cache). With `defer` on (an owner), a small write returns once its vectors are cached
-and searchable, and their Chroma upsert follows, gathered with other writes' (`_defer`, `flush_soon`).
+cache drop what the index now holds, so each vector is kept once (memfs.embed_cache). With `defer`
+on (an owner), a small write returns once its vectors are cached and searchable, and their Chroma
+upsert follows, gathered with other writes' (`_defer`, `flush_soon`).
 It also keeps `lagging` (some rows still wait for their vectors), checks Chroma's id set against the
 catalog's, and rebuilds the vector index from its own vectors.
 """
@@ -149,6 +150,7 @@ class VectorWriter:
                 written += self._defer(ids, report) if defer else self._sync(ids, report)
                 if progress:
                     progress(phase, written, len(memories))
+            self.catalog.reclaim()  # the cache's pages a bulk write dropped
             return written
         finally:
             with self._soon_cond:
