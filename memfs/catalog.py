@@ -49,7 +49,7 @@ class Catalog(KeyValueIndex, EmbeddingCache):
         self._lock = threading.RLock()
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # Takes effect only in a new file (before its first table): pages freed go back to the file
-        # system on `reclaim` (memfs.embed_cache). An older catalog gets it by migration 4's VACUUM.
+        # system on `reclaim` (memfs.embed_cache). An older catalog gets it by one VACUUM (`_vacuum`).
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -95,7 +95,6 @@ class Catalog(KeyValueIndex, EmbeddingCache):
             if version < 3:
                 self.backfill_keys()
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-
 
     def backfill_keys(self) -> None:
         """Fill namespace/key/expires_ts from each row's stored body (no file is read)."""
