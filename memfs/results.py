@@ -208,7 +208,7 @@ class Stats(Record):
     content_bytes: int
     invalid_files: int
     vectors: int
-    embedding_cache: int  # vectors waiting for the index (kept once: issue #26); 0 at rest
+    embedding_cache: int  # vectors waiting for the index (kept once: issue #26), normally 0 at rest
     model: str
     last_reconcile: str | None
     disk_bytes: dict[str, int]
