@@ -105,10 +105,10 @@ class VectorWriter:
               keep_going: Callable[[], bool] | None = None, may_defer: bool = False) -> int:
         """Give Chroma the vectors it lacks: the given memories, or (None) every unsynced catalog row.
 
-        Vectors come from the cache by content hash. Content never seen is encoded in rounds, longest
-        first (the model pads each batch to its longest text), on a worker thread that runs ahead of
-        this one, so `meanwhile()` (add_many's file writes, which mostly wait on the disk) and each
-        round's Chroma upsert overlap the model instead of adding to it.
+        A vector kept is reused (`known_vectors`); other content is encoded in rounds, longest first
+        (the model pads a batch to its longest text), on a worker thread ahead of this one, so that
+        `meanwhile()` (add_many's file writes, mostly waiting on the disk) and each round's upsert
+        overlap the model instead of adding to it.
 
         The caller holds the state lock; it is let go while this thread waits for the model (issue
         #14, finding 4), so what is upserted is read again from the catalog once it is taken back:
@@ -117,9 +117,8 @@ class VectorWriter:
         `may_defer`: a request's own write (add, update), which with `defer` on and up to DEFER_MAX
         memories returns once they are searchable, their Chroma upsert following (`_defer`).
         """
-        if memories is None:
-            memories = [e.memory for e in self.catalog.unsynced()]
-        memories = sorted(memories, key=lambda m: len(m.content), reverse=True)
+        memories = sorted([e.memory for e in self.catalog.unsynced()] if memories is None else memories,
+                          key=lambda m: len(m.content), reverse=True)
         few = may_defer and len(memories) <= DEFER_MAX
         defer = few and self.defer and self.vectors.mirror_loaded
         rounds = [memories[i:i + round_size] for i in range(0, len(memories), round_size)]
