@@ -187,8 +187,10 @@ class VectorWriter:
 
     def _indexed_vectors(self, hashes: set[str]) -> dict[str, np.ndarray]:
         rows = self.catalog.indexed_rows(hashes) if hashes else []
-        if not rows:
-            return {}
+        return self._held(rows) if rows else {}
+
+    def _held(self, rows: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Content hash -> vector, for those (hash, id) rows whose indexed vector is for that content."""
         held = self.vectors.stored(list({i for _, i in rows}))
         return {h: held[i][1] for h, i in rows if i in held and holds(held[i][0], h)}
 
@@ -367,9 +369,6 @@ class VectorWriter:
         rows = self.catalog.indexed_rows()
         try:
             for start in range(0, len(rows), BULK_BATCH * 4):
-                part = rows[start:start + BULK_BATCH * 4]
-                held = self.vectors.stored([i for _, i in part])
-                self.catalog.cache_vectors(self.embedder.model_id,
-                                           {h: held[i][1] for h, i in part if i in held and holds(held[i][0], h)})
+                self.catalog.cache_vectors(self.embedder.model_id, self._held(rows[start:start + BULK_BATCH * 4]))
         except Exception as e:
             log.warning("could not read the vector index before rebuilding it (%s): what it held is embedded again", e)
