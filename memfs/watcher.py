@@ -372,10 +372,11 @@ class Watcher:
         keep_going, size = None, self.embed_batch
         if len(ids) < min(self.embed_batch, len(pending)):  # hand edits went before a bulk copy
             self._person_at = time.monotonic()
-        elif len(ids) >= self.embed_batch:  # no hand edit waits: a bulk copy, several rounds in one call
-            ids = next_round(pending, self.embed_batch * BULK_ROUNDS)
-            keep_going = lambda: not (self._hand_edit or self._stopping)  # noqa: E731
-            if time.monotonic() - self._person_at < PERSON_WINDOW:
+        else:
+            if len(ids) >= self.embed_batch:  # no hand edit waits: a bulk copy, several rounds in one call
+                ids = next_round(pending, self.embed_batch * BULK_ROUNDS)
+                keep_going = lambda: not (self._hand_edit or self._stopping)  # noqa: E731
+            if time.monotonic() - self._person_at < PERSON_WINDOW:  # the copy's tail too: up to 15 rows
                 size = min(size, PERSON_ROUND)
         report = self.store.embed_pending(ids, round_size=size, keep_going=keep_going)
         self.embedded += report.embedded

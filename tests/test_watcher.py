@@ -314,3 +314,33 @@ def test_plumbing_while_a_person_edits_a_bulk_copy_goes_on_in_short_rounds(root,
     assert sizes[edit][1] == ["edit"], calls  # a round of its own, before the rest of the copy
     assert all(size == watcher.EMBED_BATCH for size, _ids in sizes[:edit]), calls  # the copy alone: full rounds
     assert sizes[edit + 1:] and all(size == watcher.PERSON_ROUND for size, _ids in sizes[edit + 1:]), calls
+
+
+def test_plumbing_the_tail_of_a_bulk_copy_is_short_rounds_too_while_a_person_edits(root, monkeypatch):
+    """#24 item 1 (plumbing: a FAKE embedder, meaning plays no part). The last rows of a bulk copy (fewer
+    than EMBED_BATCH) are not several rounds in one call, but while a person edits they are still
+    embedded PERSON_ROUND at a time, not all together. A CI run once saw a round of 16 here."""
+    from sync_helpers import OneHotFakeEmbedder
+
+    from memfs import watcher
+
+    store = MemoryStore.open(root, create=True, embedder=OneHotFakeEmbedder())
+    try:
+        for i in range(10):
+            write(store.layout.memories / "bulk" / f"b{i}.json", {"id": f"b{i}", "content": f"bulk note {i}"})
+        store.reconcile(embed=False)
+        assert len(store.pending_vectors()) == 10
+        sizes: list[int] = []
+        real = store.embed_pending
+        monkeypatch.setattr(store, "embed_pending", lambda ids, round_size, keep_going=None:
+                            sizes.append(round_size) or real(ids, round_size=round_size, keep_going=keep_going))
+        w = Watcher(store, polling=False)  # not started: its embedding round is called by hand
+        w._person_at = time.monotonic()  # a hand edit was just embedded before the copy's rows
+        assert w._embed_round()
+        assert sizes == [watcher.PERSON_ROUND] and store.pending_vectors() == []
+        w._person_at = float("-inf")  # nobody edits: the same tail is one round
+        write(store.layout.memories / "bulk" / "b0.json", {"id": "b0", "content": "bulk note, changed"})
+        store.reconcile(embed=False)
+        assert w._embed_round() and sizes[-1] == watcher.EMBED_BATCH
+    finally:
+        store.close()
