@@ -221,6 +221,17 @@ def from_dict(doc: Any, *, default_id: str, default_time: datetime, check_limits
     )
 
 
+def from_checked(doc: dict[str, Any]) -> Memory:
+    """The Memory whose `to_dict()` `doc` is, for a memory this process built with from_dict (an
+    import's spool, memfs.import_plan): nothing is checked or normalized a second time."""
+    expires = doc.get("expires_at")
+    return Memory(id=doc["id"], content=doc["content"], tags=tuple(doc["tags"]), type=doc["type"],
+                  metadata=doc["metadata"], created_at=datetime.fromisoformat(doc["created_at"]),
+                  updated_at=datetime.fromisoformat(doc["updated_at"]), namespace=doc.get("namespace"),
+                  key=doc.get("key"), expires_at=None if expires is None else datetime.fromisoformat(expires),
+                  source=doc.get("source"), extra={k: v for k, v in doc.items() if k not in _KNOWN})
+
+
 UTF8_BOM = b"\xef\xbb\xbf"
 
 

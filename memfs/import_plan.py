@@ -1,18 +1,25 @@
 """An import's first pass (issue #13, #25): read every record of every source, check it, and sort it
 into new / duplicate / updated / invalid / expired, writing nothing.
 
-What the pass keeps is small and per record: the content hashes and keys seen (for dedup across the
-whole run), and, for each record to write, its position in the source, its content hash and (for an
-update) the id it rewrites: the `Plan`. The records themselves are dropped as they are counted; the
-second pass (memfs.import_write) reads the source again and writes the planned ones in batches.
+What the pass keeps in memory is small and per record: the content hashes and keys seen (for dedup
+across the whole run). Each record to write goes, as this pass checked it, to the plan's `Spool`: an
+unnamed temporary file in the store's data/ directory. The second pass (memfs.import_write) reads the
+spool, not the source, and writes it in batches: it writes exactly what was checked here and what the
+source's checksum (taken before, compared after this pass) stands for, and parses nothing twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import orjson
 
 from . import documents
 from .documents import Memory
@@ -69,15 +76,53 @@ class SourceReport(Record):
             self.invalid_records.append(InvalidRecord(location, reason))
 
 
+class Spool:
+    """The records one plan writes, in an unnamed temporary file (O_TMPFILE where the system has it:
+    gone with the process however it ends): each as the memory the plan checked, its content hash,
+    the id of the memory it rewrites (None: a new one), and what else its record carries (vector,
+    access). A frame is two lengths, the fields as JSON (a checked memory is strict JSON, so it comes
+    back unchanged), and the vector's float32 bytes."""
+
+    _LENGTHS = struct.Struct("<II")
+
+    def __init__(self, directory: Path):
+        self._file = tempfile.TemporaryFile(dir=directory, prefix=".import-spool-")
+        self.count = 0
+
+    def add(self, rec: SourceRecord, memory: Memory, content_hash: str, updates: str | None) -> None:
+        vector = None if rec.vector is None else np.asarray(rec.vector, dtype=np.float32)
+        head = orjson.dumps([rec.location, memory.to_dict(), rec.access, rec.vector_model, rec.vector_proof,
+                             None if vector is None else vector.shape, content_hash, updates])
+        data = b"" if vector is None else vector.tobytes()
+        self._file.write(self._LENGTHS.pack(len(head), len(data)) + head + data)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[tuple[SourceRecord, Memory, str, str | None, int]]:
+        """(record without its document, its memory, content hash, id it rewrites or None, size of the
+        fields as JSON), in the plan's order."""
+        f = self._file
+        f.flush()
+        f.seek(0)
+        for _ in range(self.count):
+            head_len, data_len = self._LENGTHS.unpack(f.read(self._LENGTHS.size))
+            location, doc, access, model, proof, shape, content_hash, updates = orjson.loads(f.read(head_len))
+            vector = None if shape is None else np.frombuffer(f.read(data_len), dtype=np.float32).reshape(shape)
+            rec = SourceRecord(location, vector=vector, access=tuple(access) if access else None,
+                               vector_model=model, vector_proof=proof)
+            yield rec, documents.from_checked(doc), content_hash, updates, head_len
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class Plan:
-    """The records of one source to write: position in the source -> (content hash, the id of the
-    memory an update rewrites, or None for a new memory)."""
+    """What one source gives: its report, and the records to write in its `spool`."""
 
     source: Source
     report: SourceReport
     begun: datetime
-    writes: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    spool: Spool
 
 
 def apply_options(rec: SourceRecord, src: Source, source_tag: str | None, namespace: str | None) -> dict:
@@ -99,14 +144,12 @@ def apply_options(rec: SourceRecord, src: Source, source_tag: str | None, namesp
 
 def memory_of(rec: SourceRecord, src: Source, source_tag: str | None, namespace: str | None,
               now: datetime) -> Memory:
-    """The memory a valid record makes (InvalidDocumentError otherwise); its document, options
-    applied, is left in `rec.doc` for add_many."""
+    """The memory a valid record makes, options applied (InvalidDocumentError otherwise): what is
+    written, a new memory under its id, created `now` unless the record says when."""
     if rec.error:
         raise InvalidDocumentError(rec.error)
-    doc = apply_options(rec, src, source_tag, namespace)
-    m = documents.from_dict(doc, default_id=documents.new_id(), default_time=now)
-    rec.doc = doc
-    return m
+    return documents.from_dict(apply_options(rec, src, source_tag, namespace), default_id=documents.new_id(),
+                               default_time=now)
 
 
 class Planner:
@@ -125,10 +168,19 @@ class Planner:
         self.seen_ids: dict[str, str] = {}  # id -> content hash, for ids the sources set (a memfs export's)
 
     def plan(self, src: Source, report: SourceReport, now: datetime) -> Plan:
-        """Read `src` once and plan it; only the records to write are kept, by position."""
-        plan = Plan(src, report, now)
+        """Read `src` once and plan it: the records to write go to the plan's spool (the caller closes
+        it: `Plan.spool.close()`)."""
+        plan = Plan(src, report, now, Spool(self.store.layout.data))
+        try:
+            self._read(src, report, now, plan.spool)
+        except BaseException:
+            plan.spool.close()
+            raise
+        return plan
+
+    def _read(self, src: Source, report: SourceReport, now: datetime, spool: Spool) -> None:
         valid_hashes: list[str] = []
-        for n, rec in enumerate(src.records(src.notes)):
+        for rec in src.records(src.notes):
             report.read += 1
             if rec.warning:
                 report.warnings.append(rec.warning)
@@ -146,10 +198,9 @@ class Planner:
                 continue
             decision = self._keyed(m, h, report) if m.key is not None else self._plain(rec, m, h, report)
             if decision is not None:
-                plan.writes[n] = (h, decision or None)
+                spool.add(rec, m, h, decision or None)
             self.seen_hashes.add(h)
         report.records_sha256 = hashlib.sha256("\n".join(sorted(valid_hashes)).encode()).hexdigest()
-        return plan
 
     def _keyed(self, m: Memory, h: str, report: SourceReport) -> str | None:
         """A key/value record: "" to write it new, the id of the memory it updates, or None to skip."""

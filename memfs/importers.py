@@ -6,16 +6,16 @@ for that record. Readers stream: a SQLite source is read through a cursor, a JSO
 element (json_stream.py), so no source is ever held whole (issue #25). `import_sources`
 
 1. opens each source **read-only** (SQLite through a `mode=ro` URI; memfs never writes to a source);
-2. reads every source once, writing nothing (import_plan.py), and sorts every record into new /
-   duplicate / updated / invalid / expired: by content hash (unless `dedup=False`), and by
-   (namespace, key) for key/value sources, so running an import twice adds nothing. What it keeps is
-   per record and small (hashes, keys, the positions to write), and a source that cannot be read
-   through (corrupt, locked, truncated, changed while read) stops the import with nothing written;
-3. reads the sources again and writes the planned records in batches (import_write.py): the vectors a
-   batch carries are proven record by record (a memfs export's `embedding_sha256`, or embedding and
-   comparing every foreign one; never a sample) and seeded in the embedding cache, so `add_many`
-   embeds only what is left; and keeps a migration record per source (`migration_records.py`) that
-   `migrations.verify` replays.
+2. reads every source once, writing nothing to the store (import_plan.py), and sorts every record
+   into new / duplicate / updated / invalid / expired: by content hash (unless `dedup=False`), and by
+   (namespace, key) for key/value sources, so running an import twice adds nothing. What it keeps in
+   memory is per record and small (hashes, keys); the records to write go to a spool, a temporary
+   file. A source that cannot be read through (corrupt, locked, truncated, changed while read) stops
+   the import with nothing written;
+3. writes the spooled records in batches (import_write.py): the vectors a batch carries are proven
+   record by record (a memfs export's `embedding_sha256`, or embedding and comparing every foreign
+   one; never a sample) and seeded in the embedding cache, so `add_many` embeds only what is left; and
+   keeps a migration record per source (`migration_records.py`) that `migrations.verify` replays.
 
 Formats and where each schema comes from:
 
@@ -141,25 +141,29 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
     """
     started = time.monotonic()
     out = ImportReport([], dry_run)
-    with store.mutex:
-        planner = Planner(store, dedup=dedup, source_tag=source_tag, namespace=namespace)
-        plans: list[Plan] = []
-        for p in paths:
-            begun = utcnow()
-            src = open_source(Path(p), format)
-            report = SourceReport(str(src.path.resolve()), src.format, src.sha256)
-            plans.append(planner.plan(src, report, begun))
-            unchanged(src)
-            report.warnings[:0] = src.notes
-            out.sources.append(report)
-        if dry_run:
-            for plan in plans:
-                plan.report.status = "dry-run"
-                if on_source:
-                    on_source(plan.report)
-        else:
-            _write(store, plans, {"dedup": dedup, "source_tag": source_tag, "namespace": namespace}, progress,
-                   on_source)
+    plans: list[Plan] = []
+    try:
+        with store.mutex:
+            planner = Planner(store, dedup=dedup, source_tag=source_tag, namespace=namespace)
+            for p in paths:
+                begun = utcnow()
+                src = open_source(Path(p), format)
+                report = SourceReport(str(src.path.resolve()), src.format, src.sha256)
+                plans.append(planner.plan(src, report, begun))
+                unchanged(src)
+                report.warnings[:0] = src.notes
+                out.sources.append(report)
+            if dry_run:
+                for plan in plans:
+                    plan.report.status = "dry-run"
+                    if on_source:
+                        on_source(plan.report)
+            else:
+                _write(store, plans, {"dedup": dedup, "source_tag": source_tag, "namespace": namespace},
+                       progress, on_source)
+    finally:
+        for plan in plans:
+            plan.spool.close()
     out.seconds = time.monotonic() - started
     return out
 

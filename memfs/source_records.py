@@ -46,8 +46,8 @@ class SourceRecord:
 
 @dataclass
 class Source:
-    """A source opened for import: what it is, and its records read afresh on each `records()` call, so
-    an import can read it twice (plan, then write) and hold neither reading whole (issue #25)."""
+    """A source opened for import: what it is, and its records read afresh on each `records()` call
+    (an import's plan, `migrations.verify`), never held whole (issue #25)."""
 
     path: Path
     format: str

@@ -149,6 +149,12 @@ class MemoryStore:
         """
         now = utcnow()
         memories = [documents.from_dict(dict(doc), default_id=documents.new_id(), default_time=now) for doc in docs]
+        return self.add_memories(memories, allow_duplicate=allow_duplicate, progress=progress)
+
+    def add_memories(self, memories: list[Memory], *, allow_duplicate: bool = False,
+                     progress: Progress | None = None) -> list[AddResult]:
+        """add_many for memories already parsed from their documents (documents.from_dict): an import
+        checks each record as it plans, and does not parse it again to write it."""
         results: list[AddResult | None] = [None] * len(memories)
         with self._mutex:
             fresh: list[int] = []

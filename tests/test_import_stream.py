@@ -1,5 +1,6 @@
-"""Streaming import (issue #25): a source is read record by record, twice (plan, then write in
-batches), never whole; memory stays flat in the source's size.
+"""Streaming import (issue #25): a source is read record by record, once (the plan; the records to write
+go to a spool, a temporary file, and are written from it in batches), never whole; memory stays flat
+in the source's size.
 
 Plumbing: a FAKE embedder (content hash to a one-hot vector, tests/sync_helpers.py) stands in for the
 model wherever meaning plays no part, so thousands of records import in seconds.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,73 +98,84 @@ def test_an_import_spanning_many_batches_writes_every_record_once(tmp_path, monk
         assert (again.new, again.duplicate) == (0, 50)
 
 
-def test_a_source_changed_between_the_readings_stops_the_import(tmp_path, monkeypatch):
-    """The second reading checks each record it writes against the first one's plan: a source
-    rewritten in between is caught at the first record that differs, and the run says failed."""
+def test_a_source_rewritten_after_its_plan_changes_nothing_that_is_written(tmp_path, monkeypatch):
+    """The writes come from the plan's spool, not from a second reading: a source rewritten once it was
+    planned (and its checksum compared) still imports what was planned, whole."""
     monkeypatch.setattr(import_write, "BATCH", 10)
     src = write_export(tmp_path / "export.json", 40)
+    planned = orjson.loads(src.read_bytes())["memories"]
     run = import_write.BatchWriter.run
 
     def rewrite_then_run(writer):
         data = orjson.loads(src.read_bytes())
-        data["memories"][25]["content"] = "changed between the two readings"
+        data["memories"][25]["content"] = "changed between the plan and the writes"
+        del data["memories"][30:]
         src.write_bytes(orjson.dumps(data))
         return run(writer)
 
     monkeypatch.setattr(import_write.BatchWriter, "run", rewrite_then_run)
     with MemoryStore.open(tmp_path / "store", create=True, embedder=OneHotFakeEmbedder()) as s:
-        with pytest.raises(SourceError, match=r"changed while it was imported \(record memories\[25\]"):
-            importers.import_sources(s, [src])
-        assert s.catalog.count() == 20  # the two batches before the changed record
-        record = migrations.history(s.layout)[0]
-        assert record["status"] == "failed" and "changed while it was imported" in record["error"]
+        report = importers.import_sources(s, [src]).sources[0]
+        assert (report.new, report.vectors_reused, report.status) == (40, 40, "completed")
+        assert sorted(e.memory.content for e in s.list(limit=None)) == sorted(m["content"] for m in planned)
+        assert s.embedder.embedded == 0 and s.vectors.count() == 40
 
 
-def test_a_write_that_fails_mid_import_stops_the_reading_thread(tmp_path, monkeypatch):
-    """The second reading runs a batch ahead on its own thread (import_write.read_ahead); when a write
-    fails (here the second add_many, as a full disk would), the error is the import's and the reader
-    stops and closes the source: no thread is left reading."""
+def test_a_write_that_fails_mid_import_keeps_what_was_written_and_says_failed(tmp_path, monkeypatch):
+    """A write that fails (here the second add_memories, as a full disk would) is the import's error: the
+    batch before it stays, the migration record says failed, and running the import again adds the rest."""
     monkeypatch.setattr(import_write, "BATCH", 10)
     src = write_export(tmp_path / "export.json", 60)
     with MemoryStore.open(tmp_path / "store", create=True, embedder=OneHotFakeEmbedder()) as s:
-        add_many, calls = s.add_many, []
+        add_memories, calls = s.add_memories, []
 
-        def fail_second(docs, **kw):
-            calls.append(len(docs))
+        def fail_second(memories, **kw):
+            calls.append(len(memories))
             if len(calls) == 2:
                 raise OSError(28, "No space left on device")
-            return add_many(docs, **kw)
+            return add_memories(memories, **kw)
 
-        monkeypatch.setattr(s, "add_many", fail_second)
+        monkeypatch.setattr(s, "add_memories", fail_second)
         with pytest.raises(OSError, match="No space left"):
             importers.import_sources(s, [src])
         assert calls == [10, 10] and s.catalog.count() == 10
-        assert not [t for t in threading.enumerate() if t.name == "memfs-import-read"]
         assert migrations.history(s.layout)[0]["status"] == "failed"
+        monkeypatch.setattr(s, "add_memories", add_memories)
+        again = importers.import_sources(s, [src]).sources[0]
+        assert (again.new, again.duplicate) == (50, 10) and s.catalog.count() == 60
 
 
-def test_read_ahead_keeps_order_raises_after_the_items_before_and_closes_early():
-    def items(n, fail_at=None, closed=None):
-        try:
-            for i in range(n):
-                if i == fail_at:
-                    raise ValueError(f"bad item {i}")
-                yield i
-        finally:
-            if closed is not None:
-                closed.append(threading.current_thread().name)
+def test_the_spool_gives_back_each_record_as_planned(tmp_path):
+    """What the plan spools comes back equal: the memory it checked (every field, times to the
+    microsecond, unknown fields, integers to 64 bits), access, the vector with its shape, model, proof."""
+    from memfs.documents import from_dict, utcnow
+    from memfs.import_plan import Spool
+    from memfs.source_records import SourceRecord
 
-    assert list(import_write.read_ahead(items(100))) == list(range(100))
-    got = []
-    with pytest.raises(ValueError, match="bad item 5"):
-        for i in import_write.read_ahead(items(10, fail_at=5)):
-            got.append(i)
-    assert got == [0, 1, 2, 3, 4]
-    closed: list[str] = []
-    ahead = import_write.read_ahead(items(10 ** 6, closed=closed))
-    assert next(ahead) == 0
-    ahead.close()  # the caller stops early: the producer stops and closes `items` on its own thread
-    assert closed == ["memfs-import-read"]
+    docs = [{"id": "a1", "content": "a", "metadata": {"n": 2 ** 63 - 1, "m": -(2 ** 63), "f": 0.1, "u": "é\u2028"},
+             "created_at": "2020-02-29T23:59:59.000001+05:00", "expires_at": "2999-01-01", "future_field": [1, {}]},
+            {"content": "b", "tags": ["X", "y"], "namespace": "ns", "key": "k", "source": "there#1"},
+            {"content": "c", "type": "decision"}]
+    records = [SourceRecord("memories[0]", vector=np.arange(4, dtype=np.float32), access=(1.5, 3),
+                            vector_model="m", vector_proof="p"),
+               SourceRecord("line 2"),
+               SourceRecord("r", vector=np.ones((2, 3), dtype=np.float32))]
+    memories = [from_dict(d, default_id=f"id{i}", default_time=utcnow()) for i, d in enumerate(docs)]
+    spool = Spool(tmp_path)
+    try:
+        for i, (rec, m) in enumerate(zip(records, memories)):
+            spool.add(rec, m, f"h{i}", "old" if i == 1 else None)
+        back = list(spool)
+    finally:
+        spool.close()
+    assert [m for _, m, *_ in back] == memories
+    assert [(h, updates) for _, _, h, updates, _ in back] == [("h0", None), ("h1", "old"), ("h2", None)]
+    for rec, (got, *_) in zip(records, back):
+        assert (got.location, got.access, got.vector_model, got.vector_proof) == \
+            (rec.location, rec.access, rec.vector_model, rec.vector_proof)
+        assert (got.vector is None) == (rec.vector is None)
+        if rec.vector is not None:
+            assert got.vector.shape == rec.vector.shape and np.array_equal(got.vector, rec.vector)
 
 
 def test_a_truncated_or_broken_json_export_imports_nothing(tmp_path):
