@@ -85,22 +85,26 @@ class Spool:
 
     _LENGTHS = struct.Struct("<II")
 
-    def __init__(self, directory: Path):
-        self._file = tempfile.TemporaryFile(dir=directory, prefix=".import-spool-")
+    def __init__(self, directory: Path | None):
+        """`directory` None: count the records and keep none (a dry run writes nothing, not even here)."""
+        self._file = None if directory is None else tempfile.TemporaryFile(dir=directory, prefix=".import-spool-")
         self.count = 0
 
     def add(self, rec: SourceRecord, memory: Memory, content_hash: str, updates: str | None) -> None:
+        self.count += 1
+        if self._file is None:
+            return
         vector = None if rec.vector is None else np.asarray(rec.vector, dtype=np.float32)
         head = orjson.dumps([rec.location, memory.to_dict(), rec.access, rec.vector_model, rec.vector_proof,
                              None if vector is None else vector.shape, content_hash, updates])
         data = b"" if vector is None else vector.tobytes()
         self._file.write(self._LENGTHS.pack(len(head), len(data)) + head + data)
-        self.count += 1
 
     def __iter__(self) -> Iterator[tuple[SourceRecord, Memory, str, str | None, int]]:
         """(record without its document, its memory, content hash, id it rewrites or None, size of the
         fields as JSON), in the plan's order."""
         f = self._file
+        assert f is not None, "a counting spool keeps no records"
         f.flush()
         f.seek(0)
         for _ in range(self.count):
@@ -112,7 +116,8 @@ class Spool:
             yield rec, documents.from_checked(doc), content_hash, updates, head_len
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 @dataclass
@@ -155,8 +160,10 @@ def memory_of(rec: SourceRecord, src: Source, source_tag: str | None, namespace:
 class Planner:
     """Sorts the records of every source of one import; dedup spans all of them."""
 
-    def __init__(self, store: "MemoryStore", *, dedup: bool, source_tag: str | None, namespace: str | None):
+    def __init__(self, store: "MemoryStore", *, dedup: bool, source_tag: str | None, namespace: str | None,
+                 spool: bool = True):
         self.store = store
+        self.spool_in = store.layout.data if spool else None  # None: a dry run, which keeps no records
         self.dedup = dedup
         self.source_tag = source_tag
         self.namespace = namespace
@@ -170,7 +177,7 @@ class Planner:
     def plan(self, src: Source, report: SourceReport, now: datetime) -> Plan:
         """Read `src` once and plan it: the records to write go to the plan's spool (the caller closes
         it: `Plan.spool.close()`)."""
-        plan = Plan(src, report, now, Spool(self.store.layout.data))
+        plan = Plan(src, report, now, Spool(self.spool_in))
         try:
             self._read(src, report, now, plan.spool)
         except BaseException:

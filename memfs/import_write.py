@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from .store import MemoryStore
 
 # A batch ends at BATCH records or BATCH_CHARS bytes of its records as JSON (content, metadata and the
-# rest), whichever comes first: enough to keep the model's pipeline full (rounds of 256), little enough that a batch of
-# ordinary records with their vectors is a few MB, and one of big records (256 Ki characters of
-# content, 64 KiB of metadata each) is not gigabytes.
+# rest), whichever comes first: enough to keep the model's pipeline full (rounds of 256), little enough
+# that a batch of ordinary records with their vectors is a few MB, and one of big records (256 Ki
+# characters of content, 64 KiB of metadata each) is not gigabytes.
 BATCH = 1024
 BATCH_CHARS = 4_000_000
 # Cosine similarity above which a source vector counts as this model's (same text, same model: ~1.0;
@@ -117,12 +117,9 @@ class _Pending:
 class BatchWriter:
     """Writes the planned records of every source, BATCH at a time (module docstring)."""
 
-    def __init__(self, store: "MemoryStore", plans: list[Plan], *, source_tag: str | None, namespace: str | None,
-                 progress: Callable[[str, int, int], None] | None):
+    def __init__(self, store: "MemoryStore", plans: list[Plan], progress: Callable[[str, int, int], None] | None):
         self.store = store
         self.plans = plans
-        self.source_tag = source_tag
-        self.namespace = namespace
         self.progress = progress
         self.total = sum(p.spool.count for p in plans)
         self.done = 0
@@ -139,8 +136,8 @@ class BatchWriter:
                 plan.report.vector_check = tally.verdict(self.store.embedder.model_id, self.store.embedder.dim)
 
     def _batches(self) -> Iterator[list[_Pending]]:
-        """The planned records of every source, BATCH records or BATCH_CHARS characters at a time; a
-        batch runs on from one source into the next."""
+        """The planned records of every source, BATCH records or BATCH_CHARS bytes at a time; a batch
+        runs on from one source into the next."""
         batch: list[_Pending] = []
         chars = 0
         for plan in self.plans:
@@ -189,6 +186,7 @@ class BatchWriter:
             if p.rec.vector is not None:
                 by_report.setdefault(id(p.report), []).append(p)
         for key, carried in by_report.items():
-            vectors, tally = check_vectors(self.store, [(p.rec, p.content_hash, p.memory.content) for p in carried])
+            vectors, tally = check_vectors(self.store, [(p.rec, p.content_hash, p.memory.content)
+                                                        for p in carried])
             self.store.catalog.cache_vectors(self.store.embedder.model_id, vectors)
             self.tallies[key].add(tally)

@@ -144,7 +144,7 @@ def import_sources(store: "MemoryStore", paths: Iterable[Path | str], *, format:
     plans: list[Plan] = []
     try:
         with store.mutex:
-            planner = Planner(store, dedup=dedup, source_tag=source_tag, namespace=namespace)
+            planner = Planner(store, dedup=dedup, source_tag=source_tag, namespace=namespace, spool=not dry_run)
             for p in paths:
                 begun = utcnow()
                 src = open_source(Path(p), format)
@@ -175,8 +175,7 @@ def _write(store: "MemoryStore", plans: list[Plan], options: dict, progress, on_
                                                                                 **options}, plan.begun)
                for plan in plans]
     try:
-        BatchWriter(store, plans, source_tag=options["source_tag"], namespace=options["namespace"],
-                    progress=progress).run()
+        BatchWriter(store, plans, progress).run()
         for plan in plans:
             plan.report.status = "completed"
     except Exception as e:
