@@ -216,6 +216,27 @@ def test_every_listed_tool_is_documented(one_store):
     assert not missing, f"not documented in docs/mcp.md: {missing}"
 
 
+def test_the_sdks_span_per_message_is_left_out_unless_a_tracer_provider_is_set(monkeypatch):
+    """#22: without a provider the SDK's span is a no-op that cost /mcp ~50 µs a tool call; with one
+    (opentelemetry-instrument) the spans stay. Also catches the SDK renaming its middleware."""
+    from opentelemetry import trace
+
+    from memfs.mcp import server as mcp_server
+    from memfs.mcp.gateway import Gateway
+
+    def middleware():
+        return [type(m).__name__ for m in mcp_server.build_server(Gateway(lambda: None), "all").middleware]
+
+    assert mcp_server.SDK_TRACING_MIDDLEWARE not in middleware()
+
+    class Provider(trace.TracerProvider):
+        def get_tracer(self, *args, **kwargs):
+            return trace.NoOpTracer()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", Provider)
+    assert middleware()[0] == mcp_server.SDK_TRACING_MIDDLEWARE
+
+
 def test_limits_match_the_owners():
     from memfs import inputs, limits
     from memfs.mcp import common

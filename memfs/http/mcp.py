@@ -78,7 +78,7 @@ class McpEndpoint:
         if not self.is_ready():
             return await _error(503, "not_ready", "the startup reconcile is still running; try again shortly",
                                 scope, receive, send)
-        if self.built is not None:
+        if self.built is not None and not self.built.is_set():  # a set Event's wait() still yields to the loop
             await self.built.wait()
         if self.manager is None:
             why = self.failed or "the app's lifespan, which starts it, did not run"
