@@ -14,8 +14,9 @@ element (json_stream.py), so no source is ever held whole (issue #25). `import_s
    the import with nothing written;
 3. writes the spooled records in batches (import_write.py): the vectors a batch carries are proven
    record by record (a memfs export's `embedding_sha256`, or embedding and comparing every foreign
-   one; never a sample) and seeded in the embedding cache, so `add_many` embeds only what is left; and
-   keeps a migration record per source (`migration_records.py`) that `migrations.verify` replays.
+   one; never a sample) and seeded in the embedding cache, so `add_memories` embeds only what is
+   left; and keeps a migration record per source (`migration_records.py`) that `migrations.verify`
+   replays.
 
 Formats and where each schema comes from:
 

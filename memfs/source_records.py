@@ -33,7 +33,7 @@ class SourceError(MemfsError):
 @dataclass
 class SourceRecord:
     location: str  # where in the source: "memory_entries id=42", "line 7", "memories[3]"
-    doc: dict | None = None  # a memfs document, ready for add_many
+    doc: dict | None = None  # a memfs document; the plan applies the options and checks it (memory_of)
     error: str | None = None
     vector: Any = None  # the source's own vector for this record, if it has one
     access: tuple[float, int] | None = None  # (accessed_at as Unix seconds, access_count)
